@@ -1,0 +1,37 @@
+# The README's two commands: `make run` and `make test`. Both need only Python 3.11+ (and make).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+INSTALLED := $(VENV)/.installed
+# The Procfile's commands (gunicorn, celery) come from the virtualenv.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test lint check-deploy clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## Start web, Celery worker and beat on the embedded default (SQLite, filesystem broker) with demo data.
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py seed_demo
+	@echo "Starting the portal on http://127.0.0.1:$(PORT)/admin/  (Ctrl-C stops everything)"
+	exec $(BIN)/honcho start --port $(PORT)
+
+## The whole test suite (SQLite and the embedded broker unless DATABASE_URL / REDIS_URL are set).
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,349 @@
+import json
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.core.exceptions import ValidationError
+from django.utils.html import format_html, format_html_join
+
+from messaging import services
+from messaging.models import (
+    AuditEvent,
+    CountryRule,
+    Delivery,
+    Message,
+    PhoneNumber,
+    SenderID,
+    SenderIDCountry,
+    Trunk,
+    WavixAccount,
+    WebhookEvent,
+)
+from portal.admin import ScopedAdmin, ScopedReadOnlyInline
+from tenants import access
+from tenants.models import Reseller
+
+
+class OwnedAdmin(ScopedAdmin):
+    """Foreign-key choices for resellers follow who may create rows under them (operators included)."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.remote_field.model is Reseller:
+            kwargs["queryset"] = access.resellers_for(request.user, "add")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        for field, queryset in (
+            ("reseller", access.resellers_for(request.user, "add")),
+            ("tenant", access.tenants_for(request.user, "add")),
+        ):
+            choices = list(queryset.values_list("pk", flat=True)[:2])
+            if len(choices) == 1:
+                initial.setdefault(field, choices[0])
+        return initial
+
+
+@admin.register(CountryRule)
+class CountryRuleAdmin(ScopedAdmin):
+    list_display = ["country", "name", "alphanumeric", "numeric", "note"]
+    list_filter = ["alphanumeric", "numeric"]
+    search_fields = ["country", "name"]
+    list_per_page = 300
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wavix accounts and numbers
+# --------------------------------------------------------------------------------------------------------------
+
+
+class WavixAccountForm(forms.ModelForm):
+    api_key = forms.CharField(
+        label="Wavix API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted and never shown again; only its last 4 characters are displayed.",
+    )
+
+    class Meta:
+        model = WavixAccount
+        fields = ["reseller", "tenant", "name", "api_key", "wavix_sub_account_id"]
+
+    def clean_api_key(self) -> str:
+        key = self.cleaned_data["api_key"]
+        if not key and not self.instance.has_api_key:
+            raise ValidationError("Paste the account's Wavix API key.")
+        if key:
+            try:
+                WavixAccount().set_api_key(key)  # the same checks the save will run, before anything is saved
+            except ValidationError as error:
+                raise ValidationError(error.message_dict["api_key"]) from None
+        return key
+
+
+@admin.register(WavixAccount)
+class WavixAccountAdmin(OwnedAdmin):
+    form = WavixAccountForm
+    list_display = ["name", "reseller", "tenant", "key_display", "wavix_sub_account_id", "created_at"]
+    list_filter = [("reseller", RelatedOnlyFieldListFilter), ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["reseller", "tenant"]
+    search_fields = ["name"]
+    readonly_fields = ["key_display", "api_key_set_at", "inbound_webhook_url", "dlr_webhook_url"]
+
+    @admin.display(description="API key")
+    def key_display(self, obj) -> str:
+        return f"••••{obj.api_key_last4}" if obj.api_key_last4 else "—"
+
+    def get_fields(self, request, obj=None):
+        fields = ["reseller", "tenant", "name", "api_key", "wavix_sub_account_id"]
+        return fields + (self.readonly_fields if obj else [])
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None and "api_key" in form.base_fields:
+            form.base_fields[
+                "api_key"
+            ].help_text = f"Current key ends in {obj.api_key_last4}. Paste a new key to replace it, or leave empty."
+        return form
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.wavix_account_save(actor=request.user, account=obj, api_key=form.cleaned_data.get("api_key") or None)
+
+
+@admin.register(PhoneNumber)
+class PhoneNumberAdmin(OwnedAdmin):
+    list_display = ["number", "country", "tenant", "trunk", "sms_enabled", "status", "tendlc_status", "account"]
+    list_filter = ["sms_enabled", "country", ("tenant", RelatedOnlyFieldListFilter), "tendlc_status"]
+    list_select_related = ["tenant", "trunk", "account"]
+    search_fields = ["number", "label"]
+    fields = [
+        "account",
+        "number",
+        "tenant",
+        "trunk",
+        "sms_enabled",
+        "status",
+        "label",
+        "tendlc_status",
+        "sms_relay_url",
+        "country",
+        "synced_at",
+    ]
+    readonly_fields = ["country", "synced_at"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sender IDs
+# --------------------------------------------------------------------------------------------------------------
+
+
+class SamplesField(forms.CharField):
+    """Sample messages, one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+def _country_choices() -> list[tuple[str, str]]:
+    return [(rule.country, f"{rule.name} ({rule.country})") for rule in CountryRule.objects.order_by("name")]
+
+
+class SenderIDForm(forms.ModelForm):
+    samples = SamplesField(required=False, help_text="Example messages, one per line; reviewers read these.")
+    countries = forms.MultipleChoiceField(
+        choices=_country_choices,
+        widget=forms.SelectMultiple(attrs={"size": 12}),
+        help_text="Destination countries. Countries that need paperwork start as “needs documents”.",
+    )
+
+    class Meta:
+        model = SenderID
+        fields = ["tenant", "account", "type", "value", "usecase", "samples"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if "countries" in self.fields and cleaned.get("type"):
+            try:
+                CountryRule.check_destinations(cleaned["type"], cleaned.get("countries") or [])
+            except ValidationError as error:
+                self.add_error("countries", error)
+        return cleaned
+
+
+class SenderIDCountryInline(ScopedReadOnlyInline):
+    model = SenderIDCountry
+    fields = ["country", "status", "note", "status_changed_at"]
+    readonly_fields = fields
+
+
+@admin.register(SenderID)
+class SenderIDAdmin(OwnedAdmin):
+    form = SenderIDForm
+    list_display = ["value", "type", "tenant", "account", "countries_summary", "created_at"]
+    list_filter = ["type", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant", "account"]
+    search_fields = ["value"]
+    inlines = [SenderIDCountryInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("countries")
+
+    @admin.display(description="Countries")
+    def countries_summary(self, obj):
+        return format_html_join(
+            ", ", '<span title="{}">{}</span>', ((c.get_status_display(), c.country) for c in obj.countries.all())
+        )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["tenant", "account", "type", "value", "countries", "usecase", "samples"]
+        return ["tenant", "account", "type", "value", "phone_number", "usecase", "samples", "wavix_id", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # What is registered at Wavix cannot change; register a new sender ID instead.
+        return ["tenant", "account", "type", "value", "phone_number", "wavix_id", "created_at"] if obj else []
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is not None:
+            kwargs["fields"] = ["usecase", "samples"]
+        return super().get_form(request, obj, **kwargs)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            obj.full_clean()
+            obj.save()
+        else:
+            services.sender_id_register(actor=request.user, sender=obj, countries=form.cleaned_data["countries"])
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass  # registrations are created by the service and never edited here
+
+
+@admin.register(SenderIDCountry)
+class SenderIDCountryAdmin(ScopedAdmin):
+    list_display = ["sender", "tenant", "country", "status", "status_changed_at"]
+    list_filter = ["status", "country", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["sender", "tenant"]
+    search_fields = ["sender__value", "country"]
+    readonly_fields = ["sender", "tenant", "country", "status", "note", "status_changed_at", "status_changed_by"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trunks
+# --------------------------------------------------------------------------------------------------------------
+
+
+class TrunkForm(forms.ModelForm):
+    threecx_webhook_url = forms.CharField(
+        label="3CX webhook URL",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "size": 80}),
+        help_text="From the trunk's SMS tab in 3CX. Stored encrypted; only host and last 4 characters are shown.",
+    )
+
+    class Meta:
+        model = Trunk
+        fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
+
+    def clean_threecx_webhook_url(self) -> str:
+        url = self.cleaned_data["threecx_webhook_url"].strip()
+        if url:
+            try:
+                Trunk().set_threecx_webhook_url(url)
+            except ValidationError as error:
+                raise ValidationError(error.message_dict["threecx_webhook_url"]) from None
+        return url
+
+
+class NumberInline(ScopedReadOnlyInline):
+    model = PhoneNumber
+    fields = ["number", "sms_enabled", "status", "sms_relay_url"]
+    readonly_fields = fields
+
+
+@admin.register(Trunk)
+class TrunkAdmin(OwnedAdmin):
+    form = TrunkForm
+    list_display = ["name", "tenant", "pbx_fqdn", "main_sender", "sms_template", "sms_enabled", "webhook_hint"]
+    list_filter = ["sms_template", "sms_enabled", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant", "main_sender"]
+    search_fields = ["name", "pbx_fqdn"]
+    readonly_fields = ["webhook_hint", "created_at", "updated_at"]
+    inlines = [NumberInline]
+
+    @admin.display(description="3CX webhook URL")
+    def webhook_hint(self, obj) -> str:
+        return obj.threecx_webhook_url_hint or "—"
+
+    def get_fields(self, request, obj=None):
+        fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
+        fields += ["threecx_webhook_url"] if self.has_change_permission(request, obj) else []
+        return fields + (self.readonly_fields if obj else [])
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.trunk_save(
+            actor=request.user, trunk=obj, threecx_webhook_url=form.cleaned_data.get("threecx_webhook_url") or None
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Records: messages, webhooks, deliveries, audit (read-only)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class RecordAdmin(ScopedAdmin):
+    # Counting a million rows per page view is the slow part of a changelist; skip the total.
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(Message)
+class MessageAdmin(RecordAdmin):
+    list_display = ["created_at", "direction", "from_number", "to_number", "status", "tenant", "trunk", "segments"]
+    list_filter = ["direction", "status", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant", "trunk"]
+    search_fields = ["=from_number", "=to_number", "=wavix_message_id"]
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(RecordAdmin):
+    list_display = ["received_at", "kind", "dedup_key", "state", "account", "tenant", "attempts"]
+    list_filter = ["kind", "state"]
+    list_select_related = ["account", "tenant"]
+    search_fields = ["=dedup_key"]
+    exclude = ["body"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for f in super().get_readonly_fields(request, obj) if f != "body"] + ["body_text"]
+
+    @admin.display(description="Body as received")
+    def body_text(self, obj):
+        raw = bytes(obj.body)
+        try:
+            shown = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+        except ValueError:
+            shown = raw.decode("utf-8", "replace")
+        return format_html("<pre>{}</pre>", shown)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(RecordAdmin):
+    list_display = ["created_at", "message", "trunk", "status", "attempts", "next_attempt_at", "last_status_code"]
+    list_filter = ["status", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["message", "trunk"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(RecordAdmin):
+    list_display = ["created_at", "actor_label", "action", "object_repr", "tenant", "reseller"]
+    list_filter = ["action", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant", "reseller"]
+    search_fields = ["actor_label", "object_repr"]

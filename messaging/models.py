@@ -1,0 +1,789 @@
+"""Wavix accounts, numbers, sender IDs, 3CX trunks, messages and the webhook inbox.
+
+Ownership: every tenant-owned row has a non-null tenant. Two kinds of row belong to a reseller first: a
+Wavix account (a reseller may share one key across tenants, or dedicate one to a tenant) and its numbers
+(in the reseller's pool until assigned to a tenant). Validation lives here so the admin and the API share it.
+"""
+
+import re
+import uuid
+
+import phonenumbers
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from messaging import crypto
+from tenants.models import Reseller, Tenant
+
+# --------------------------------------------------------------------------------------------------------------
+# Phone numbers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def to_e164(value: str, default_region: str | None = None) -> str:
+    """Parse a phone number and return it as E.164 (+ and digits), or raise a ValidationError saying why."""
+    raw = (value or "").strip()
+    if not raw:
+        raise ValidationError("Enter a phone number in E.164 format, for example +14155550123.")
+    if not raw.startswith("+") and not default_region:
+        raise ValidationError(
+            f"{raw!r} is not in E.164 format: start with + and the country code, for example +14155550123."
+        )
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        raise ValidationError(f"{raw!r} is not a phone number.") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError(f"{raw!r} is not a valid phone number for its country code.")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def country_of(e164: str) -> str:
+    """ISO country of an E.164 number ('' when the numbering plan is shared and unassigned)."""
+    return phonenumbers.region_code_for_number(phonenumbers.parse(e164)) or ""
+
+
+hostname_validator = RegexValidator(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
+    "Enter the PBX's fully qualified domain name, for example acme.3cx.eu.",
+)
+
+
+def _masked_url(url: str) -> str:
+    """Scheme and host, then only the last 4 characters: enough to recognise, not enough to use."""
+    match = re.match(r"^(https?://[^/]+)", url)
+    return f"{match.group(1) if match else ''}/…{url[-4:]}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reference data: what each destination country accepts
+# --------------------------------------------------------------------------------------------------------------
+
+
+class CountryRule(models.Model):
+    """Which sender types a destination country accepts, and which need paperwork first.
+
+    Loaded from messaging/data/country_rules.csv (`manage.py load_country_rules`), then edited by staff.
+    """
+
+    class Policy(models.TextChoices):
+        ALLOWED = "allowed", "Allowed"
+        REGISTRATION = "registration", "Pre-registration required"
+        UNSUPPORTED = "unsupported", "Not supported"
+
+    country = models.CharField(max_length=2, primary_key=True)
+    name = models.CharField(max_length=100)
+    alphanumeric = models.CharField(max_length=16, choices=Policy.choices, default=Policy.ALLOWED)
+    numeric = models.CharField(max_length=16, choices=Policy.choices, default=Policy.ALLOWED)
+    note = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.country})"
+
+    def policy_for(self, sender_type: str) -> str:
+        return self.alphanumeric if sender_type == SenderID.Type.ALPHANUMERIC else self.numeric
+
+    @classmethod
+    def check_destinations(cls, sender_type: str, countries) -> dict[str, "CountryRule"]:
+        """Return the rule of each destination country, or raise one ValidationError naming every refusal."""
+        codes = sorted({(code or "").strip().upper() for code in countries})
+        if not codes:
+            raise ValidationError("Choose at least one destination country.")
+        rules = cls.objects.in_bulk(codes)
+        problems = []
+        for code in codes:
+            rule = rules.get(code)
+            if rule is None:
+                problems.append(f"{code!r} is not a country code the portal knows.")
+            elif rule.policy_for(sender_type) == cls.Policy.UNSUPPORTED:
+                kind = "Alphanumeric" if sender_type == SenderID.Type.ALPHANUMERIC else "Numeric"
+                hint = " Use a numeric sender ID (one of the tenant's numbers)." if kind == "Alphanumeric" else ""
+                problems.append(f"{kind} sender IDs are not supported in {rule.name} ({code}).{hint}")
+        if problems:
+            raise ValidationError(problems)
+        return rules
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wavix accounts and numbers
+# --------------------------------------------------------------------------------------------------------------
+
+
+class WavixAccount(models.Model):
+    """A Wavix API key: the reseller's own (shared by its tenants) or dedicated to one tenant."""
+
+    reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, related_name="wavix_accounts")
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="wavix_accounts",
+        help_text="Leave empty for a reseller account whose numbers serve several tenants.",
+    )
+    name = models.CharField(max_length=100)
+    # Only ciphertext is stored; the key is readable again only through get_api_key(), never displayed.
+    api_key_encrypted = models.TextField(editable=False)
+    api_key_last4 = models.CharField(max_length=4, editable=False)
+    api_key_set_at = models.DateTimeField(null=True, editable=False)
+    wavix_sub_account_id = models.CharField(max_length=64, blank=True)
+    # Public identifier in the portal's webhook URLs for this account (the secret part comes with intake).
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["reseller", "name"], name="wavix_account_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (…{self.api_key_last4})" if self.api_key_last4 else self.name
+
+    def clean(self) -> None:
+        if self.tenant_id and self.reseller_id and self.tenant.reseller_id != self.reseller_id:
+            raise ValidationError({"tenant": "This tenant belongs to another reseller."})
+
+    @classmethod
+    def default_for(cls, tenant: Tenant) -> "WavixAccount | None":
+        """The account to use when none is named: the tenant's only own account, else the reseller's only shared one."""
+        for candidates in (
+            cls.objects.filter(tenant=tenant),
+            cls.objects.filter(reseller_id=tenant.reseller_id, tenant=None),
+        ):
+            found = list(candidates[:2])
+            if found:
+                return found[0] if len(found) == 1 else None
+        return None
+
+    def set_api_key(self, plaintext: str) -> None:
+        key = (plaintext or "").strip()
+        if len(key) < 8 or any(ch.isspace() for ch in key):
+            raise ValidationError({"api_key": "Paste the whole Wavix API key: at least 8 characters, no spaces."})
+        self.api_key_encrypted = crypto.encrypt(key)
+        self.api_key_last4 = key[-4:]
+        self.api_key_set_at = timezone.now()
+
+    def get_api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted)
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    @property
+    def inbound_webhook_url(self) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.public_id}/inbound/"
+
+    @property
+    def dlr_webhook_url(self) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.public_id}/dlr/"
+
+
+class PhoneNumber(models.Model):
+    """A number on a Wavix account; texts to it reach the tenant's trunk it is assigned to."""
+
+    class TenDLCStatus(models.TextChoices):
+        NOT_APPLICABLE = "", "Not applicable"
+        PENDING = "PENDING", "Pending"
+        APPROVED = "APPROVED", "Approved"
+        REJECTED = "REJECTED", "Rejected"
+
+    account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="numbers")
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="numbers",
+        help_text="Empty: in the reseller's pool, not yet assigned.",
+    )
+    trunk = models.ForeignKey(
+        "Trunk",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="numbers",
+        help_text="Inbound texts to this number are forwarded to this trunk's 3CX.",
+    )
+    number = models.CharField(max_length=16, help_text="E.164, for example +14155550123.")
+    country = models.CharField(max_length=2, editable=False)
+    wavix_id = models.CharField(max_length=32, blank=True)
+    sms_enabled = models.BooleanField(default=False)
+    status = models.CharField(max_length=32, blank=True, help_text="The number's status at Wavix.")
+    sms_relay_url = models.URLField(max_length=500, blank=True, help_text="Where Wavix sends inbound texts.")
+    label = models.CharField(max_length=100, blank=True)
+    tendlc_status = models.CharField(max_length=16, choices=TenDLCStatus.choices, blank=True, default="")
+    synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["account", "number"], name="number_unique_per_account")]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def clean(self) -> None:
+        try:
+            self.number = to_e164(self.number)
+            self.country = country_of(self.number)
+        except ValidationError as error:
+            raise ValidationError({"number": error.messages}) from None
+        errors = {}
+        account = self.account if self.account_id else None
+        if account and account.tenant_id:
+            if self.tenant_id and self.tenant_id != account.tenant_id:
+                errors["tenant"] = f"Numbers on {account} belong to {account.tenant}, the account's tenant."
+            self.tenant_id = account.tenant_id
+        if self.tenant_id and account and self.tenant.reseller_id != account.reseller_id:
+            errors["tenant"] = "This tenant belongs to another reseller."
+        if self.trunk_id:
+            if not self.tenant_id:
+                errors["trunk"] = "Assign the number to a tenant before choosing its trunk."
+            elif self.trunk.tenant_id != self.tenant_id:
+                errors["trunk"] = "This trunk belongs to another tenant."
+        if errors:
+            raise ValidationError(errors)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sender IDs and their per-country registrations
+# --------------------------------------------------------------------------------------------------------------
+
+ALPHANUMERIC_ALLOWED = re.compile(r"[A-Za-z0-9 ]")
+
+
+class SenderID(models.Model):
+    """What recipients see as the sender: one of the tenant's numbers, or a name (one-way only)."""
+
+    class Type(models.TextChoices):
+        NUMERIC = "numeric", "Numeric (a phone number, two-way)"
+        ALPHANUMERIC = "alphanumeric", "Alphanumeric (a name, one-way)"
+
+    class UseCase(models.TextChoices):
+        TRANSACTIONAL = "transactional", "Transactional (account or order notifications)"
+        PROMO = "promo", "Promotional"
+        AUTHENTICATION = "authentication", "Authentication (one-time codes)"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="sender_ids")
+    account = models.ForeignKey(
+        WavixAccount,
+        on_delete=models.PROTECT,
+        related_name="sender_ids",
+        help_text="The Wavix account the sender ID is registered on (a numeric one's number decides it).",
+        null=True,
+        blank=True,
+    )
+    type = models.CharField(max_length=16, choices=Type.choices)
+    value = models.CharField(max_length=16, help_text="The name (3–11 letters, digits, spaces) or an E.164 number.")
+    phone_number = models.ForeignKey(
+        PhoneNumber, on_delete=models.PROTECT, null=True, blank=True, editable=False, related_name="sender_ids"
+    )
+    usecase = models.CharField(max_length=16, choices=UseCase.choices, default=UseCase.TRANSACTIONAL)
+    samples = models.JSONField(default=list, blank=True, help_text="Sample messages shown to reviewers.")
+    wavix_id = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["value"]
+        verbose_name = "sender ID"
+        constraints = [models.UniqueConstraint(fields=["tenant", "value"], name="sender_id_unique_per_tenant")]
+        permissions = [("review_senderid", "Can review sender-ID registrations")]
+
+    def __str__(self) -> str:
+        return self.value
+
+    def clean(self) -> None:
+        if self.type == self.Type.ALPHANUMERIC:
+            self.value = (self.value or "").strip()
+            self.phone_number = None
+            problem = alphanumeric_problem(self.value)
+            if problem:
+                raise ValidationError({"value": problem})
+        elif self.type == self.Type.NUMERIC:
+            self._resolve_number()
+        if not isinstance(self.samples, list) or not all(isinstance(s, str) for s in self.samples):
+            raise ValidationError({"samples": "Samples are a list of example messages."})
+        self._check_account()
+
+    def _resolve_number(self) -> None:
+        """A numeric sender must be one of the tenant's SMS-enabled numbers; it fixes the Wavix account."""
+        try:
+            self.value = to_e164(self.value)
+        except ValidationError as error:
+            raise ValidationError({"value": error.messages}) from None
+        if not self.tenant_id:
+            return
+        number = PhoneNumber.objects.select_related("account").filter(tenant=self.tenant, number=self.value).first()
+        if number is None:
+            raise ValidationError({"value": f"{self.value} is not one of {self.tenant}'s numbers."})
+        if not number.sms_enabled:
+            raise ValidationError(
+                {"value": f"{self.value} is not SMS-enabled at Wavix; enable SMS on the number first."}
+            )
+        if self.account_id and self.account_id != number.account_id:
+            raise ValidationError({"account": f"{self.value} is on the Wavix account {number.account}."})
+        self.phone_number = number
+        self.account = number.account
+
+    def _check_account(self) -> None:
+        if not self.tenant_id:
+            return
+        if not self.account_id:
+            self.account = WavixAccount.default_for(self.tenant)
+            if self.account is None:
+                raise ValidationError({"account": "Choose the Wavix account to register this sender ID on."})
+        account = self.account
+        if account.reseller_id != self.tenant.reseller_id or (
+            account.tenant_id and account.tenant_id != self.tenant_id
+        ):
+            raise ValidationError({"account": "This Wavix account does not serve this tenant."})
+
+
+def alphanumeric_problem(value: str) -> str | None:
+    """Why an alphanumeric sender ID is refused, in words a reseller can act on; None when it is fine."""
+    if len(value) < 3 or len(value) > 11:
+        return f"{value!r} is {len(value)} characters long; alphanumeric sender IDs have 3 to 11."
+    bad = sorted({ch for ch in value if not ALPHANUMERIC_ALLOWED.fullmatch(ch)})
+    if bad:
+        shown = ", ".join(repr(ch) for ch in bad)
+        return f"{value!r} contains {shown}; only letters A–Z, digits and spaces are allowed."
+    if not any(ch.isalpha() for ch in value):
+        return f"{value!r} has no letter; an all-digit sender is a phone number, so use a numeric sender ID."
+    return None
+
+
+class SenderIDCountry(models.Model):
+    """One destination country of a sender ID, with the portal's own registration status.
+
+    Wavix reports only where a sender is allow-listed; paperwork is tracked here. Moves:
+
+        requested ──────────────────────────────> allowlisted   (no paperwork: Wavix allow-lists it)
+        needs_documents ──> in_review ──> approved ──> allowlisted
+              ▲                 │  └─────> rejected ──> in_review (documents resubmitted)
+              └─────────────────┘
+        any non-final ──> not_supported, rejected
+    """
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"  # submitted; no paperwork needed, waiting for Wavix to allow-list
+        ALLOWLISTED = "allowlisted", "Allow-listed"  # Wavix lists the country: sending works
+        NEEDS_DOCUMENTS = "needs_documents", "Needs documents"  # the country asks for paperwork first
+        IN_REVIEW = "in_review", "In review"  # documents submitted, platform staff reviewing
+        APPROVED = "approved", "Approved"  # staff approved; sending works, Wavix allow-listing follows
+        REJECTED = "rejected", "Rejected"  # refused, with the reason in the note
+        NOT_SUPPORTED = "not_supported", "Not supported"  # the country refuses this sender type
+
+    SENDABLE = frozenset({Status.ALLOWLISTED, Status.APPROVED})
+    TRANSITIONS = {
+        Status.REQUESTED: {Status.ALLOWLISTED, Status.NEEDS_DOCUMENTS, Status.REJECTED, Status.NOT_SUPPORTED},
+        Status.NEEDS_DOCUMENTS: {Status.IN_REVIEW, Status.ALLOWLISTED, Status.REJECTED, Status.NOT_SUPPORTED},
+        Status.IN_REVIEW: {Status.APPROVED, Status.REJECTED, Status.NEEDS_DOCUMENTS, Status.ALLOWLISTED},
+        Status.APPROVED: {Status.ALLOWLISTED, Status.REJECTED},
+        Status.REJECTED: {Status.IN_REVIEW},
+        Status.ALLOWLISTED: set(),
+        Status.NOT_SUPPORTED: set(),
+    }
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    sender = models.ForeignKey(SenderID, on_delete=models.CASCADE, related_name="countries")
+    country = models.CharField(max_length=2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    note = models.TextField(blank=True, help_text="The latest reason or request from the reviewer.")
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    status_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["country"]
+        verbose_name = "sender ID country"
+        verbose_name_plural = "sender ID countries"
+        constraints = [models.UniqueConstraint(fields=["sender", "country"], name="sender_country_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.sender} → {self.country}: {self.get_status_display()}"
+
+    def clean(self) -> None:
+        if self.sender_id and self.tenant_id != self.sender.tenant_id:
+            raise ValidationError("A registration belongs to its sender ID's tenant.")
+
+    @classmethod
+    def initial_status(cls, rule: CountryRule, sender_type: str) -> str:
+        if rule.policy_for(sender_type) == CountryRule.Policy.REGISTRATION:
+            return cls.Status.NEEDS_DOCUMENTS
+        return cls.Status.REQUESTED
+
+    @property
+    def can_send(self) -> bool:
+        return self.status in self.SENDABLE
+
+    def move_to(self, status: str, *, actor=None, note: str = "") -> str:
+        """Change the status if the lifecycle allows it; return the previous status. Caller saves and audits."""
+        if status not in self.TRANSITIONS[self.status]:
+            raise ValidationError(
+                f"A registration cannot go from {self.get_status_display()} to {self.Status(status).label}."
+            )
+        if status == self.Status.REJECTED and not note.strip():
+            raise ValidationError({"note": "Say why the registration is rejected."})
+        previous = self.status
+        self.status = status
+        self.note = note
+        self.status_changed_at = timezone.now()
+        self.status_changed_by = actor
+        return previous
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3CX trunks
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Trunk(models.Model):
+    """A tenant's 3CX SIP trunk to Wavix, with what texting through it needs."""
+
+    class SmsTemplate(models.TextChoices):
+        WAVIX = "wavix", "Wavix (3CX's Wavix template: Wavix's own JSON)"
+        GENERIC = "generic", "Generic (3CX's generic provider: Telnyx-style JSON)"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="trunks")
+    name = models.CharField(max_length=100)
+    pbx_fqdn = models.CharField("PBX FQDN", max_length=253, validators=[hostname_validator])
+    pbx_version = models.CharField("3CX version", max_length=32, blank=True)
+    main_sender = models.ForeignKey(
+        SenderID,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="trunks",
+        verbose_name="Main Trunk No.",
+        help_text="The sender ID 3CX shows as Main Trunk No.",
+    )
+    sms_template = models.CharField(max_length=16, choices=SmsTemplate.choices, default=SmsTemplate.WAVIX)
+    sms_enabled = models.BooleanField(default=False)
+    # The 3CX webhook URL carries 3CX's per-trunk token: a secret, stored encrypted, shown masked.
+    threecx_webhook_url_encrypted = models.TextField(blank=True, editable=False)
+    threecx_webhook_url_hint = models.CharField(max_length=300, blank=True, editable=False)
+    setup_progress = models.JSONField(default=dict, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="trunk_name_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        self.pbx_fqdn = (self.pbx_fqdn or "").strip().lower().rstrip(".")
+        if self.main_sender_id and self.tenant_id and self.main_sender.tenant_id != self.tenant_id:
+            raise ValidationError({"main_sender": "This sender ID belongs to another tenant."})
+
+    def set_threecx_webhook_url(self, url: str) -> None:
+        url = (url or "").strip()
+        if not url:
+            self.threecx_webhook_url_encrypted = ""
+            self.threecx_webhook_url_hint = ""
+            return
+        if not re.match(r"^https://[^/\s]+/\S*$", url):
+            raise ValidationError(
+                {"threecx_webhook_url": "Paste the Webhook URL from the trunk's SMS tab in 3CX; it starts https://."}
+            )
+        self.threecx_webhook_url_encrypted = crypto.encrypt(url)
+        self.threecx_webhook_url_hint = _masked_url(url)
+
+    def get_threecx_webhook_url(self) -> str:
+        return crypto.decrypt(self.threecx_webhook_url_encrypted) if self.threecx_webhook_url_encrypted else ""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Message(models.Model):
+    """One SMS or MMS, in or out. Status moves only through transition(), which refuses illegal moves.
+
+    Outbound (portal → Wavix → handset):
+
+        queued ──claim──> sending ──Wavix 201──> accepted ──> pending ──> sent ──> delivered
+          │  ▲               │ │                    │           │          ├──> undelivered
+          │  └──transient────┘ │                    └───────────┴──────────├──> expired
+          │  └───not at Wavix── unknown <──timeout──┘ (reconcile by tag)   ├──> rejected
+          │                    │                                           └──> dlr_expired
+          ├──validity passed──> expired            sending ──permanent──> failed
+          └──refused──────────> failed
+
+      Delivery reports may repeat or come out of order: a move to an earlier or equal rank is ignored, a final
+      status never changes.
+
+    Inbound (handset → Wavix → portal → 3CX):
+
+        received ──forwarded (2xx)──> forwarded
+          │  ▲ └─retries exhausted or refused──> failed ──replay──> received
+          └──┴──tenant suspended──> held ──resumed──> received
+    """
+
+    class Direction(models.TextChoices):
+        INBOUND = "inbound", "Inbound"
+        OUTBOUND = "outbound", "Outbound"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"  # validated, waiting for a worker
+        SENDING = "sending", "Sending"  # claimed by a worker, request to Wavix in flight
+        UNKNOWN = "unknown", "Outcome unknown"  # the request may have reached Wavix: reconcile before resending
+        ACCEPTED = "accepted", "Accepted by Wavix"
+        PENDING = "pending", "Pending at carrier"
+        SENT = "sent", "Sent to carrier"
+        DELIVERED = "delivered", "Delivered"  # final
+        UNDELIVERED = "undelivered", "Undelivered"  # final
+        EXPIRED = "expired", "Expired"  # final: validity passed, here or at Wavix
+        REJECTED = "rejected", "Rejected"  # final: refused by Wavix or the carrier
+        DLR_EXPIRED = "dlr_expired", "No delivery report"  # final
+        FAILED = "failed", "Failed"  # final for outbound: permanent error; inbound: forwarding gave up
+        RECEIVED = "received", "Received"  # inbound, to be forwarded to 3CX
+        HELD = "held", "Held (tenant suspended)"
+        FORWARDED = "forwarded", "Forwarded to 3CX"  # final
+
+    class Encoding(models.TextChoices):
+        GSM7 = "gsm7", "GSM-7"
+        UCS2 = "ucs2", "UCS-2"
+
+    S = Status
+    TRANSITIONS = {
+        S.QUEUED: {S.SENDING, S.EXPIRED, S.FAILED},
+        S.SENDING: {S.ACCEPTED, S.QUEUED, S.UNKNOWN, S.FAILED},
+        S.UNKNOWN: {S.ACCEPTED, S.QUEUED, S.FAILED},
+        S.ACCEPTED: {S.PENDING, S.SENT, S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED},
+        S.PENDING: {S.SENT, S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED},
+        S.SENT: {S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED},
+        S.RECEIVED: {S.FORWARDED, S.FAILED, S.HELD},
+        S.HELD: {S.RECEIVED},
+        S.FAILED: {S.RECEIVED},  # inbound replay only; see transition()
+    }
+    FINAL = frozenset({S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED, S.FORWARDED})
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="messages")
+    account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="messages")
+    trunk = models.ForeignKey(Trunk, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    sender = models.ForeignKey(SenderID, on_delete=models.PROTECT, null=True, blank=True, related_name="messages")
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    from_number = models.CharField(max_length=20, help_text="E.164, or the alphanumeric sender.")
+    to_number = models.CharField(max_length=20)
+    text = models.TextField(blank=True)
+    media = models.JSONField(default=list, blank=True)
+    encoding = models.CharField(max_length=4, choices=Encoding.choices, default=Encoding.GSM7)
+    segments = models.PositiveSmallIntegerField(default=1)
+    wavix_message_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    error_code = models.CharField(max_length=16, blank=True)
+    error_message = models.TextField(blank=True)
+    charge = models.DecimalField(max_digits=10, decimal_places=5, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True, help_text="When the message reached a final status.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "wavix_message_id"],
+                condition=~Q(wavix_message_id=""),
+                name="wavix_message_id_unique_per_account",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="message_tenant_recent"),
+            models.Index(fields=["status", "created_at"], name="message_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.from_number} → {self.to_number} ({self.status})"
+
+    def can_transition(self, status: str) -> bool:
+        if status not in self.TRANSITIONS.get(self.status, ()):
+            return False
+        # Only an inbound message that failed is replayed; a failed outbound message is never resent.
+        return not (self.status == self.Status.FAILED and self.direction == self.Direction.OUTBOUND)
+
+    def transition(self, status: str) -> None:
+        """Move to a new status, or raise ValueError for a move the state machine forbids. Caller saves."""
+        if not self.can_transition(status):
+            raise ValueError(f"message {self.pk}: {self.status} → {status} is not allowed")
+        self.status = status
+        if status in self.FINAL or status == self.Status.FAILED:
+            self.completed_at = timezone.now()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The webhook inbox and forwarding to 3CX
+# --------------------------------------------------------------------------------------------------------------
+
+
+class WebhookEvent(models.Model):
+    """A webhook from Wavix exactly as received: stored before anything else happens, processed after commit."""
+
+    class Kind(models.TextChoices):
+        INBOUND = "inbound", "Inbound message"
+        DLR = "dlr", "Delivery report"
+        TENDLC = "10dlc", "10DLC status"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # stored, not yet processed
+        PROCESSED = "processed", "Processed"
+        UNROUTABLE = "unroutable", "Unroutable"  # no number or trunk to route it to; nothing forwarded
+        HELD = "held", "Held"  # the tenant is suspended
+        INVALID = "invalid", "Invalid"  # stored but could not be interpreted
+
+    account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="webhook_events")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="Set once routed."
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    dedup_key = models.CharField(max_length=200, help_text="Wavix message_id (and status, for reports).")
+    body = models.BinaryField(help_text="The request body byte for byte.")
+    received_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "kind", "dedup_key"], name="webhook_event_dedup"),
+        ]
+        indexes = [models.Index(fields=["state", "received_at"], name="webhook_event_state_age")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.dedup_key}"
+
+
+class Delivery(models.Model):
+    """One inbound message forwarded to one trunk's 3CX: attempts, the next one, and 3CX's last answer."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # due at next_attempt_at
+        DELIVERED = "delivered", "Delivered"  # 3CX answered 2xx
+        FAILED = "failed", "Failed"  # 3CX refused it (4xx other than 429): retrying will not help
+        DEAD = "dead", "Dead-lettered"  # retries exhausted; replayable
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="deliveries")
+    trunk = models.ForeignKey(Trunk, on_delete=models.PROTECT, related_name="deliveries")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response = models.TextField(blank=True, help_text="The start of 3CX's last answer.")
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"Delivery of message {self.message_id} to {self.trunk}"
+
+    def clean(self) -> None:
+        if self.message_id and self.trunk_id and self.message.tenant_id != self.trunk.tenant_id:
+            raise ValidationError("A delivery goes to a trunk of the message's own tenant.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Audit trail
+# --------------------------------------------------------------------------------------------------------------
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("the audit trail is append-only")
+
+    def delete(self):
+        raise PermissionError("the audit trail is append-only")
+
+
+class AuditEvent(models.Model):
+    """A security-relevant change: who did what to which object, when. Append-only."""
+
+    class Action(models.TextChoices):
+        API_KEY_SET = "api_key.set", "Wavix API key set"
+        API_KEY_ROTATED = "api_key.rotated", "Wavix API key replaced"
+        WEBHOOK_URL_SET = "threecx_url.set", "3CX webhook URL set"
+        SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted with a new key"
+        SENDER_ID_REGISTERED = "sender_id.registered", "Sender ID registered"
+        REGISTRATION_STATUS = "registration.status", "Registration status changed"
+        MEMBER_INVITED = "member.invited", "Member invited"
+        MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"
+        MEMBER_DEACTIVATED = "member.deactivated", "Member deactivated"
+        MEMBER_REACTIVATED = "member.reactivated", "Member reactivated"
+        TOKEN_CREATED = "token.created", "API token created"
+        TOKEN_REVOKED = "token.revoked", "API token revoked"
+        TENANT_STATUS = "tenant.status", "Tenant status changed"
+        REPLAY = "delivery.replayed", "Delivery replayed"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=254, help_text="The actor's e-mail at the time, or 'system'.")
+    reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    changes = models.JSONField(default=dict, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["reseller", "-created_at"], name="audit_reseller_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("the audit trail is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("the audit trail is append-only")
+
+    @classmethod
+    def record(cls, action: str, obj: models.Model, *, actor=None, changes: dict | None = None) -> "AuditEvent":
+        """Append one event about obj; its tenant and reseller are read off the object."""
+        tenant = obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None)
+        reseller = obj if isinstance(obj, Reseller) else getattr(obj, "reseller", None)
+        if reseller is None and tenant is not None:
+            reseller = tenant.reseller
+        if reseller is None and getattr(obj, "account", None) is not None:
+            reseller = obj.account.reseller
+        label = "system"
+        if actor is not None:
+            label = actor.email or actor.get_username()
+        return cls.objects.create(
+            actor=actor,
+            actor_label=label,
+            reseller=reseller,
+            tenant=tenant,
+            action=action,
+            object_type=obj._meta.label,
+            object_id=str(obj.pk),
+            object_repr=str(obj)[:200],
+            changes=changes or {},
+        )

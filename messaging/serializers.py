@@ -1,0 +1,220 @@
+from rest_framework import serializers
+
+from messaging.models import CountryRule, Message, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging.services import sender_id_register, trunk_save, wavix_account_save
+from tenants.models import Reseller, Tenant
+from tenants.serializers import ScopedRelatedField
+
+
+class WavixAccountSerializer(serializers.ModelSerializer):
+    reseller = ScopedRelatedField(queryset=Reseller.objects.all(), required=False)
+    tenant = ScopedRelatedField(
+        queryset=Tenant.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Empty: shared by the reseller's tenants.",
+    )
+    api_key = serializers.CharField(
+        write_only=True, required=False, trim_whitespace=True, help_text="Stored encrypted; never returned."
+    )
+    api_key_last4 = serializers.CharField(read_only=True)
+    inbound_webhook_url = serializers.URLField(read_only=True, help_text="Where Wavix sends inbound messages.")
+    dlr_webhook_url = serializers.URLField(read_only=True, help_text="Where Wavix sends delivery reports.")
+
+    class Meta:
+        model = WavixAccount
+        fields = [
+            "id",
+            "reseller",
+            "tenant",
+            "name",
+            "api_key",
+            "api_key_last4",
+            "wavix_sub_account_id",
+            "inbound_webhook_url",
+            "dlr_webhook_url",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs):
+        if self.instance is None and "reseller" not in attrs:
+            resellers = list(self.fields["reseller"].get_queryset()[:2])
+            if len(resellers) != 1:
+                raise serializers.ValidationError({"reseller": "Choose the reseller that owns this account."})
+            attrs["reseller"] = resellers[0]
+        if self.instance is not None and attrs.get("reseller", self.instance.reseller) != self.instance.reseller:
+            raise serializers.ValidationError({"reseller": "An account cannot move to another reseller."})
+        return attrs
+
+    def save(self, **kwargs):
+        api_key = self.validated_data.pop("api_key", None)
+        account = self.instance or WavixAccount()
+        for field, value in self.validated_data.items():
+            setattr(account, field, value)
+        self.instance = wavix_account_save(actor=self.context["request"].user, account=account, api_key=api_key)
+        return self.instance
+
+
+class PhoneNumberSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PhoneNumber
+        fields = [
+            "id",
+            "account",
+            "tenant",
+            "trunk",
+            "number",
+            "country",
+            "sms_enabled",
+            "status",
+            "sms_relay_url",
+            "label",
+            "tendlc_status",
+            "synced_at",
+        ]
+        read_only_fields = fields
+
+
+class TrunkSerializer(serializers.ModelSerializer):
+    tenant = ScopedRelatedField(queryset=Tenant.objects.all())
+    main_sender = ScopedRelatedField(queryset=SenderID.objects.all(), required=False, allow_null=True)
+    threecx_webhook_url = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, help_text="3CX's webhook URL; stored encrypted."
+    )
+    threecx_webhook_url_hint = serializers.CharField(read_only=True)
+    numbers = serializers.SlugRelatedField(slug_field="number", many=True, read_only=True)
+
+    class Meta:
+        model = Trunk
+        fields = [
+            "id",
+            "tenant",
+            "name",
+            "pbx_fqdn",
+            "pbx_version",
+            "main_sender",
+            "sms_template",
+            "sms_enabled",
+            "threecx_webhook_url",
+            "threecx_webhook_url_hint",
+            "numbers",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate(self, attrs):
+        if self.instance is not None and attrs.get("tenant", self.instance.tenant) != self.instance.tenant:
+            raise serializers.ValidationError({"tenant": "A trunk cannot move to another tenant."})
+        return attrs
+
+    def save(self, **kwargs):
+        url = self.validated_data.pop("threecx_webhook_url", None)
+        trunk = self.instance or Trunk()
+        for field, value in self.validated_data.items():
+            setattr(trunk, field, value)
+        self.instance = trunk_save(actor=self.context["request"].user, trunk=trunk, threecx_webhook_url=url)
+        return self.instance
+
+
+class RegistrationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SenderIDCountry
+        fields = ["country", "status", "note", "status_changed_at"]
+        read_only_fields = fields
+
+
+class SenderIDSerializer(serializers.ModelSerializer):
+    tenant = ScopedRelatedField(queryset=Tenant.objects.all())
+    account = ScopedRelatedField(
+        queryset=WavixAccount.objects.all(), required=False, help_text="Defaults to the one account serving the tenant."
+    )
+    countries = serializers.ListField(
+        child=serializers.CharField(max_length=2),
+        write_only=True,
+        required=False,
+        help_text="Destination countries (ISO codes), when registering.",
+    )
+    registrations = RegistrationSerializer(source="countries", many=True, read_only=True)
+
+    IMMUTABLE = ("tenant", "account", "type", "value", "countries")
+
+    class Meta:
+        model = SenderID
+        fields = [
+            "id",
+            "tenant",
+            "account",
+            "type",
+            "value",
+            "phone_number",
+            "usecase",
+            "samples",
+            "countries",
+            "registrations",
+            "wavix_id",
+            "created_at",
+        ]
+        read_only_fields = ["phone_number", "wavix_id", "created_at"]
+        # Uniqueness is checked by the model after the value is normalised (+1 415… = +1415…).
+        validators = []
+
+    def validate(self, attrs):
+        if self.instance is not None:
+            changed = [f for f in self.IMMUTABLE if f in attrs and attrs[f] != getattr(self.instance, f, None)]
+            if changed:
+                raise serializers.ValidationError(
+                    {f: "Fixed once registered; register a new sender ID instead." for f in changed}
+                )
+        elif not attrs.get("countries"):
+            raise serializers.ValidationError({"countries": "Choose at least one destination country."})
+        return attrs
+
+    def create(self, validated_data):
+        countries = validated_data.pop("countries")
+        return sender_id_register(
+            actor=self.context["request"].user, sender=SenderID(**validated_data), countries=countries
+        )
+
+    def update(self, instance, validated_data):
+        for field in ("usecase", "samples"):
+            if field in validated_data:
+                setattr(instance, field, validated_data[field])
+        instance.full_clean()
+        instance.save(update_fields=["usecase", "samples"])
+        return instance
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "tenant",
+            "trunk",
+            "sender",
+            "direction",
+            "from_number",
+            "to_number",
+            "text",
+            "media",
+            "encoding",
+            "segments",
+            "wavix_message_id",
+            "status",
+            "error_code",
+            "error_message",
+            "charge",
+            "created_at",
+            "sent_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class CountryRuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CountryRule
+        fields = ["country", "name", "alphanumeric", "numeric", "note"]
+        read_only_fields = fields

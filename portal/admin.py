@@ -1,0 +1,102 @@
+"""The admin site and the base class that scopes every model admin through tenants.access."""
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
+from django.http import Http404
+
+from tenants import access
+
+
+class PortalLoginForm(AdminAuthenticationForm):
+    """Resellers and tenant users sign in without being Django staff: a membership is what lets them in."""
+
+    username = forms.CharField(label="E-mail", widget=forms.TextInput(attrs={"autofocus": True}))
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter a correct e-mail and password.",
+    }
+
+    def clean_username(self) -> str:
+        return self.cleaned_data["username"].strip().lower()
+
+    def confirm_login_allowed(self, user) -> None:
+        if not access.has_portal_access(user):
+            raise ValidationError(self.error_messages["invalid_login"], code="invalid_login")
+
+    def get_invalid_login_error(self) -> ValidationError:
+        return ValidationError(self.error_messages["invalid_login"], code="invalid_login")
+
+
+class PortalAdminSite(admin.AdminSite):
+    site_header = "PBX Messaging Portal"
+    site_title = "PBX Messaging Portal"
+    index_title = "Operations"
+    login_form = PortalLoginForm
+
+    def has_permission(self, request) -> bool:
+        return access.has_portal_access(request.user)
+
+
+class ScopedAdmin(admin.ModelAdmin):
+    """A model admin whose rows, choices and permissions all come from tenants.access.
+
+    Another reseller's object opened by URL answers 404, exactly like one that does not exist.
+    """
+
+    def get_queryset(self, request):
+        return access.visible(request.user, super().get_queryset(request))
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("No such object.")
+        return obj
+
+    def has_module_permission(self, request) -> bool:
+        return access.can(request.user, "view", self.model)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return access.can(request.user, "view", obj if obj is not None else self.model)
+
+    def has_add_permission(self, request) -> bool:
+        return access.can(request.user, "add", self.model)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return access.can(request.user, "change", obj if obj is not None else self.model)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return access.can(request.user, "delete", obj if obj is not None else self.model)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # Choices list only rows the user may attach things to: a typed-in foreign id fails validation.
+        related = db_field.remote_field.model
+        if "queryset" not in kwargs:
+            kwargs["queryset"] = access.changeable(request.user, related)
+            if related._meta.label_lower in access.PUBLIC_READ:
+                kwargs["queryset"] = access.visible(request.user, related)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ScopedReadOnlyInline(admin.TabularInline):
+    """An inline of records that are shown, never edited, in the parent's page."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return access.visible(request.user, super().get_queryset(request))
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return access.can(request.user, "view", self.model)

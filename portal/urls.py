@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from messaging import api as messaging_api
+from portal.views import healthz
+from tenants import api as tenants_api
+
+router = DefaultRouter()
+router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
+router.register("wavix-accounts", messaging_api.WavixAccountViewSet, basename="wavixaccount")
+router.register("numbers", messaging_api.PhoneNumberViewSet, basename="phonenumber")
+router.register("trunks", messaging_api.TrunkViewSet, basename="trunk")
+router.register("sender-ids", messaging_api.SenderIDViewSet, basename="senderid")
+router.register("messages", messaging_api.MessageViewSet, basename="message")
+router.register("countries", messaging_api.CountryRuleViewSet, basename="countryrule")
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]

@@ -1,0 +1,264 @@
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.template.response import TemplateResponse
+
+from messaging.models import Trunk
+from portal.admin import ScopedAdmin, ScopedReadOnlyInline
+from tenants import access, services
+from tenants.models import ApiToken, Membership, Reseller, Tenant
+
+
+@admin.register(Reseller)
+class ResellerAdmin(ScopedAdmin):
+    list_display = ["name", "slug", "tenant_count", "created_at"]
+    search_fields = ["name"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(tenant_count=Count("tenants"))
+
+    @admin.display(description="Tenants", ordering="tenant_count")
+    def tenant_count(self, obj) -> int:
+        return obj.tenant_count
+
+
+class TrunkInline(ScopedReadOnlyInline):
+    model = Trunk
+    fields = ["name", "pbx_fqdn", "main_sender", "sms_template", "sms_enabled"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(ScopedAdmin):
+    list_display = ["name", "reseller", "status", "default_country", "created_at"]
+    list_filter = ["status", ("reseller", RelatedOnlyFieldListFilter)]
+    list_select_related = ["reseller"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    fields = ["reseller", "name", "slug", "status", "default_country"]
+    inlines = [TrunkInline]
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        resellers = list(access.resellers_for(request.user, "add")[:2])
+        if len(resellers) == 1:
+            initial.setdefault("reseller", resellers[0].pk)
+        return initial
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.tenant_save(actor=request.user, tenant=obj)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# People
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _organization_choices(user) -> list[tuple[str, str]]:
+    choices = []
+    for reseller in access.people_resellers(user).prefetch_related("tenants"):
+        choices.append((f"reseller:{reseller.pk}", f"{reseller} (reseller)"))
+        choices += [(f"tenant:{t.pk}", f"{reseller} › {t}") for t in reseller.tenants.all()]
+    return choices
+
+
+class InviteForm(forms.ModelForm):
+    """Invite a person by e-mail; they receive a link to choose their password."""
+
+    email = forms.EmailField(label="E-mail")
+    first_name = forms.CharField(required=False)
+    last_name = forms.CharField(required=False)
+    organization = forms.ChoiceField(help_text="A reseller role sees every tenant; a tenant viewer only one tenant.")
+
+    class Meta:
+        model = Membership
+        fields = ["role"]
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.fields["organization"].choices = [("", "---------")] + _organization_choices(request.user)
+        self.order_fields(["email", "first_name", "last_name", "organization", "role"])
+
+    def clean(self):
+        cleaned = super().clean()
+        choice = cleaned.get("organization") or ""
+        kind, _, pk = choice.partition(":")
+        org = None
+        if kind == "reseller":
+            org = access.people_resellers(self.request.user).filter(pk=pk).first()
+        elif kind == "tenant":
+            org = Tenant.objects.filter(pk=pk, reseller__in=access.people_resellers(self.request.user)).first()
+        if org is None:
+            raise ValidationError({"organization": "Choose where the person works."})
+        cleaned["organization_obj"] = org
+        # Set before the model's own validation runs, so it checks the role against this organisation.
+        self.instance.reseller = org if kind == "reseller" else None
+        self.instance.tenant = org if kind == "tenant" else None
+        return cleaned
+
+
+class MembershipChangeForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["role", "is_active"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.tenant_id:
+            allowed = [Membership.Role.TENANT_VIEWER]
+        else:
+            allowed = list(Membership.RESELLER_ROLES)
+        self.fields["role"].choices = [(r.value, r.label) for r in allowed]
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            services.member_check_change(
+                self.instance, role=cleaned.get("role", self.instance.role), active=cleaned.get("is_active", True)
+            )
+        except ValidationError as error:
+            raise ValidationError(error.messages) from None
+        return cleaned
+
+
+@admin.register(Membership)
+class MembershipAdmin(ScopedAdmin):
+    list_display = ["email", "name", "role", "organization_display", "is_active", "created_at"]
+    list_filter = ["role", "is_active"]
+    list_select_related = ["user", "reseller", "tenant__reseller"]
+    search_fields = ["user__email", "user__first_name", "user__last_name"]
+    readonly_fields = ["email", "organization_display", "invited_by", "created_at"]
+    actions = ["resend_invite", "deactivate"]
+
+    @admin.display(description="E-mail", ordering="user__email")
+    def email(self, obj) -> str:
+        return obj.user.email
+
+    @admin.display(description="Name")
+    def name(self, obj) -> str:
+        return obj.user.get_full_name()
+
+    @admin.display(description="Organisation")
+    def organization_display(self, obj) -> str:
+        return f"{obj.tenant.reseller} › {obj.tenant}" if obj.tenant_id else str(obj.reseller)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            form = super().get_form(request, obj, change=change, form=InviteForm, fields=["role"], **kwargs)
+
+            class RequestInviteForm(form):
+                def __init__(self, *args, **kw):
+                    super().__init__(*args, request=request, **kw)
+
+            return RequestInviteForm
+        return super().get_form(request, obj, change=change, form=MembershipChangeForm, fields=["role", "is_active"])
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["email", "first_name", "last_name", "organization", "role"]})]
+        return [(None, {"fields": ["email", "organization_display", "role", "is_active", "invited_by", "created_at"]})]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else []
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            data = form.cleaned_data
+            membership, sent = services.member_invite(
+                actor=request.user,
+                email=data["email"],
+                organization=data["organization_obj"],
+                role=data["role"],
+                first_name=data["first_name"],
+                last_name=data["last_name"],
+            )
+            obj.pk = membership.pk
+            if not sent:
+                messages.warning(request, "The invite e-mail could not be sent; use “Resend invite” to try again.")
+            return
+        saved = Membership.objects.get(pk=obj.pk)
+        services.member_change_role(actor=request.user, membership=saved, role=obj.role)
+        services.member_set_active(actor=request.user, membership=saved, active=obj.is_active)
+        access.forget(request.user)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass  # no related rows on these forms
+
+    @admin.action(description="Resend the invite e-mail")
+    def resend_invite(self, request, queryset) -> None:
+        sent = sum(services.member_send_invite(m) for m in queryset.filter(is_active=True).select_related("user"))
+        self.message_user(request, f"Sent {sent} invite e-mail(s).")
+
+    @admin.action(description="Deactivate the selected people")
+    def deactivate(self, request, queryset) -> None:
+        done = 0
+        for membership in queryset.select_related("user", "reseller"):
+            try:
+                services.member_set_active(actor=request.user, membership=membership, active=False)
+                done += 1
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+        self.message_user(request, f"Deactivated {done} member(s).")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# API tokens
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["name"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ScopedAdmin):
+    list_display = ["name", "token_prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["user"]
+    readonly_fields = ["token_prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    form = ApiTokenForm
+    actions = ["revoke"]
+
+    @admin.display(description="Token")
+    def token_prefix(self, obj) -> str:
+        return f"{ApiToken.PREFIX}_{obj.lookup_id}_…"
+
+    def get_fields(self, request, obj=None):
+        return ["name"] if obj is None else ["name", *self.readonly_fields]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a token is created or revoked, never edited
+
+    def save_model(self, request, obj, form, change) -> None:
+        token, plaintext = services.api_token_create(actor=request.user, name=form.cleaned_data["name"])
+        obj.pk = token.pk
+        obj._plaintext = plaintext
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Shown on this one response only: not kept in a message cookie or the session.
+        context = {
+            **self.admin_site.each_context(request),
+            "token": obj,
+            "plaintext": obj._plaintext,
+            "opts": self.opts,
+            "title": "API token created",
+        }
+        return TemplateResponse(request, "tenants/token_created.html", context)
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        for token in queryset:
+            services.api_token_revoke(actor=request.user, token=token)
+        self.message_user(request, "Revoked.")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        if not access.can(request.user, "add", ApiToken):
+            actions.pop("revoke", None)
+        return actions

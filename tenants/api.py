@@ -1,0 +1,52 @@
+"""API plumbing shared by every endpoint (scoped viewsets, error mapping) and the /tenants endpoint."""
+
+from contextlib import contextmanager
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.pagination import CursorPagination
+
+from tenants import access
+from tenants.serializers import TenantSerializer
+
+
+class NewestFirstPagination(CursorPagination):
+    """Keyset pagination on the primary key: no COUNT(*), stable while rows are being added."""
+
+    ordering = "-id"
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ScopedViewSet(viewsets.GenericViewSet):
+    """Rows come from tenants.access; serializer and service errors come back as 400 with field names."""
+
+    pagination_class = NewestFirstPagination
+
+    def get_queryset(self):
+        return access.visible(self.request.user, super().get_queryset())
+
+
+@contextmanager
+def django_errors_as_400():
+    """Model and service validation raises Django's ValidationError; the API answers it as a 400."""
+    try:
+        yield
+    except DjangoValidationError as error:
+        detail = error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
+        raise serializers.ValidationError(detail) from None
+
+
+class TenantViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, ScopedViewSet
+):
+    """Tenants: a reseller's customers."""
+
+    queryset = TenantSerializer.Meta.model.objects.select_related("reseller")
+    serializer_class = TenantSerializer
+
+    def perform_create(self, serializer) -> None:
+        with django_errors_as_400():
+            serializer.save()
+
+    perform_update = perform_create

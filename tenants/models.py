@@ -1,0 +1,181 @@
+"""Resellers, their tenants, and who belongs to which.
+
+Who may see or change what is decided in tenants/access.py, never here.
+"""
+
+import hashlib
+import hmac
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Reseller(models.Model):
+    """A managed-service provider that sells 3CX systems to its tenants."""
+
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=60, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tenant(models.Model):
+    """A reseller's customer: one company with one or more 3CX systems."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        # Suspended: inbound texts are held (not forwarded, not lost), nothing is sent.
+        SUSPENDED = "suspended", "Suspended"
+
+    reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, related_name="tenants")
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=60)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    default_country = models.CharField(
+        max_length=2,
+        blank=True,
+        help_text="ISO country code used to read destination numbers written without a country code.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["reseller", "slug"], name="tenant_slug_unique_per_reseller"),
+            models.UniqueConstraint(fields=["reseller", "name"], name="tenant_name_unique_per_reseller"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        self.default_country = self.default_country.upper()
+        if self.default_country:
+            import phonenumbers
+
+            if self.default_country not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValidationError({"default_country": f"{self.default_country!r} is not an ISO country code."})
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class Membership(models.Model):
+    """A user's role in one reseller (admin, operator) or one tenant (viewer)."""
+
+    class Role(models.TextChoices):
+        RESELLER_ADMIN = "reseller_admin", "Reseller admin"
+        RESELLER_OPERATOR = "reseller_operator", "Reseller operator"
+        TENANT_VIEWER = "tenant_viewer", "Tenant viewer"
+
+    RESELLER_ROLES = (Role.RESELLER_ADMIN, Role.RESELLER_OPERATOR)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="memberships")
+    role = models.CharField(max_length=24, choices=Role.choices)
+    is_active = models.BooleanField(default=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user__email"]
+        constraints = [
+            # A reseller role hangs on a reseller, a tenant role on a tenant, never both.
+            models.CheckConstraint(
+                condition=(
+                    Q(role__in=["reseller_admin", "reseller_operator"], reseller__isnull=False, tenant__isnull=True)
+                    | Q(role="tenant_viewer", tenant__isnull=False, reseller__isnull=True)
+                ),
+                name="membership_role_matches_organization",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "reseller"], condition=Q(reseller__isnull=False), name="membership_once_per_reseller"
+            ),
+            models.UniqueConstraint(
+                fields=["user", "tenant"], condition=Q(tenant__isnull=False), name="membership_once_per_tenant"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user.email} — {self.get_role_display()} of {self.organization}"
+
+    @property
+    def organization(self) -> Reseller | Tenant:
+        return self.reseller if self.reseller_id else self.tenant
+
+    @property
+    def owning_reseller_id(self) -> int:
+        return self.reseller_id or self.tenant.reseller_id
+
+    def clean(self) -> None:
+        if self.role in self.RESELLER_ROLES and (not self.reseller_id or self.tenant_id):
+            raise ValidationError({"role": "A reseller role needs a reseller, not a tenant."})
+        if self.role == self.Role.TENANT_VIEWER and (not self.tenant_id or self.reseller_id):
+            raise ValidationError({"role": "A tenant viewer needs a tenant, not a reseller."})
+
+
+def _hash_token(token: str) -> str:
+    # The token carries 256 random bits, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for the REST API, acting as its user. Only a hash is stored; the token is shown once."""
+
+    PREFIX = "pmp"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    # The public part of the token, shown in lists so a user can tell their tokens apart.
+    lookup_id = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.PREFIX}_{self.lookup_id}_…)"
+
+    @classmethod
+    def issue(cls, user, name: str) -> tuple["ApiToken", str]:
+        """Create a token; returns the row and the plaintext, which is never available again."""
+        lookup_id = secrets.token_hex(6)
+        plaintext = f"{cls.PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
+        token = cls.objects.create(user=user, name=name, lookup_id=lookup_id, key_hash=_hash_token(plaintext))
+        return token, plaintext
+
+    @classmethod
+    def authenticate(cls, plaintext: str) -> "ApiToken | None":
+        """Find the live token for this plaintext, comparing hashes in constant time."""
+        parts = plaintext.split("_")
+        if len(parts) != 3 or parts[0] != cls.PREFIX:
+            return None
+        token = cls.objects.select_related("user").filter(lookup_id=parts[1], revoked_at__isnull=True).first()
+        if token is None or not hmac.compare_digest(token.key_hash, _hash_token(plaintext)):
+            return None
+        return token
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])

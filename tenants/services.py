@@ -1,0 +1,179 @@
+"""People management: invites, roles, deactivation, API tokens. Reseller admins do this without platform help."""
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+
+from messaging.models import AuditEvent
+from tenants import access
+from tenants.models import ApiToken, Membership, Reseller, Tenant
+
+logger = logging.getLogger(__name__)
+User = get_user_model()
+
+
+def tenant_save(*, actor, tenant: Tenant) -> Tenant:
+    """Save a tenant; suspending or resuming it is recorded."""
+    previous = Tenant.objects.filter(pk=tenant.pk).values_list("status", flat=True).first() if tenant.pk else None
+    tenant.full_clean()
+    with transaction.atomic():
+        tenant.save()
+        if previous is not None and previous != tenant.status:
+            AuditEvent.record(
+                AuditEvent.Action.TENANT_STATUS, tenant, actor=actor, changes={"status": [previous, tenant.status]}
+            )
+    return tenant
+
+
+def _reseller_id_of(organization: Reseller | Tenant) -> int:
+    return organization.pk if isinstance(organization, Reseller) else organization.reseller_id
+
+
+def _check_role_fits(organization: Reseller | Tenant, role: str) -> None:
+    if isinstance(organization, Reseller) and role not in Membership.RESELLER_ROLES:
+        raise ValidationError({"role": f"People of {organization} are reseller admins or operators."})
+    if isinstance(organization, Tenant) and role != Membership.Role.TENANT_VIEWER:
+        raise ValidationError({"role": f"People of the tenant {organization} are tenant viewers."})
+
+
+def _check_manages_people(actor, reseller_id: int) -> None:
+    if not access.people_resellers(actor).filter(pk=reseller_id).exists():
+        raise PermissionDenied("You do not manage the people of this organisation.")
+
+
+def member_invite(
+    *, actor, email: str, organization: Reseller | Tenant, role: str, first_name: str = "", last_name: str = ""
+) -> tuple[Membership, bool]:
+    """Give a person a role in a reseller or one of its tenants, creating their login if they have none.
+
+    Returns the membership and whether the e-mail went out; the membership stands even if the mail server
+    failed, and the invite can be resent.
+    """
+    email = User.objects.normalize_email(email).strip().lower()
+    _check_manages_people(actor, _reseller_id_of(organization))
+    _check_role_fits(organization, role)
+    org_field = "reseller" if isinstance(organization, Reseller) else "tenant"
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(
+            username=email, defaults={"email": email, "first_name": first_name, "last_name": last_name}
+        )
+        if created:
+            user.set_unusable_password()  # the invitee chooses one through the link
+            user.save(update_fields=["password"])
+        if Membership.objects.filter(user=user, **{org_field: organization}).exists():
+            raise ValidationError({"email": f"{email} already has a role in {organization}; change that one instead."})
+        membership = Membership.objects.create(user=user, role=role, invited_by=actor, **{org_field: organization})
+        AuditEvent.record(
+            AuditEvent.Action.MEMBER_INVITED,
+            membership,
+            actor=actor,
+            changes={"email": email, "role": role, "organization": str(organization), "new_login": created},
+        )
+    return membership, member_send_invite(membership)
+
+
+def member_send_invite(membership: Membership) -> bool:
+    """E-mail the invite: a set-password link for a new login, a sign-in link for an existing one."""
+    user = membership.user
+    context = {
+        "membership": membership,
+        "organization": membership.organization,
+        "login_url": settings.PUBLIC_BASE_URL + reverse("admin:login"),
+        "set_password_url": None,
+    }
+    if not user.has_usable_password():
+        uid = urlsafe_base64_encode(force_bytes(user.pk))
+        token = default_token_generator.make_token(user)
+        context["set_password_url"] = settings.PUBLIC_BASE_URL + reverse(
+            "password_reset_confirm", kwargs={"uidb64": uid, "token": token}
+        )
+    subject = f"You have been invited to {membership.organization} on the PBX Messaging Portal"
+    try:
+        send_mail(subject, render_to_string("tenants/invite_email.txt", context), None, [user.email])
+    except Exception:  # the mail server is outside our control; the admin offers "resend"
+        logger.exception("invite e-mail to membership %s could not be sent", membership.pk)
+        return False
+    return True
+
+
+def _check_not_last_admin(membership: Membership) -> None:
+    if membership.role != Membership.Role.RESELLER_ADMIN or not membership.is_active:
+        return
+    others = Membership.objects.filter(
+        reseller_id=membership.reseller_id, role=Membership.Role.RESELLER_ADMIN, is_active=True
+    ).exclude(pk=membership.pk)
+    if not others.exists():
+        raise ValidationError(
+            f"{membership.user.email} is the last active admin of {membership.reseller}; make someone else admin first."
+        )
+
+
+def member_check_change(membership: Membership, *, role: str, active: bool) -> None:
+    """Refuse a change that would leave a reseller without an active admin."""
+    if membership.role == Membership.Role.RESELLER_ADMIN and (role != membership.role or not active):
+        _check_not_last_admin(membership)
+
+
+def member_change_role(*, actor, membership: Membership, role: str) -> Membership:
+    """Change a member's role within the same organisation."""
+    _check_manages_people(actor, membership.owning_reseller_id)
+    _check_role_fits(membership.organization, role)
+    if role == membership.role:
+        return membership
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        member_check_change(membership, role=role, active=membership.is_active)
+        previous, membership.role = membership.role, role
+        membership.save(update_fields=["role"])
+        AuditEvent.record(
+            AuditEvent.Action.MEMBER_ROLE_CHANGED, membership, actor=actor, changes={"role": [previous, role]}
+        )
+    return membership
+
+
+def member_set_active(*, actor, membership: Membership, active: bool) -> Membership:
+    """Deactivate a member (their access ends at once) or bring them back."""
+    _check_manages_people(actor, membership.owning_reseller_id)
+    if membership.is_active == active:
+        return membership
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        member_check_change(membership, role=membership.role, active=active)
+        membership.is_active = active
+        membership.save(update_fields=["is_active"])
+        action = AuditEvent.Action.MEMBER_REACTIVATED if active else AuditEvent.Action.MEMBER_DEACTIVATED
+        AuditEvent.record(action, membership, actor=actor, changes={"is_active": [not active, active]})
+    return membership
+
+
+def api_token_create(*, actor, name: str) -> tuple[ApiToken, str]:
+    """Issue an API token for the actor; the plaintext is returned once and never stored."""
+    if not access.can(actor, "add", ApiToken):
+        raise PermissionDenied("You cannot create API tokens.")
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Name the token after what will use it, e.g. 'billing export'."})
+    with transaction.atomic():
+        token, plaintext = ApiToken.issue(actor, name)
+        AuditEvent.record(AuditEvent.Action.TOKEN_CREATED, token, actor=actor, changes={"name": name})
+    return token, plaintext
+
+
+def api_token_revoke(*, actor, token: ApiToken) -> None:
+    """Revoke a token; requests carrying it are refused from now on."""
+    if not access.can(actor, "change", token):
+        raise PermissionDenied("You cannot revoke this token.")
+    if not token.is_active:
+        return
+    with transaction.atomic():
+        token.revoke()
+        AuditEvent.record(AuditEvent.Action.TOKEN_REVOKED, token, actor=actor)
