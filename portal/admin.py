@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.http import Http404
 
 from tenants import access
@@ -44,6 +45,8 @@ class ScopedAdmin(admin.ModelAdmin):
 
     Another reseller's object opened by URL answers 404, exactly like one that does not exist.
     """
+
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_queryset(self, request):
         return access.visible(request.user, super().get_queryset(request))

@@ -163,7 +163,7 @@ class ApiToken(models.Model):
     @classmethod
     def authenticate(cls, plaintext: str) -> "ApiToken | None":
         """Find the live token for this plaintext, comparing hashes in constant time."""
-        parts = plaintext.split("_")
+        parts = plaintext.split("_", 2)  # the random part may itself contain "_"
         if len(parts) != 3 or parts[0] != cls.PREFIX:
             return None
         token = cls.objects.select_related("user").filter(lookup_id=parts[1], revoked_at__isnull=True).first()

@@ -1,0 +1,103 @@
+"""Shared fixtures: two resellers with a tenant each, users in every role, and one row of every model."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from tenants.models import ApiToken, Membership
+from tests import factories as f
+
+
+@pytest.fixture
+def reseller(db):
+    return f.ResellerFactory(name="Reseller A")
+
+
+@pytest.fixture
+def tenant(reseller):
+    return f.TenantFactory(reseller=reseller, name="Tenant A")
+
+
+@pytest.fixture
+def other_reseller(db):
+    return f.ResellerFactory(name="Reseller B")
+
+
+@pytest.fixture
+def other_tenant(other_reseller):
+    """A tenant of another reseller: nothing of it may ever be visible to reseller A's people."""
+    return f.TenantFactory(reseller=other_reseller, name="Tenant B")
+
+
+def member(role: str, **org):
+    user = f.UserFactory()
+    f.MembershipFactory(user=user, role=role, **org)
+    return user
+
+
+@pytest.fixture
+def reseller_admin(reseller):
+    return member(Membership.Role.RESELLER_ADMIN, reseller=reseller)
+
+
+@pytest.fixture
+def operator(reseller):
+    return member(Membership.Role.RESELLER_OPERATOR, reseller=reseller)
+
+
+@pytest.fixture
+def viewer(tenant):
+    return member(Membership.Role.TENANT_VIEWER, tenant=tenant)
+
+
+@pytest.fixture
+def other_admin(other_reseller):
+    return member(Membership.Role.RESELLER_ADMIN, reseller=other_reseller)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    _, plaintext = ApiToken.issue(user, "test")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {plaintext}")
+    return client
+
+
+def build_world(tenant, owner) -> dict[str, object]:
+    """One row of every tenant-scoped model for this tenant; `owner` is a user of its reseller."""
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
+    trunk = f.TrunkFactory(tenant=tenant)
+    number = f.PhoneNumberFactory(account=account, tenant=tenant, trunk=trunk)
+    sender = f.SenderIDFactory(tenant=tenant, account=account)
+    message = f.MessageFactory(tenant=tenant, account=account, trunk=trunk, sender=sender)
+    inbound = f.MessageFactory(
+        tenant=tenant, account=account, trunk=trunk, direction="inbound", status="received", from_number="+447400123456"
+    )
+    return {
+        "tenants.reseller": tenant.reseller,
+        "tenants.tenant": tenant,
+        "tenants.membership": owner.memberships.get(),
+        "tenants.apitoken": ApiToken.issue(owner, "world")[0],
+        "messaging.wavixaccount": account,
+        "messaging.phonenumber": number,
+        "messaging.trunk": trunk,
+        "messaging.senderid": sender,
+        "messaging.senderidcountry": f.SenderIDCountryFactory(sender=sender),
+        "messaging.message": message,
+        "messaging.webhookevent": f.WebhookEventFactory(account=account),
+        "messaging.delivery": f.DeliveryFactory(message=inbound, trunk=trunk),
+        "messaging.auditevent": f.audit_event(tenant, actor=owner),
+    }
+
+
+@pytest.fixture
+def world(tenant, reseller_admin):
+    return build_world(tenant, reseller_admin)
+
+
+@pytest.fixture
+def other_world(other_tenant, other_admin):
+    return build_world(other_tenant, other_admin)
