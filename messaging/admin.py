@@ -168,7 +168,7 @@ class SenderIDForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if "countries" in self.fields and cleaned.get("type"):
+        if "countries" in cleaned and cleaned.get("type"):
             try:
                 CountryRule.check_destinations(cleaned["type"], cleaned.get("countries") or [])
             except ValidationError as error:

@@ -36,6 +36,7 @@ class WavixAccountSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["created_at"]
+        validators = []  # uniqueness is checked by the model once the reseller is known
 
     def validate(self, attrs):
         if self.instance is None and "reseller" not in attrs:
@@ -103,6 +104,7 @@ class TrunkSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+        validators = []  # uniqueness is checked by the model, with the same message as in the admin
 
     def validate(self, attrs):
         if self.instance is not None and attrs.get("tenant", self.instance.tenant) != self.instance.tenant:

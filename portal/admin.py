@@ -51,6 +51,9 @@ class ScopedAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return access.visible(request.user, super().get_queryset(request))
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # inlines here show existing rows only
+
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)
         if obj is None:

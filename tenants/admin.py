@@ -94,6 +94,11 @@ class InviteForm(forms.ModelForm):
         if org is None:
             raise ValidationError({"organization": "Choose where the person works."})
         cleaned["organization_obj"] = org
+        if cleaned.get("email"):
+            try:
+                services.member_check_invite(cleaned["email"], org)
+            except ValidationError as error:
+                self.add_error(None, error)
         # Set before the model's own validation runs, so it checks the role against this organisation.
         self.instance.reseller = org if kind == "reseller" else None
         self.instance.tenant = org if kind == "tenant" else None
@@ -146,15 +151,16 @@ class MembershipAdmin(ScopedAdmin):
         return f"{obj.tenant.reseller} › {obj.tenant}" if obj.tenant_id else str(obj.reseller)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            form = super().get_form(request, obj, change=change, form=InviteForm, fields=["role"], **kwargs)
+        kwargs["form"] = InviteForm if obj is None else MembershipChangeForm
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            return form
 
-            class RequestInviteForm(form):
-                def __init__(self, *args, **kw):
-                    super().__init__(*args, request=request, **kw)
+        class InviteFormForRequest(form):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, request=request, **kw)
 
-            return RequestInviteForm
-        return super().get_form(request, obj, change=change, form=MembershipChangeForm, fields=["role", "is_active"])
+        return InviteFormForRequest
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -175,7 +181,7 @@ class MembershipAdmin(ScopedAdmin):
                 first_name=data["first_name"],
                 last_name=data["last_name"],
             )
-            obj.pk = membership.pk
+            obj.pk, obj.user = membership.pk, membership.user  # for the admin's own log entry and redirect
             if not sent:
                 messages.warning(request, "The invite e-mail could not be sent; use “Resend invite” to try again.")
             return

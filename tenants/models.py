@@ -121,10 +121,12 @@ class Membership(models.Model):
         return self.reseller_id or self.tenant.reseller_id
 
     def clean(self) -> None:
-        if self.role in self.RESELLER_ROLES and (not self.reseller_id or self.tenant_id):
-            raise ValidationError({"role": "A reseller role needs a reseller, not a tenant."})
-        if self.role == self.Role.TENANT_VIEWER and (not self.tenant_id or self.reseller_id):
-            raise ValidationError({"role": "A tenant viewer needs a tenant, not a reseller."})
+        if self.tenant_id and self.role != self.Role.TENANT_VIEWER:
+            raise ValidationError({"role": f"People of the tenant {self.tenant} are tenant viewers."})
+        if self.reseller_id and self.role not in self.RESELLER_ROLES:
+            raise ValidationError({"role": f"People of {self.reseller} are reseller admins or operators."})
+        if bool(self.tenant_id) == bool(self.reseller_id):
+            raise ValidationError("A membership belongs to one reseller or one tenant.")
 
 
 def _hash_token(token: str) -> str:

@@ -39,15 +39,20 @@ def _reseller_id_of(organization: Reseller | Tenant) -> int:
 
 
 def _check_role_fits(organization: Reseller | Tenant, role: str) -> None:
-    if isinstance(organization, Reseller) and role not in Membership.RESELLER_ROLES:
-        raise ValidationError({"role": f"People of {organization} are reseller admins or operators."})
-    if isinstance(organization, Tenant) and role != Membership.Role.TENANT_VIEWER:
-        raise ValidationError({"role": f"People of the tenant {organization} are tenant viewers."})
+    org_field = "reseller" if isinstance(organization, Reseller) else "tenant"
+    Membership(role=role, **{org_field: organization}).clean()
 
 
 def _check_manages_people(actor, reseller_id: int) -> None:
     if not access.people_resellers(actor).filter(pk=reseller_id).exists():
         raise PermissionDenied("You do not manage the people of this organisation.")
+
+
+def member_check_invite(email: str, organization: Reseller | Tenant) -> None:
+    """Refuse a second role for the same person in the same organisation."""
+    org_field = "reseller" if isinstance(organization, Reseller) else "tenant"
+    if Membership.objects.filter(user__username=email.strip().lower(), **{org_field: organization}).exists():
+        raise ValidationError({"email": f"{email} already has a role in {organization}; change that one instead."})
 
 
 def member_invite(
@@ -69,8 +74,7 @@ def member_invite(
         if created:
             user.set_unusable_password()  # the invitee chooses one through the link
             user.save(update_fields=["password"])
-        if Membership.objects.filter(user=user, **{org_field: organization}).exists():
-            raise ValidationError({"email": f"{email} already has a role in {organization}; change that one instead."})
+        member_check_invite(email, organization)
         membership = Membership.objects.create(user=user, role=role, invited_by=actor, **{org_field: organization})
         AuditEvent.record(
             AuditEvent.Action.MEMBER_INVITED,
