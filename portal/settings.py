@@ -17,7 +17,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+    """The variable, stripped; empty counts as unset (compose passes unset variables as '')."""
+    return os.environ.get(name, "").strip() or default
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -144,13 +145,10 @@ STORAGES = {
 # --------------------------------------------------------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL")
+# Persistent connections: a new authenticated PostgreSQL connection per request is 10x slower here.
+DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 600)
 if DATABASE_URL:
-    # Persistent connections: a new authenticated PostgreSQL connection per request is 10x slower here.
-    DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600), conn_health_checks=True
-        )
-    }
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}}
 
@@ -184,10 +182,11 @@ else:
         "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": VAR_DIR / "cache"}
     }
 
+# Redis redelivers an unacknowledged task after this long; no task may wait in the broker longer
+# (long waits live in the database, see DESIGN.md).
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
 if CELERY_BROKER_URL:
-    # Redis redelivers an unacknowledged task after this long; no task may wait in the broker longer
-    # (long waits live in the database, see DESIGN.md).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 else:
     # The embedded default: kombu's filesystem transport needs no server, so a laptop runs everything.
     CELERY_BROKER_URL = "filesystem://"
@@ -291,6 +290,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"CountryPolicyEnum": "messaging.models.CountryRule.Policy"},
 }
 
 # --------------------------------------------------------------------------------------------------------------
