@@ -22,7 +22,7 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py seed_demo
 	@echo "Starting the portal on http://127.0.0.1:$(PORT)/admin/  (Ctrl-C stops everything)"
-	exec $(BIN)/honcho start --port $(PORT)
+	$(BIN)/python -m portal.runall --port $(PORT)
 
 ## The whole test suite (SQLite and the embedded broker unless DATABASE_URL / REDIS_URL are set).
 test: install
