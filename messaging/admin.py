@@ -3,6 +3,7 @@ import json
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 
@@ -150,6 +151,13 @@ class SamplesField(forms.CharField):
         return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 
+class CountryPicker(FilteredSelectMultiple):
+    """The admin's two-box picker. Its script prepends itself to its parent: wrap it, so the label stays first."""
+
+    def render(self, *args, **kwargs):
+        return format_html('<div class="related-widget-wrapper">{}</div>', super().render(*args, **kwargs))
+
+
 def _country_choices() -> list[tuple[str, str]]:
     return [(rule.country, f"{rule.name} ({rule.country})") for rule in CountryRule.objects.order_by("name")]
 
@@ -158,7 +166,7 @@ class SenderIDForm(forms.ModelForm):
     samples = SamplesField(required=False, help_text="Example messages, one per line; reviewers read these.")
     countries = forms.MultipleChoiceField(
         choices=_country_choices,
-        widget=forms.SelectMultiple(attrs={"size": 12}),
+        widget=CountryPicker("countries", is_stacked=False),
         help_text="Destination countries. Countries that need paperwork start as “needs documents”.",
     )
 

@@ -133,14 +133,15 @@ class WavixAccount(models.Model):
     # Only ciphertext is stored; the key is readable again only through get_api_key(), never displayed.
     api_key_encrypted = models.TextField(editable=False)
     api_key_last4 = models.CharField(max_length=4, editable=False)
-    api_key_set_at = models.DateTimeField(null=True, editable=False)
-    wavix_sub_account_id = models.CharField(max_length=64, blank=True)
+    api_key_set_at = models.DateTimeField("API key set at", null=True, editable=False)
+    wavix_sub_account_id = models.CharField("Wavix sub-account ID", max_length=64, blank=True)
     # Public identifier in the portal's webhook URLs for this account (the secret part comes with intake).
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        verbose_name = "Wavix account"
         constraints = [models.UniqueConstraint(fields=["reseller", "name"], name="wavix_account_name_unique")]
 
     def __str__(self) -> str:
@@ -214,12 +215,16 @@ class PhoneNumber(models.Model):
     )
     number = models.CharField(max_length=16, help_text="E.164, for example +14155550123.")
     country = models.CharField(max_length=2, editable=False)
-    wavix_id = models.CharField(max_length=32, blank=True)
-    sms_enabled = models.BooleanField(default=False)
+    wavix_id = models.CharField("Wavix ID", max_length=32, blank=True)
+    sms_enabled = models.BooleanField("SMS enabled", default=False)
     status = models.CharField(max_length=32, blank=True, help_text="The number's status at Wavix.")
-    sms_relay_url = models.URLField(max_length=500, blank=True, help_text="Where Wavix sends inbound texts.")
+    sms_relay_url = models.URLField(
+        "SMS relay URL", max_length=500, blank=True, help_text="Where Wavix sends inbound texts."
+    )
     label = models.CharField(max_length=100, blank=True)
-    tendlc_status = models.CharField(max_length=16, choices=TenDLCStatus.choices, blank=True, default="")
+    tendlc_status = models.CharField(
+        "10DLC status", max_length=16, choices=TenDLCStatus.choices, blank=True, default=""
+    )
     synced_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -285,9 +290,9 @@ class SenderID(models.Model):
     phone_number = models.ForeignKey(
         PhoneNumber, on_delete=models.PROTECT, null=True, blank=True, editable=False, related_name="sender_ids"
     )
-    usecase = models.CharField(max_length=16, choices=UseCase.choices, default=UseCase.TRANSACTIONAL)
+    usecase = models.CharField("use case", max_length=16, choices=UseCase.choices, default=UseCase.TRANSACTIONAL)
     samples = models.JSONField(default=list, blank=True, help_text="Sample messages shown to reviewers.")
-    wavix_id = models.CharField(max_length=64, blank=True, editable=False)
+    wavix_id = models.CharField("Wavix ID", max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -303,9 +308,9 @@ class SenderID(models.Model):
         if self.type == self.Type.ALPHANUMERIC:
             self.value = (self.value or "").strip()
             self.phone_number = None
-            problem = alphanumeric_problem(self.value)
-            if problem:
-                raise ValidationError({"value": problem})
+            problems = alphanumeric_problems(self.value)
+            if problems:
+                raise ValidationError({"value": problems})
         elif self.type == self.Type.NUMERIC:
             self._resolve_number()
         if not isinstance(self.samples, list) or not all(isinstance(s, str) for s in self.samples):
@@ -346,17 +351,18 @@ class SenderID(models.Model):
             raise ValidationError({"account": "This Wavix account does not serve this tenant."})
 
 
-def alphanumeric_problem(value: str) -> str | None:
-    """Why an alphanumeric sender ID is refused, in words a reseller can act on; None when it is fine."""
+def alphanumeric_problems(value: str) -> list[str]:
+    """Every reason an alphanumeric sender ID is refused, in words a reseller can act on."""
+    problems = []
     if len(value) < 3 or len(value) > 11:
-        return f"{value!r} is {len(value)} characters long; alphanumeric sender IDs have 3 to 11."
+        problems.append(f"{value!r} is {len(value)} characters long; alphanumeric sender IDs have 3 to 11.")
     bad = sorted({ch for ch in value if not ALPHANUMERIC_ALLOWED.fullmatch(ch)})
     if bad:
         shown = ", ".join(repr(ch) for ch in bad)
-        return f"{value!r} contains {shown}; only letters A–Z, digits and spaces are allowed."
-    if not any(ch.isalpha() for ch in value):
-        return f"{value!r} has no letter; an all-digit sender is a phone number, so use a numeric sender ID."
-    return None
+        problems.append(f"{value!r} contains {shown}; only letters A–Z, digits and spaces are allowed.")
+    if value and not any(ch.isalpha() for ch in value):
+        problems.append(f"{value!r} has no letter; an all-digit sender is a phone number, so use a numeric sender ID.")
+    return problems
 
 
 class SenderIDCountry(models.Model):
@@ -465,8 +471,10 @@ class Trunk(models.Model):
         verbose_name="Main Trunk No.",
         help_text="The sender ID 3CX shows as Main Trunk No.",
     )
-    sms_template = models.CharField(max_length=16, choices=SmsTemplate.choices, default=SmsTemplate.WAVIX)
-    sms_enabled = models.BooleanField(default=False)
+    sms_template = models.CharField(
+        "3CX SMS template", max_length=16, choices=SmsTemplate.choices, default=SmsTemplate.WAVIX
+    )
+    sms_enabled = models.BooleanField("SMS enabled", default=False)
     # The 3CX webhook URL carries 3CX's per-trunk token: a secret, stored encrypted, shown masked.
     threecx_webhook_url_encrypted = models.TextField(blank=True, editable=False)
     threecx_webhook_url_hint = models.CharField(max_length=300, blank=True, editable=False)
@@ -581,7 +589,7 @@ class Message(models.Model):
     media = models.JSONField(default=list, blank=True)
     encoding = models.CharField(max_length=4, choices=Encoding.choices, default=Encoding.GSM7)
     segments = models.PositiveSmallIntegerField(default=1)
-    wavix_message_id = models.CharField(max_length=64, blank=True)
+    wavix_message_id = models.CharField("Wavix message ID", max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices)
     error_code = models.CharField(max_length=16, blank=True)
     error_message = models.TextField(blank=True)

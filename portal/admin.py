@@ -34,6 +34,7 @@ class PortalAdminSite(admin.AdminSite):
     site_header = "PBX Messaging Portal"
     site_title = "PBX Messaging Portal"
     index_title = "Operations"
+    site_url = None  # the portal has no public site to link to
     login_form = PortalLoginForm
 
     def has_permission(self, request) -> bool:

@@ -225,7 +225,9 @@ CELERY_TASK_ROUTES = {
 # Celery 5.7 closes Django's connection around every task unless this is set; a reconnect per task costs
 # two thirds of a worker's throughput here. portal.celery also drops broken or expired connections.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat keeps its schedule in memory: the default shelve file, truncated by a killed beat, stops beat from
+# starting at all (seen here). The schedule is static and every periodic job is idempotent and frequent.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
     f"heartbeat-{queue}": {
         "task": "messaging.tasks.worker_heartbeat",

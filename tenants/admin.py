@@ -70,7 +70,9 @@ class InviteForm(forms.ModelForm):
     email = forms.EmailField(label="E-mail")
     first_name = forms.CharField(required=False)
     last_name = forms.CharField(required=False)
-    organization = forms.ChoiceField(help_text="A reseller role sees every tenant; a tenant viewer only one tenant.")
+    organization = forms.ChoiceField(
+        label="Organisation", help_text="A reseller role sees every tenant; a tenant viewer only one tenant."
+    )
 
     class Meta:
         model = Membership
@@ -161,6 +163,10 @@ class MembershipAdmin(ScopedAdmin):
                 super().__init__(*args, request=request, **kw)
 
         return InviteFormForRequest
+
+    def add_view(self, request, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "title": "Invite a person"}
+        return super().add_view(request, form_url, extra_context)
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:

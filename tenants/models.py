@@ -92,6 +92,9 @@ class Membership(models.Model):
 
     class Meta:
         ordering = ["user__email"]
+        # Reseller admins manage "people"; a person with roles in two organisations has two rows.
+        verbose_name = "person"
+        verbose_name_plural = "people"
         constraints = [
             # A reseller role hangs on a reseller, a tenant role on a tenant, never both.
             models.CheckConstraint(
@@ -150,6 +153,7 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API token"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.PREFIX}_{self.lookup_id}_…)"

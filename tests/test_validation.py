@@ -134,6 +134,19 @@ def test_api_refuses_bad_sender_ids_with_a_specific_error(
     nothing_saved()
 
 
+def test_every_problem_of_an_alphanumeric_sender_is_named_at_once(operator, tenant, account):
+    response = token_client(operator).post(
+        "/api/v1/sender-ids/",
+        {"tenant": tenant.pk, "type": "alphanumeric", "value": "Acme-Dental!", "countries": ["US"]},
+        format="json",
+    )
+    errors = response.json()
+    assert len(errors["value"]) == 2
+    assert "is 12 characters long" in errors["value"][0] and "contains '!', '-'" in errors["value"][1]
+    assert "not supported in United States (US)" in errors["countries"][0]
+    nothing_saved()
+
+
 def test_a_number_of_another_tenant_is_not_a_valid_numeric_sender(operator, tenant, reseller, account):
     sibling = f.TenantFactory(reseller=reseller, name="Sibling")
     f.PhoneNumberFactory(account=account, tenant=None, number="+14155550150")
