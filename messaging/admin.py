@@ -52,6 +52,9 @@ class CountryRuleAdmin(ScopedAdmin):
     search_fields = ["country", "name"]
     list_per_page = 300
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["country"] if obj else []  # a changed primary key would save a copy, not rename
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Wavix accounts and numbers

@@ -1,5 +1,7 @@
 """The role matrix of tenants.access, checked directly."""
 
+import os
+
 import pytest
 from django.contrib.auth.models import Group
 
@@ -74,3 +76,35 @@ def test_a_superuser_sees_everything(trunk, other_tenant):
 
 def test_someone_without_any_membership_cannot_sign_in(db):
     assert not access.has_portal_access(f.UserFactory())
+
+
+def test_platform_reviewers_edit_country_rules_and_resellers_only_read_them(client, operator):
+    from messaging.models import CountryRule
+
+    reviewer = f.UserFactory(is_staff=True)
+    reviewer.groups.add(Group.objects.get(name="Platform reviewers"))
+    url = "/admin/messaging/countryrule/GB/change/"
+    change = {"name": "United Kingdom", "alphanumeric": "registration", "numeric": "allowed", "note": "New rule."}
+
+    client.force_login(operator)
+    assert client.get(url).status_code == 200  # readable
+    assert client.post(url, change).status_code == 403
+    assert CountryRule.objects.get(country="GB").alphanumeric == "allowed"
+
+    client.force_login(reviewer)
+    assert client.post(url, change).status_code == 302
+    assert CountryRule.objects.get(country="GB").alphanumeric == "registration"
+
+
+def test_loading_the_rules_file_again_keeps_staff_edits_unless_asked(db):
+    from django.core.management import call_command
+
+    from messaging.models import CountryRule
+
+    CountryRule.objects.filter(country="GB").update(alphanumeric="registration")
+    call_command("load_country_rules", stdout=open(os.devnull, "w"))
+    assert CountryRule.objects.get(country="GB").alphanumeric == "registration"
+    call_command("load_country_rules", "--update", stdout=open(os.devnull, "w"))
+    assert CountryRule.objects.get(country="GB").alphanumeric == "allowed"
+    assert CountryRule.objects.get(country="US").alphanumeric == "unsupported"
+    assert CountryRule.objects.get(country="IN").alphanumeric == "registration"
