@@ -11,7 +11,9 @@ The admin, the API, the pages and the tasks all ask here. Principals:
 A row outside a user's scope simply does not exist for them: views answer 404, never 403 with details.
 """
 
+import operator
 from dataclasses import dataclass
+from functools import reduce
 from typing import Literal
 
 from django.db.models import Model, Q, QuerySet
@@ -24,33 +26,41 @@ WRITE_ACTIONS = frozenset({"add", "change", "delete"})
 REVIEW_PERMISSION = "messaging.review_senderid"
 
 
+Level = Literal["managers", "admins"]  # managers = reseller admins and operators
+
+
 @dataclass(frozen=True)
 class Rule:
-    """How a model's rows reach their owners, and who may write them."""
+    """How a model's rows reach their owners, who may read them and who may write them."""
 
-    reseller_path: str | None  # lookup from the row to its reseller's id
-    tenant_path: str | None  # lookup to its tenant; None = tenant viewers never see these rows
-    writers: Literal["managers", "admins", "nobody"]  # managers = reseller admins and operators
+    reseller_paths: tuple[str, ...] = ()  # lookups from the row to its reseller's id (any one matches)
+    tenant_path: str | None = None  # lookup to its tenant; None = tenant viewers never see these rows
+    user_path: str | None = None  # lookup to a user: rows that belong to the requesting person
+    readers: Level = "managers"  # which reseller staff read the rows reached through reseller_paths
+    writers: Level | Literal["owner", "nobody"] = "managers"  # owner = the person user_path names
     actions: frozenset[str] = WRITE_ACTIONS  # which writes the writers get
 
 
-_MANAGED = "managers"
 RULES: dict[str, Rule] = {
-    "tenants.reseller": Rule("pk", None, "admins", frozenset({"change"})),
-    "tenants.tenant": Rule("reseller", "pk", _MANAGED),
+    "tenants.reseller": Rule(("pk",), writers="admins", actions=frozenset({"change"})),
+    "tenants.tenant": Rule(("reseller",), "pk"),
     # People are managed by reseller admins; deactivate instead of delete, so the audit trail keeps the row.
-    "tenants.membership": Rule(None, None, "admins", frozenset({"add", "change"})),
-    "messaging.wavixaccount": Rule("reseller", "tenant", _MANAGED),
-    "messaging.phonenumber": Rule("account__reseller", "tenant", _MANAGED),
-    "messaging.trunk": Rule("tenant__reseller", "tenant", _MANAGED),
-    "messaging.senderid": Rule("tenant__reseller", "tenant", _MANAGED),
+    "tenants.membership": Rule(
+        ("reseller", "tenant__reseller"), readers="admins", writers="admins", actions=frozenset({"add", "change"})
+    ),
+    # A token acts as its person: each person creates and revokes their own.
+    "tenants.apitoken": Rule(user_path="user", writers="owner", actions=frozenset({"add", "change"})),
+    "messaging.wavixaccount": Rule(("reseller",), "tenant"),
+    "messaging.phonenumber": Rule(("account__reseller",), "tenant"),
+    "messaging.trunk": Rule(("tenant__reseller",), "tenant"),
+    "messaging.senderid": Rule(("tenant__reseller",), "tenant"),
     # Registration status moves only through review (platform staff) and Wavix sync, never by a reseller.
-    "messaging.senderidcountry": Rule("tenant__reseller", "tenant", "nobody"),
-    "messaging.message": Rule("tenant__reseller", "tenant", "nobody"),
-    "messaging.delivery": Rule("tenant__reseller", "tenant", "nobody"),
+    "messaging.senderidcountry": Rule(("tenant__reseller",), "tenant", writers="nobody"),
+    "messaging.message": Rule(("tenant__reseller",), "tenant", writers="nobody"),
+    "messaging.delivery": Rule(("tenant__reseller",), "tenant", writers="nobody"),
     # Raw bodies from a shared account may concern several tenants: resellers only.
-    "messaging.webhookevent": Rule("account__reseller", None, "nobody"),
-    "messaging.auditevent": Rule("reseller", "tenant", "nobody"),
+    "messaging.webhookevent": Rule(("account__reseller",), writers="nobody"),
+    "messaging.auditevent": Rule(("reseller",), "tenant", writers="nobody"),
 }
 # Reference data every signed-in member may read and only platform staff may edit.
 PUBLIC_READ = frozenset({"messaging.countryrule"})
@@ -66,13 +76,20 @@ class Grants:
     def any(self) -> bool:
         return bool(self.manager_resellers or self.viewer_tenants)
 
+    def resellers(self, level: str) -> frozenset[int]:
+        return self.admin_resellers if level == "admins" else self.manager_resellers
+
 
 NO_GRANTS = Grants(frozenset(), frozenset(), frozenset())
 
 
+def _signed_in(user) -> bool:
+    return getattr(user, "is_authenticated", False) and user.is_active
+
+
 def grants(user) -> Grants:
     """The user's active memberships, read once per user object (that is, once per request)."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not _signed_in(user):
         return NO_GRANTS
     cached = getattr(user, "_portal_grants", None)
     if cached is not None:
@@ -112,7 +129,7 @@ def _is_platform(user) -> bool:
 
 def has_portal_access(user) -> bool:
     """May this user sign in to the portal at all?"""
-    return getattr(user, "is_authenticated", False) and user.is_active and (_is_platform(user) or grants(user).any)
+    return _signed_in(user) and (_is_platform(user) or grants(user).any)
 
 
 def is_reviewer(user) -> bool:
@@ -124,64 +141,59 @@ def _as_queryset(model_or_qs) -> QuerySet:
     return model_or_qs if isinstance(model_or_qs, QuerySet) else model_or_qs._default_manager.all()
 
 
-def _membership_q(reseller_ids) -> Q:
-    return Q(reseller_id__in=reseller_ids) | Q(tenant__reseller_id__in=reseller_ids)
+def _scope(rule: Rule, *, resellers: frozenset[int], tenants: frozenset[int] = frozenset(), user=None) -> Q | None:
+    """The rows of a rule owned by these resellers, these tenants or this person; None when none can be."""
+    parts = [Q(**{f"{path}__in": resellers}) for path in rule.reseller_paths if resellers]
+    if rule.tenant_path and tenants:
+        parts.append(Q(**{f"{rule.tenant_path}__in": tenants}))
+    if rule.user_path and user is not None:
+        parts.append(Q(**{rule.user_path: user}))
+    return reduce(operator.or_, parts) if parts else None
+
+
+def _read_scope(user, rule: Rule) -> Q | None:
+    g = grants(user)
+    return _scope(rule, resellers=g.resellers(rule.readers), tenants=g.viewer_tenants, user=user)
+
+
+def _write_scope(user, rule: Rule) -> Q | None:
+    if rule.writers == "nobody":
+        return None
+    if rule.writers == "owner":
+        return _scope(rule, resellers=frozenset(), user=user) if grants(user).any else None
+    return _scope(rule, resellers=grants(user).resellers(rule.writers))
 
 
 def visible(user, model_or_qs) -> QuerySet:
     """The rows of this model (or queryset) the user may see."""
     qs = _as_queryset(model_or_qs)
     model, label = qs.model, _label(qs.model)
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not _signed_in(user):
         return qs.none()
     if user.is_superuser:
         return qs
     if user.is_staff:
-        ok = _django_perm(user, "view", model) or _django_perm(user, "change", model)
-        return qs if ok else qs.none()
-    g = grants(user)
+        return qs if _django_perm(user, "view", model) or _django_perm(user, "change", model) else qs.none()
     if label in PUBLIC_READ:
-        return qs if g.any else qs.none()
-    if label == "tenants.membership":
-        return qs.filter(_membership_q(g.admin_resellers)) if g.admin_resellers else qs.none()
-    if label == "tenants.apitoken":
-        return qs.filter(user=user)
+        return qs if grants(user).any else qs.none()
     rule = RULES.get(label)
-    if rule is None:
-        return qs.none()  # a model nobody declared is visible to nobody but the platform
-    q = Q()
-    matched = False
-    if rule.reseller_path and g.manager_resellers:
-        q |= Q(**{f"{rule.reseller_path}__in": g.manager_resellers})
-        matched = True
-    if rule.tenant_path and g.viewer_tenants:
-        q |= Q(**{f"{rule.tenant_path}__in": g.viewer_tenants})
-        matched = True
-    return qs.filter(q) if matched else qs.none()
+    scope = _read_scope(user, rule) if rule else None  # a model nobody declared: the platform's alone
+    return qs.filter(scope) if scope is not None else qs.none()
 
 
 def changeable(user, model_or_qs) -> QuerySet:
     """The rows of this model (or queryset) the user may change."""
     qs = _as_queryset(model_or_qs)
     model, label = qs.model, _label(qs.model)
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not _signed_in(user):
         return qs.none()
     if user.is_superuser:
         return qs
     if user.is_staff:
         return qs if _django_perm(user, "change", model) else qs.none()
-    g = grants(user)
-    if label == "tenants.apitoken":
-        return qs.filter(user=user)  # revoking is the only change
-    if label == "tenants.membership":
-        return qs.filter(_membership_q(g.admin_resellers)) if g.admin_resellers else qs.none()
     rule = RULES.get(label)
-    if rule is None or rule.writers == "nobody":
-        return qs.none()
-    resellers = g.admin_resellers if rule.writers == "admins" else g.manager_resellers
-    if not resellers or not rule.reseller_path:
-        return qs.none()
-    return qs.filter(**{f"{rule.reseller_path}__in": resellers})
+    scope = _write_scope(user, rule) if rule else None
+    return qs.filter(scope) if scope is not None else qs.none()
 
 
 def can(user, action: Action, model_or_obj) -> bool:
@@ -195,41 +207,19 @@ def can(user, action: Action, model_or_obj) -> bool:
     if user.is_superuser:
         return True
     if user.is_staff:
-        return _django_perm(user, action, model) and (
-            obj is None or action == "add" or visible(user, model).filter(pk=obj.pk).exists()
-        )
+        allowed = _django_perm(user, action, model) or (action == "view" and _django_perm(user, "change", model))
+        return allowed and (obj is None or action == "add" or visible(user, model).filter(pk=obj.pk).exists())
     label = _label(model)
+    rule = RULES.get(label)
     if action == "view":
-        if not _viewable(user, label):
+        if label not in PUBLIC_READ and (rule is None or _read_scope(user, rule) is None):
             return False
         return obj is None or visible(user, model).filter(pk=obj.pk).exists()
-    if not _writable(user, action, label):
+    if rule is None or action not in rule.actions or _write_scope(user, rule) is None:
         return False
     if obj is None or action == "add":
         return True
     return changeable(user, model).filter(pk=obj.pk).exists()
-
-
-def _viewable(user, label: str) -> bool:
-    g = grants(user)
-    if label == "tenants.membership":
-        return bool(g.admin_resellers)
-    if label == "tenants.apitoken" or label in PUBLIC_READ:
-        return g.any
-    rule = RULES.get(label)
-    if rule is None:
-        return False
-    return bool((rule.reseller_path and g.manager_resellers) or (rule.tenant_path and g.viewer_tenants))
-
-
-def _writable(user, action: str, label: str) -> bool:
-    g = grants(user)
-    if label == "tenants.apitoken":
-        return g.any and action in ("add", "change")
-    rule = RULES.get(label)
-    if rule is None or rule.writers == "nobody" or action not in rule.actions:
-        return False
-    return bool(g.admin_resellers if rule.writers == "admins" else g.manager_resellers)
 
 
 def resellers_for(user, action: Action = "view") -> QuerySet[Reseller]:
@@ -238,7 +228,7 @@ def resellers_for(user, action: Action = "view") -> QuerySet[Reseller]:
         return visible(user, Reseller)
     if not has_portal_access(user):
         return Reseller.objects.none()
-    if user.is_superuser or user.is_staff and _django_perm(user, "change", Tenant):
+    if user.is_superuser or (user.is_staff and _django_perm(user, "change", Tenant)):
         return Reseller.objects.all()
     return Reseller.objects.filter(pk__in=grants(user).manager_resellers)
 
@@ -252,7 +242,7 @@ def people_resellers(user) -> QuerySet[Reseller]:
     """Resellers whose people (memberships of the reseller and its tenants) this user manages."""
     if not has_portal_access(user):
         return Reseller.objects.none()
-    if user.is_superuser or user.is_staff and _django_perm(user, "change", Membership):
+    if user.is_superuser or (user.is_staff and _django_perm(user, "change", Membership)):
         return Reseller.objects.all()
     return Reseller.objects.filter(pk__in=grants(user).admin_resellers)
 
