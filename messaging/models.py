@@ -521,22 +521,25 @@ class Message(models.Model):
 
     Outbound (portal → Wavix → handset):
 
-        queued ──claim──> sending ──Wavix 201──> accepted ──> pending ──> sent ──> delivered
-          │  ▲               │ │                    │           │          ├──> undelivered
-          │  └──transient────┘ │                    └───────────┴──────────├──> expired
-          │  └───not at Wavix── unknown <──timeout──┘ (reconcile by tag)   ├──> rejected
-          │                    │                                           └──> dlr_expired
-          ├──validity passed──> expired            sending ──permanent──> failed
-          └──refused──────────> failed
+        queued   ──claimed by one worker──────────────────> sending
+        queued   ──validity passed before sending─────────> expired
+        queued   ──refused before sending─────────────────> failed
+        sending  ──Wavix answered 201─────────────────────> accepted
+        sending  ──transient error, retried later─────────> queued
+        sending  ──permanent error────────────────────────> failed
+        sending  ──timeout or worker died mid-call────────> unknown
+        unknown  ──found at Wavix by tag──────────────────> accepted
+        unknown  ──not at Wavix: a resend is safe─────────> queued   (or failed, if it may no longer go)
+        accepted ──> pending ──> sent ──> delivered | undelivered | expired | rejected | dlr_expired
 
-      Delivery reports may repeat or come out of order: a move to an earlier or equal rank is ignored, a final
+      Delivery reports may skip steps, repeat or arrive out of order: a move back is ignored and a final
       status never changes.
 
     Inbound (handset → Wavix → portal → 3CX):
 
-        received ──forwarded (2xx)──> forwarded
-          │  ▲ └─retries exhausted or refused──> failed ──replay──> received
-          └──┴──tenant suspended──> held ──resumed──> received
+        received ──3CX answered 2xx───────────────────────> forwarded
+        received ──retries exhausted, or 3CX refused it───> failed ──replayed──> received
+        received ──tenant suspended───────────────────────> held   ──resumed───> received
     """
 
     class Direction(models.TextChoices):
