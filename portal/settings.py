@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "tenants",
     "messaging",
+    "sandbox",
 ]
 
 MIDDLEWARE = [
@@ -237,6 +238,20 @@ CELERY_BEAT_SCHEDULE = {
     }
     for queue in WORKER_QUEUES
 }
+
+# --------------------------------------------------------------------------------------------------------------
+# Wavix, and the built-in Wavix sandbox and fake 3CX
+# --------------------------------------------------------------------------------------------------------------
+
+# The sandbox simulates Wavix (and 3CX inboxes) under /sandbox/; on for development, off in production.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
+WAVIX_API_URL = env_str("WAVIX_API_URL") or (
+    f"{PUBLIC_BASE_URL}/sandbox/wavix" if SANDBOX_ENABLED else "https://api.wavix.com"
+)
+WAVIX_CONNECT_TIMEOUT = env_int("WAVIX_CONNECT_TIMEOUT", 5)
+WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
+# How often the portal compares numbers and sender IDs with Wavix (relay-URL drift, new allow-listings).
+WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
 
 # --------------------------------------------------------------------------------------------------------------
 # Secrets at rest

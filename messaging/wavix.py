@@ -1,0 +1,218 @@
+"""The one module that talks to Wavix, through the official SDK (`wavix-python-sdk`).
+
+- Base URL and timeouts come from settings; the SDK's own retries are off, because Celery owns retries.
+- Every failure becomes WavixTransientError (network, timeout, 429, 5xx: trying later may work) or
+  WavixPermanentError (any other 4xx: it will not; carries Wavix's own `message`).
+- The API key travels only in the Authorization header: it is in no log line and no error text, and SDK
+  exceptions (whose text includes raw headers and bodies) are never chained onto ours.
+- Numbers go to Wavix as digits and come back as E.164.
+"""
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pydantic
+from django.conf import settings
+from wavix import Wavix
+from wavix.core.api_error import ApiError
+
+logger = logging.getLogger(__name__)
+PAGE_SIZE = 100
+
+
+class WavixError(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class WavixTransientError(WavixError):
+    """Wavix could not be reached or was overloaded; the same call may succeed later."""
+
+    def __init__(self, message: str, status: int | None = None, *, may_have_arrived: bool = False):
+        super().__init__(message, status)
+        # True when the request left this machine and only the answer was lost (a read timeout): the call may
+        # have taken effect at Wavix, so a send must be reconciled before it is repeated.
+        self.may_have_arrived = may_have_arrived
+
+
+class WavixPermanentError(WavixError):
+    """Wavix refused the call (4xx other than 429); `message` is Wavix's own reason."""
+
+
+@dataclass(frozen=True)
+class WavixNumber:
+    wavix_id: str
+    number: str  # E.164
+    country: str
+    sms_enabled: bool
+    status: str
+    sms_relay_url: str
+    label: str
+
+
+@dataclass(frozen=True)
+class WavixSenderID:
+    wavix_id: str
+    value: str
+    type: str
+    allowlisted_in: frozenset[str]
+
+
+@dataclass(frozen=True)
+class WavixSubAccount:
+    wavix_id: str
+    api_key: str
+
+
+def to_wavix_number(e164: str) -> str:
+    return e164.lstrip("+")
+
+
+def from_wavix_number(digits: str) -> str:
+    return "+" + digits.strip().lstrip("+")
+
+
+_http: httpx.Client | None = None
+_http_pid: int | None = None
+
+
+def _http_client() -> httpx.Client:
+    """One pooled HTTP client per process (a client made before a worker forked must not be shared)."""
+    global _http, _http_pid
+    if _http is None or _http_pid != os.getpid():
+        timeout = httpx.Timeout(
+            connect=settings.WAVIX_CONNECT_TIMEOUT,
+            read=settings.WAVIX_READ_TIMEOUT,
+            write=settings.WAVIX_READ_TIMEOUT,
+            pool=settings.WAVIX_CONNECT_TIMEOUT,
+        )
+        _http, _http_pid = httpx.Client(timeout=timeout), os.getpid()
+    return _http
+
+
+def _wavix_message(body) -> str:
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return "no reason given"
+
+
+class WavixClient:
+    """Calls to one Wavix account, identified by its API key."""
+
+    def __init__(self, api_key: str):
+        self._sdk = Wavix(token=api_key, base_url=settings.WAVIX_API_URL, max_retries=0, httpx_client=_http_client())
+
+    @classmethod
+    def for_account(cls, account) -> "WavixClient":
+        return cls(account.get_api_key())
+
+    def _call(self, what: str, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ApiError as error:
+            status, message = error.status_code, _wavix_message(error.body)
+        except httpx.TimeoutException as error:
+            may_have_arrived = not isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise WavixTransientError(
+                f"Wavix did not answer {what} in time.", may_have_arrived=may_have_arrived
+            ) from None
+        except httpx.RemoteProtocolError:
+            raise WavixTransientError(f"Wavix closed the connection during {what}.", may_have_arrived=True) from None
+        except httpx.HTTPError as error:
+            raise WavixTransientError(f"Could not reach Wavix for {what} ({type(error).__name__}).") from None
+        except pydantic.ValidationError as error:
+            logger.warning("wavix: the answer to %s did not match the SDK's model: %s", what, error.errors()[:3])
+            raise WavixPermanentError(f"Wavix's answer to {what} was not understood.") from None
+        logger.info("wavix: %s answered %s: %s", what, status, message)
+        if status is None or status == 429 or status >= 500:
+            raise WavixTransientError(f"Wavix answered {status} to {what}: {message}", status)
+        raise WavixPermanentError(message, status)
+
+    # -- account -----------------------------------------------------------------------------------------------
+
+    def profile(self) -> dict:
+        """The account's profile; the cheap call that proves a key works."""
+        profile = self._call("the key check", self._sdk.profile.get)
+        return {"id": profile.id, "email": profile.email}
+
+    def set_default_endpoints(self, *, sms_url: str, dlr_url: str) -> None:
+        """Point the account's default SMS (inbound) and DLR endpoints at these URLs."""
+        self._call(
+            "updating the default endpoints", self._sdk.profile.update, sms_relay_url=sms_url, dlr_relay_url=dlr_url
+        )
+
+    def create_sub_account(self, *, name: str, sms_url: str, dlr_url: str) -> WavixSubAccount:
+        created = self._call(
+            "creating a sub-account",
+            self._sdk.sub_accounts.create,
+            name=name,
+            default_destinations={"sms_endpoint": sms_url, "dlr_endpoint": dlr_url},
+        )
+        return WavixSubAccount(wavix_id=str(created.id), api_key=created.api_key)
+
+    # -- numbers -----------------------------------------------------------------------------------------------
+
+    def number_pages(self) -> Iterator[tuple[int, int, list[WavixNumber]]]:
+        """Every page of the account's numbers: (page, total pages, numbers on it)."""
+        page = 1
+        while True:
+            result = self._call("listing numbers", self._sdk.numbers.list, page=page, per_page=PAGE_SIZE)
+            total_pages = max(result.pagination.total_pages, 1)
+            yield page, total_pages, [self._number(n) for n in result.items]
+            if page >= total_pages:
+                return
+            page += 1
+
+    def set_number_relay(self, wavix_id: str, url: str) -> WavixNumber:
+        """Send the number's inbound texts to this URL."""
+        updated = self._call(
+            "setting a number's SMS relay URL", self._sdk.numbers.update, int(wavix_id), sms_relay_url=url
+        )
+        return self._number(updated)
+
+    @staticmethod
+    def _number(raw) -> WavixNumber:
+        return WavixNumber(
+            wavix_id=str(raw.id),
+            number=from_wavix_number(raw.number),
+            country=raw.country_short_name,
+            sms_enabled=raw.sms_enabled,
+            status=raw.status,
+            sms_relay_url=raw.sms_relay_url or "",
+            label=raw.label or "",
+        )
+
+    # -- sender IDs --------------------------------------------------------------------------------------------
+
+    def create_sender_id(
+        self, *, value: str, type: str, countries: list[str], usecase: str, samples: list[str]
+    ) -> WavixSenderID:
+        created = self._call(
+            "registering a sender ID",
+            self._sdk.sms_and_mms.sender_ids.create,
+            sender_id=to_wavix_number(value) if type == "numeric" else value,
+            type=type,
+            countries=countries,
+            usecase=usecase,
+            samples=samples or None,
+        )
+        return self._sender(created)
+
+    def sender_ids(self) -> list[WavixSenderID]:
+        listed = self._call("listing sender IDs", self._sdk.sms_and_mms.sender_ids.list)
+        return [self._sender(s) for s in listed.items]
+
+    def delete_sender_id(self, wavix_id: str) -> None:
+        self._call("deleting a sender ID", self._sdk.sms_and_mms.sender_ids.delete, wavix_id)
+
+    @staticmethod
+    def _sender(raw) -> WavixSenderID:
+        value = from_wavix_number(raw.sender_id) if raw.type == "numeric" else raw.sender_id
+        return WavixSenderID(
+            wavix_id=str(raw.id), value=value, type=str(raw.type), allowlisted_in=frozenset(raw.allowlisted_in or [])
+        )

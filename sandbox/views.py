@@ -1,0 +1,210 @@
+"""Sandbox pages: play Wavix staff (allow-list a country), cause faults, inject inbound texts, run fake 3CX inboxes.
+
+Served only when SANDBOX_ENABLED; any signed-in portal user may use them (they change only simulated state).
+"""
+
+import json
+import time
+import uuid
+from datetime import timedelta
+
+import requests
+from django.contrib import admin, messages
+from django.contrib.auth.decorators import user_passes_test
+from django.http import HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from sandbox.api import country_of_digits
+from sandbox.models import (
+    FakePbxInbox,
+    FakePbxRequest,
+    SandboxAccount,
+    SandboxMessage,
+    SandboxNumber,
+    SandboxSenderID,
+)
+from sandbox.spec import schema_problems
+from tenants.access import has_portal_access
+
+FAKE_PBX_TIMEOUT_SECONDS = 30
+RELAY_TIMEOUT = (3, 10)
+
+portal_user = user_passes_test(has_portal_access, login_url="admin:login")
+
+
+def _post_only(view):
+    def wrapper(request, *args, **kwargs):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return view(request, *args, **kwargs)
+
+    wrapper.__name__ = view.__name__
+    return wrapper
+
+
+@portal_user
+def index(request):
+    """The sandbox at a glance: accounts and their keys, numbers, sender IDs, messages, fake 3CX inboxes."""
+    context = {
+        **admin.site.each_context(request),
+        "title": "Sandbox: simulated Wavix and 3CX",
+        "accounts": SandboxAccount.objects.prefetch_related("numbers", "sender_ids"),
+        "recent_messages": SandboxMessage.objects.select_related("account")[:20],
+        "inboxes": FakePbxInbox.objects.prefetch_related("requests"),
+        "modes": FakePbxInbox.Mode.choices,
+    }
+    return TemplateResponse(request, "sandbox/index.html", context)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wavix-side actions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@portal_user
+@_post_only
+def account_create(request):
+    account = SandboxAccount.objects.create(name=request.POST.get("name") or "Sandbox account")
+    messages.success(request, f"Created sandbox account {account} with API key {account.api_key}.")
+    return redirect("sandbox:index")
+
+
+@portal_user
+@_post_only
+def account_outage(request, account_id: int):
+    account = get_object_or_404(SandboxAccount, pk=account_id)
+    minutes = int(request.POST.get("minutes") or 0)
+    account.failing_until = timezone.now() + timedelta(minutes=minutes) if minutes > 0 else None
+    account.save(update_fields=["failing_until"])
+    messages.success(request, f"{account} answers 500 for {minutes} minutes." if minutes else f"{account} is back.")
+    return redirect("sandbox:index")
+
+
+@portal_user
+@_post_only
+def number_create(request, account_id: int):
+    account = get_object_or_404(SandboxAccount, pk=account_id)
+    digits = (request.POST.get("number") or "").strip().lstrip("+")
+    if not digits.isdigit() or not country_of_digits(digits):
+        messages.error(request, f"{digits!r} is not a phone number.")
+        return redirect("sandbox:index")
+    SandboxNumber.objects.get_or_create(
+        number=digits, defaults={"account": account, "country": country_of_digits(digits), "sms_enabled": True}
+    )
+    return redirect("sandbox:index")
+
+
+@portal_user
+@_post_only
+def number_relay(request, number_id: int):
+    """Change a number's SMS relay URL as someone clicking in Wavix's own portal would (drift)."""
+    number = get_object_or_404(SandboxNumber, pk=number_id)
+    number.sms_relay_url = request.POST.get("sms_relay_url", "").strip()
+    number.save(update_fields=["sms_relay_url"])
+    messages.success(request, f"+{number.number} now relays to {number.sms_relay_url or '(nothing)'}.")
+    return redirect("sandbox:index")
+
+
+@portal_user
+@_post_only
+def sender_allowlist(request, sender_id: int):
+    """Play Wavix's provisioning team: allow-list a country that waited for paperwork."""
+    sender = get_object_or_404(SandboxSenderID, pk=sender_id)
+    country = request.POST.get("country", "").upper()
+    if country in sender.countries and country not in sender.allowlisted_in:
+        sender.allowlisted_in = sorted([*sender.allowlisted_in, country])
+        sender.save(update_fields=["allowlisted_in"])
+        messages.success(request, f"{sender} is allow-listed in {country}.")
+    return redirect("sandbox:index")
+
+
+def inbound_message(from_number: str, to_number: str, text: str) -> dict:
+    """An inbound text as Wavix POSTs it (InboundMessage): digits without +, a fresh message_id."""
+    return {
+        "message_id": str(uuid.uuid4()),
+        "from": from_number.lstrip("+"),
+        "to": to_number.lstrip("+"),
+        "message_body": {"text": text, "media": None},
+        "received_at": timezone.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+    }
+
+
+def inject_inbound(number: SandboxNumber, from_number: str, text: str) -> tuple[str, int | None, str]:
+    """POST an inbound text to the number's relay URL (else the account default). Returns (url, status, note)."""
+    url = number.sms_relay_url or number.account.sms_relay_url
+    if not url:
+        return "", None, "The number has no SMS relay URL and the account no default endpoint."
+    body = inbound_message(from_number, number.number, text)
+    if problem := schema_problems("InboundMessage", body):
+        raise AssertionError(f"sandbox inbound message breaks the Wavix spec: {problem}")
+    try:
+        response = requests.post(url, json=body, timeout=RELAY_TIMEOUT)
+    except requests.RequestException as error:
+        return url, None, f"{type(error).__name__}: no answer"
+    return url, response.status_code, response.text[:200]
+
+
+@portal_user
+@_post_only
+def inject(request, number_id: int):
+    """Send an inbound text to a number, as if a mobile phone replied."""
+    number = get_object_or_404(SandboxNumber.objects.select_related("account"), pk=number_id)
+    url, status, note = inject_inbound(
+        number, request.POST.get("from") or "+447700900123", request.POST.get("text") or ""
+    )
+    level = messages.SUCCESS if status and 200 <= status < 300 else messages.ERROR
+    messages.add_message(
+        request, level, f"Inbound text to +{number.number} → {url or '—'}: {status or 'no answer'} {note}"
+    )
+    return redirect("sandbox:index")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fake 3CX
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@portal_user
+@_post_only
+def inbox_create(request):
+    inbox = FakePbxInbox.objects.create(label=request.POST.get("label") or "Fake 3CX")
+    messages.success(request, f"Fake 3CX inbox {inbox}: {request.build_absolute_uri(inbox_url(inbox))}")
+    return redirect("sandbox:index")
+
+
+@portal_user
+@_post_only
+def inbox_mode(request, inbox_id: int):
+    inbox = get_object_or_404(FakePbxInbox, pk=inbox_id)
+    inbox.mode = request.POST.get("mode", FakePbxInbox.Mode.OK)
+    minutes = int(request.POST.get("minutes") or 5)
+    inbox.mode_until = timezone.now() + timedelta(minutes=minutes) if inbox.mode != FakePbxInbox.Mode.OK else None
+    inbox.save(update_fields=["mode", "mode_until"])
+    return redirect("sandbox:index")
+
+
+def inbox_url(inbox: FakePbxInbox) -> str:
+    return reverse("sandbox:fake-3cx", args=[inbox.token])
+
+
+@csrf_exempt
+def fake_3cx(request, token: str):
+    """A 3CX trunk's webhook: keeps every POST (body byte for byte, headers, time) and answers per its mode."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    inbox = get_object_or_404(FakePbxInbox, token=token)
+    mode = inbox.current_mode()
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("cookie", "authorization")}
+    FakePbxRequest.objects.create(inbox=inbox, headers=headers, body=request.body, answered=mode)
+    if mode == FakePbxInbox.Mode.TIMEOUT:
+        time.sleep(FAKE_PBX_TIMEOUT_SECONDS)
+        return HttpResponse(status=504)
+    if mode == FakePbxInbox.Mode.ERROR_500:
+        return HttpResponse(json.dumps({"error": "internal"}), status=500, content_type="application/json")
+    if mode == FakePbxInbox.Mode.ERROR_404:
+        return HttpResponse(status=404)
+    return HttpResponse(json.dumps({"ok": True}), status=200, content_type="application/json")
