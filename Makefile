@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Webhook and sandbox URLs the portal hands out must match the port it serves on.
+export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 INSTALLED := $(VENV)/.installed
 # The Procfile's commands (gunicorn, celery) come from the virtualenv.
 export PATH := $(abspath $(BIN)):$(PATH)

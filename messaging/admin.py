@@ -1,10 +1,14 @@
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.widgets import FilteredSelectMultiple
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from messaging import services
@@ -23,6 +27,23 @@ from messaging.models import (
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline
 from tenants import access
 from tenants.models import Reseller
+
+
+class CallsWavixAdmin:
+    """For admins whose forms ask Wavix while validating (a key check, a registration, a deletion).
+
+    Django runs add/change/delete views inside one transaction; a network wait inside it would hold its locks
+    for the whole call (on SQLite, it blocks every other writer, the sandbox included). These views run outside
+    a transaction instead; the services they call make their own writes atomic.
+    """
+
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return self._changeform_view(request, object_id, form_url, extra_context)
+
+    @csrf_protect_m
+    def delete_view(self, request, object_id, extra_context=None):
+        return self._delete_view(request, object_id, extra_context)
 
 
 class OwnedAdmin(ScopedAdmin):
@@ -81,23 +102,52 @@ class WavixAccountForm(forms.ModelForm):
         if key:
             try:
                 WavixAccount().set_api_key(key)  # the same checks the save will run, before anything is saved
+                services.wavix_key_check(key)  # asks Wavix: a refused key never reaches the database
             except ValidationError as error:
                 raise ValidationError(error.message_dict["api_key"]) from None
         return key
 
 
 @admin.register(WavixAccount)
-class WavixAccountAdmin(OwnedAdmin):
+class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
     form = WavixAccountForm
-    list_display = ["name", "reseller", "tenant", "key_display", "wavix_sub_account_id", "created_at"]
-    list_filter = [("reseller", RelatedOnlyFieldListFilter), ("tenant", RelatedOnlyFieldListFilter)]
+    list_display = ["name", "reseller", "tenant", "key_display", "sync_display", "wavix_sub_account_id", "created_at"]
+    list_filter = [("reseller", RelatedOnlyFieldListFilter), ("tenant", RelatedOnlyFieldListFilter), "sync_state"]
     list_select_related = ["reseller", "tenant"]
     search_fields = ["name"]
-    readonly_fields = ["key_display", "api_key_set_at", "inbound_webhook_url", "dlr_webhook_url"]
+    readonly_fields = [
+        "key_display",
+        "api_key_set_at",
+        "sync_display",
+        "synced_at",
+        "inbound_webhook_url",
+        "dlr_webhook_url",
+    ]
+    actions = ["sync_now"]
 
     @admin.display(description="API key")
     def key_display(self, obj) -> str:
         return f"••••{obj.api_key_last4}" if obj.api_key_last4 else "—"
+
+    @admin.display(description="Numbers from Wavix", ordering="sync_state")
+    def sync_display(self, obj):
+        text = f"{obj.get_sync_state_display()}: {obj.sync_note}" if obj.sync_note else obj.get_sync_state_display()
+        if obj.sync_state == WavixAccount.SyncState.RUNNING:
+            # Reload while the sync runs, so its progress can be watched.
+            return format_html("{} <script>setTimeout(() => location.reload(), 3000)</script>", text)
+        return text
+
+    @admin.action(description="Sync numbers from Wavix now (and point SMS trunks' numbers at the portal)")
+    def sync_now(self, request, queryset) -> None:
+        for account in queryset:
+            services.numbers_sync_soon(account)
+        self.message_user(request, f"Sync queued for {queryset.count()} account(s); the status column shows progress.")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not access.can(request.user, "change", WavixAccount):
+            actions.pop("sync_now", None)
+        return actions
 
     def get_fields(self, request, obj=None):
         fields = ["reseller", "tenant", "name", "api_key", "wavix_sub_account_id"]
@@ -112,29 +162,93 @@ class WavixAccountAdmin(OwnedAdmin):
         return form
 
     def save_model(self, request, obj, form, change) -> None:
-        services.wavix_account_save(actor=request.user, account=obj, api_key=form.cleaned_data.get("api_key") or None)
+        services.wavix_account_save(
+            actor=request.user, account=obj, api_key=form.cleaned_data.get("api_key") or None, key_checked=True
+        )
 
 
 @admin.register(PhoneNumber)
 class PhoneNumberAdmin(OwnedAdmin):
-    list_display = ["number", "country", "tenant", "trunk", "sms_enabled", "status", "tendlc_status", "account"]
-    list_filter = ["sms_enabled", "country", ("tenant", RelatedOnlyFieldListFilter), "tendlc_status"]
+    """Numbers come from Wavix (the account's sync); here they are assigned to a tenant and a trunk."""
+
+    list_display = ["number", "country", "tenant", "trunk", "sms_enabled", "relay_display", "status", "account"]
+    list_filter = ["sms_enabled", "relay_drift", "country", ("tenant", RelatedOnlyFieldListFilter), "tendlc_status"]
     list_select_related = ["tenant", "trunk", "account"]
     search_fields = ["number", "label"]
-    fields = [
-        "account",
-        "number",
-        "tenant",
-        "trunk",
-        "sms_enabled",
-        "status",
-        "label",
-        "tendlc_status",
-        "sms_relay_url",
-        "country",
-        "synced_at",
-    ]
-    readonly_fields = ["country", "synced_at"]
+    fields = ["account", "number", "tenant", "trunk", "label", "sms_enabled", "status", "tendlc_status"]
+    fields += ["sms_relay_url", "relay_display", "relay_set_at", "country", "wavix_id", "synced_at"]
+    readonly_fields = ["account", "number", "sms_enabled", "status", "tendlc_status", "sms_relay_url"]
+    readonly_fields += ["relay_display", "relay_set_at", "country", "wavix_id", "synced_at"]
+    actions = ["repair_relay"]
+
+    @admin.display(description="Inbound relay", ordering="relay_drift")
+    def relay_display(self, obj):
+        return relay_status(obj)
+
+    @admin.action(description="Point the selected numbers back at the portal (repair relay drift)")
+    def repair_relay(self, request, queryset) -> None:
+        self.message_user(request, queue_relay_repair(queryset))
+
+
+def relay_status(number: PhoneNumber):
+    if number.relay_drift:
+        return format_html('<strong style="color:var(--error-fg)">drift: {}</strong>', number.sms_relay_url or "(none)")
+    if number.trunk_id and number.trunk.sms_enabled and number.sms_relay_url:
+        return "→ portal"
+    return "—"
+
+
+def queue_relay_repair(numbers) -> str:
+    """Queue a repair of the drifted numbers among these; returns what to tell the user."""
+    from messaging.tasks import wavix_relay_repair
+
+    ids = list(numbers.filter(relay_drift=True).values_list("pk", flat=True))
+    if not ids:
+        return "No number here points away from the portal."
+    wavix_relay_repair.delay(ids)
+    return f"Repair queued for {len(ids)} number(s): they will point at the portal again in a few seconds."
+
+
+class RelayRepairMixin:
+    """A "Repair" button on a change page for the drifted numbers of the object (a trunk or a tenant)."""
+
+    drift_filter: str  # lookup from PhoneNumber to the object
+
+    def drifted_numbers(self, obj):
+        return PhoneNumber.objects.filter(**{self.drift_filter: obj}, relay_drift=True).select_related("trunk")
+
+    @admin.display(description="Inbound relay")
+    def relay_drift_panel(self, obj):
+        drifted = list(self.drifted_numbers(obj)) if obj and obj.pk else []
+        if not drifted:
+            return "Every number of an SMS-enabled trunk sends its texts to the portal."
+        rows = format_html_join(
+            "",
+            "<li>{} (trunk {}) now relays to <code>{}</code></li>",
+            ((n.number, n.trunk, n.sms_relay_url) for n in drifted),
+        )
+        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_repair_relay", args=[obj.pk])
+        return format_html(
+            '<strong style="color:var(--error-fg)">{} number(s) no longer send their texts to the portal:</strong>'
+            '<ul>{}</ul><button type="submit" class="button" formaction="{}">Repair: point them at the portal</button>',
+            len(drifted),
+            rows,
+            url,
+        )
+
+    def get_urls(self):
+        repair = self.admin_site.admin_view(self.repair_relay_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_repair_relay"
+        return [path("<int:object_id>/repair-relay/", repair, name=name), *super().get_urls()]
+
+    def repair_relay_view(self, request, object_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, str(object_id))  # 404 for another reseller's object
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        self.message_user(request, queue_relay_repair(PhoneNumber.objects.filter(**{self.drift_filter: obj})))
+        return redirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk]))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -177,6 +291,8 @@ class SenderIDForm(forms.ModelForm):
         model = SenderID
         fields = ["tenant", "account", "type", "value", "usecase", "samples"]
 
+    actor = None  # the signed-in user, set by the admin
+
     def clean(self):
         cleaned = super().clean()
         if "countries" in cleaned and cleaned.get("type"):
@@ -186,6 +302,18 @@ class SenderIDForm(forms.ModelForm):
                 self.add_error("countries", error)
         return cleaned
 
+    def _post_clean(self):
+        # After every local check passed, register at Wavix as part of validation: Wavix's refusal (or its
+        # absence) then shows on this form, and nothing is saved. The service saves only after Wavix said yes.
+        super()._post_clean()
+        if self.instance.pk is None and not self.errors:
+            try:
+                services.sender_id_register(
+                    actor=self.actor, sender=self.instance, countries=self.cleaned_data["countries"]
+                )
+            except ValidationError as error:
+                self.add_error(None, error)
+
 
 class SenderIDCountryInline(ScopedReadOnlyInline):
     model = SenderIDCountry
@@ -194,7 +322,7 @@ class SenderIDCountryInline(ScopedReadOnlyInline):
 
 
 @admin.register(SenderID)
-class SenderIDAdmin(OwnedAdmin):
+class SenderIDAdmin(CallsWavixAdmin, OwnedAdmin):
     form = SenderIDForm
     list_display = ["value", "type", "tenant", "account", "countries_summary", "created_at"]
     list_filter = ["type", ("tenant", RelatedOnlyFieldListFilter)]
@@ -223,17 +351,35 @@ class SenderIDAdmin(OwnedAdmin):
     def get_form(self, request, obj=None, **kwargs):
         if obj is not None:
             kwargs["fields"] = ["usecase", "samples"]
-        return super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, **kwargs)
+        form.actor = request.user
+        return form
 
     def save_model(self, request, obj, form, change) -> None:
         if change:
             obj.full_clean()
-            obj.save()
-        else:
-            services.sender_id_register(actor=request.user, sender=obj, countries=form.cleaned_data["countries"])
+            obj.save(update_fields=["usecase", "samples"])
+        # A new sender ID was registered and saved while its form was validated.
 
     def save_related(self, request, form, formsets, change) -> None:
         pass  # registrations are created by the service and never edited here
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as error:  # Wavix could not be asked, or the sender is in use: nothing deleted
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return redirect(reverse("admin:messaging_senderid_change", args=[object_id]))
+
+    def delete_model(self, request, obj) -> None:
+        services.sender_id_delete(actor=request.user, sender=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for sender in queryset:
+            try:
+                services.sender_id_delete(actor=request.user, sender=sender)
+            except ValidationError as error:
+                self.message_user(request, f"{sender}: {' '.join(error.messages)}", messages.ERROR)
 
 
 @admin.register(SenderIDCountry)
@@ -274,18 +420,23 @@ class TrunkForm(forms.ModelForm):
 
 class NumberInline(ScopedReadOnlyInline):
     model = PhoneNumber
-    fields = ["number", "sms_enabled", "status", "sms_relay_url"]
+    fields = ["number", "sms_enabled", "status", "relay"]
     readonly_fields = fields
+
+    @admin.display(description="Inbound relay")
+    def relay(self, obj):
+        return relay_status(obj)
 
 
 @admin.register(Trunk)
-class TrunkAdmin(OwnedAdmin):
+class TrunkAdmin(RelayRepairMixin, OwnedAdmin):
+    drift_filter = "trunk"
     form = TrunkForm
     list_display = ["name", "tenant", "pbx_fqdn", "main_sender", "sms_template", "sms_enabled", "webhook_hint"]
     list_filter = ["sms_template", "sms_enabled", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["tenant", "main_sender"]
     search_fields = ["name", "pbx_fqdn"]
-    readonly_fields = ["webhook_hint", "created_at", "updated_at"]
+    readonly_fields = ["webhook_hint", "relay_drift_panel", "created_at", "updated_at"]
     inlines = [NumberInline]
 
     @admin.display(description="3CX webhook URL")

@@ -53,6 +53,11 @@ hostname_validator = RegexValidator(
 )
 
 
+def _is_sandbox_inbox(url: str) -> bool:
+    """The sandbox's fake 3CX inboxes are served by the portal itself, over plain HTTP in development."""
+    return settings.SANDBOX_ENABLED and url.startswith(f"{settings.PUBLIC_BASE_URL}/sandbox/3cx/")
+
+
 def _masked_url(url: str) -> str:
     """Scheme and host, then only the last 4 characters: enough to recognise, not enough to use."""
     match = re.match(r"^(https?://[^/]+)", url)
@@ -138,6 +143,17 @@ class WavixAccount(models.Model):
     # Public identifier in the portal's webhook URLs for this account (the secret part comes with intake).
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class SyncState(models.TextChoices):
+        NEVER = "never", "Not synced yet"
+        RUNNING = "running", "Syncing"
+        DONE = "done", "Synced"
+        FAILED = "failed", "Sync failed"
+
+    # Progress of the last number sync, shown in the admin while it runs.
+    sync_state = models.CharField(max_length=8, choices=SyncState.choices, default=SyncState.NEVER, editable=False)
+    sync_note = models.CharField(max_length=300, blank=True, editable=False)
+    synced_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -226,6 +242,15 @@ class PhoneNumber(models.Model):
         "10DLC status", max_length=16, choices=TenDLCStatus.choices, blank=True, default=""
     )
     synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    relay_set_at = models.DateTimeField(
+        "relay URL set at", null=True, blank=True, editable=False, help_text="When the portal pointed it at itself."
+    )
+    relay_drift = models.BooleanField(
+        "relay drift",
+        default=False,
+        editable=False,
+        help_text="Serves an SMS-enabled trunk, but its relay URL at Wavix points somewhere else.",
+    )
 
     class Meta:
         ordering = ["number"]
@@ -233,6 +258,13 @@ class PhoneNumber(models.Model):
 
     def __str__(self) -> str:
         return self.number
+
+    @property
+    def expected_relay_url(self) -> str | None:
+        """Where Wavix must send this number's texts: the portal, if the number serves an SMS-enabled trunk."""
+        if self.trunk_id and self.trunk.sms_enabled:
+            return self.account.inbound_webhook_url
+        return None
 
     def clean(self) -> None:
         try:
@@ -500,7 +532,7 @@ class Trunk(models.Model):
             self.threecx_webhook_url_encrypted = ""
             self.threecx_webhook_url_hint = ""
             return
-        if not re.match(r"^https://[^/\s]+/\S*$", url):
+        if not re.match(r"^https://[^/\s]+/\S*$", url) and not _is_sandbox_inbox(url):
             raise ValidationError(
                 {"threecx_webhook_url": "Paste the Webhook URL from the trunk's SMS tab in 3CX; it starts https://."}
             )
@@ -584,7 +616,8 @@ class Message(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="messages")
     account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="messages")
     trunk = models.ForeignKey(Trunk, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
-    sender = models.ForeignKey(SenderID, on_delete=models.PROTECT, null=True, blank=True, related_name="messages")
+    # A deregistered sender ID leaves its messages: they keep the sender's text in from_number.
+    sender = models.ForeignKey(SenderID, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
     direction = models.CharField(max_length=8, choices=Direction.choices)
     from_number = models.CharField(max_length=20, help_text="E.164, or the alphanumeric sender.")
     to_number = models.CharField(max_length=20)
@@ -735,6 +768,7 @@ class AuditEvent(models.Model):
         WEBHOOK_URL_SET = "threecx_url.set", "3CX webhook URL set"
         SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted with a new key"
         SENDER_ID_REGISTERED = "sender_id.registered", "Sender ID registered"
+        SENDER_ID_DELETED = "sender_id.deleted", "Sender ID deleted"
         REGISTRATION_STATUS = "registration.status", "Registration status changed"
         MEMBER_INVITED = "member.invited", "Member invited"
         MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"

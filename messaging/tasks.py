@@ -1,5 +1,10 @@
-"""Celery tasks. Each takes ids, loads rows, calls one service and returns; routing is in settings."""
+"""Celery tasks. Each takes ids, loads rows, calls one service and returns; routing is in settings.
 
+Calls to Wavix retry only transient failures (network, timeout, 429, 5xx), with growing, jittered waits that
+stay well under the broker's visibility timeout; a permanent refusal is recorded on the row and not retried.
+"""
+
+import logging
 import socket
 import time
 
@@ -7,7 +12,19 @@ from celery import shared_task
 from django.core.cache import cache
 from django.db import connection
 
+from messaging import services
+from messaging.models import PhoneNumber, SenderID, WavixAccount
+from messaging.wavix import WavixPermanentError, WavixTransientError
+
+logger = logging.getLogger(__name__)
 HEARTBEAT_TTL_SECONDS = 600
+WAVIX_RETRY = {
+    "autoretry_for": (WavixTransientError,),
+    "retry_backoff": 15,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 
 
 @shared_task
@@ -17,3 +34,50 @@ def worker_heartbeat(queue: str) -> None:
         cursor.execute("SELECT 1")
     cache.set(f"worker-heartbeat:{queue}", time.time(), HEARTBEAT_TTL_SECONDS)
     cache.set(f"worker-heartbeat-host:{queue}", socket.gethostname(), HEARTBEAT_TTL_SECONDS)
+
+
+@shared_task(bind=True, **WAVIX_RETRY)
+def wavix_numbers_sync(self, account_id: int, wire: bool = True) -> None:
+    """Pull an account's numbers from Wavix; wire the relay URLs of SMS-enabled trunks (or only report drift)."""
+    lock = f"lock:wavix-numbers-sync:{account_id}"
+    if not cache.add(lock, self.request.id or "eager", timeout=600):
+        raise self.retry(countdown=20)  # one sync per account at a time; this one comes back shortly
+    try:
+        account = WavixAccount.objects.filter(pk=account_id).first()
+        if account is not None:
+            services.numbers_sync(account, wire=wire)
+    except WavixPermanentError as error:
+        logger.warning("wavix: number sync of account %s refused: %s", account_id, error.message)
+    finally:
+        cache.delete(lock)
+
+
+@shared_task(**WAVIX_RETRY)
+def wavix_sender_ids_sync(account_id: int) -> None:
+    """Mark countries Wavix has allow-listed since the last look."""
+    account = WavixAccount.objects.filter(pk=account_id).first()
+    if account is not None:
+        try:
+            services.sender_ids_sync(account)
+        except WavixPermanentError as error:
+            logger.warning("wavix: sender-ID sync of account %s refused: %s", account_id, error.message)
+
+
+@shared_task
+def wavix_check_all() -> None:
+    """Periodic: compare every account's numbers (drift) and sender IDs (allow-listings) with Wavix."""
+    for account_id in WavixAccount.objects.values_list("pk", flat=True):
+        wavix_numbers_sync.delay(account_id, False)
+    for account_id in SenderID.objects.exclude(wavix_id="").values_list("account_id", flat=True).distinct():
+        wavix_sender_ids_sync.delay(account_id)
+
+
+@shared_task(**WAVIX_RETRY)
+def wavix_relay_repair(number_ids: list[int]) -> None:
+    """Point these numbers' relay URLs back at the portal."""
+    try:
+        repaired = services.relay_repair(PhoneNumber.objects.filter(pk__in=number_ids))
+    except WavixPermanentError as error:
+        logger.warning("wavix: relay repair refused: %s", error.message)
+        return
+    logger.info("wavix: repaired the relay URL of %s number(s)", repaired)

@@ -8,6 +8,7 @@
 - Numbers go to Wavix as digits and come back as E.164.
 """
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -96,9 +97,14 @@ def _http_client() -> httpx.Client:
 
 
 def _wavix_message(body) -> str:
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return "no reason given"
+    """Wavix's `message`, whether the SDK parsed the error body into a model, a dict, or left it as text."""
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return body.strip()[:200] or "no reason given"
+    message = body.get("message") if isinstance(body, dict) else getattr(body, "message", None)
+    return str(message) if message else "no reason given"
 
 
 class WavixClient:
@@ -192,6 +198,8 @@ class WavixClient:
     def create_sender_id(
         self, *, value: str, type: str, countries: list[str], usecase: str, samples: list[str]
     ) -> WavixSenderID:
+        # An explicit None would be sent as null, which the spec refuses: leave samples out when there are none.
+        optional = {"samples": samples} if samples else {}
         created = self._call(
             "registering a sender ID",
             self._sdk.sms_and_mms.sender_ids.create,
@@ -199,7 +207,7 @@ class WavixClient:
             type=type,
             countries=countries,
             usecase=usecase,
-            samples=samples or None,
+            **optional,
         )
         return self._sender(created)
 

@@ -168,6 +168,20 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = env_str("DB_APPLICATION_NAME", "portal")
 
 # --------------------------------------------------------------------------------------------------------------
+# Wavix, and the built-in Wavix sandbox and fake 3CX
+# --------------------------------------------------------------------------------------------------------------
+
+# The sandbox simulates Wavix (and 3CX inboxes) under /sandbox/; on for development, off in production.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
+WAVIX_API_URL = env_str("WAVIX_API_URL") or (
+    f"{PUBLIC_BASE_URL}/sandbox/wavix" if SANDBOX_ENABLED else "https://api.wavix.com"
+)
+WAVIX_CONNECT_TIMEOUT = env_int("WAVIX_CONNECT_TIMEOUT", 5)
+WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
+# How often the portal compares numbers and sender IDs with Wavix (relay-URL drift, new allow-listings).
+WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
+
+# --------------------------------------------------------------------------------------------------------------
 # Redis, cache and Celery
 # --------------------------------------------------------------------------------------------------------------
 
@@ -230,28 +244,21 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # starting at all (seen here). The schedule is static and every periodic job is idempotent and frequent.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
-    f"heartbeat-{queue}": {
-        "task": "messaging.tasks.worker_heartbeat",
-        "schedule": crontab(),  # every minute
-        "args": (queue,),
-        "options": {"queue": queue, "expires": 55},
-    }
-    for queue in WORKER_QUEUES
+    **{
+        f"heartbeat-{queue}": {
+            "task": "messaging.tasks.worker_heartbeat",
+            "schedule": crontab(),  # every minute
+            "args": (queue,),
+            "options": {"queue": queue, "expires": 55},
+        }
+        for queue in WORKER_QUEUES
+    },
+    "wavix-check-all": {
+        "task": "messaging.tasks.wavix_check_all",
+        "schedule": crontab(minute=f"*/{WAVIX_SYNC_MINUTES}"),
+        "options": {"expires": 120},
+    },
 }
-
-# --------------------------------------------------------------------------------------------------------------
-# Wavix, and the built-in Wavix sandbox and fake 3CX
-# --------------------------------------------------------------------------------------------------------------
-
-# The sandbox simulates Wavix (and 3CX inboxes) under /sandbox/; on for development, off in production.
-SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
-WAVIX_API_URL = env_str("WAVIX_API_URL") or (
-    f"{PUBLIC_BASE_URL}/sandbox/wavix" if SANDBOX_ENABLED else "https://api.wavix.com"
-)
-WAVIX_CONNECT_TIMEOUT = env_int("WAVIX_CONNECT_TIMEOUT", 5)
-WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
-# How often the portal compares numbers and sender IDs with Wavix (relay-URL drift, new allow-listings).
-WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
 
 # --------------------------------------------------------------------------------------------------------------
 # Secrets at rest

@@ -189,7 +189,7 @@ def sub_organizations(request, account, body):
             "name": child.name,
             "api_key": child.api_key,
             "master_organization": account.pk,
-            "status": "active",
+            "status": "enabled",
             "default_destinations": {"sms_endpoint": child.sms_relay_url, "dlr_endpoint": child.dlr_relay_url},
         },
     )

@@ -51,7 +51,8 @@ RULES: dict[str, Rule] = {
     # A token acts as its person: each person creates and revokes their own.
     "tenants.apitoken": Rule(user_path="user", writers="owner", actions=frozenset({"add", "change"})),
     "messaging.wavixaccount": Rule(("reseller",), "tenant"),
-    "messaging.phonenumber": Rule(("account__reseller",), "tenant"),
+    # Numbers come from Wavix (sync); resellers assign them to tenants and trunks, nothing more.
+    "messaging.phonenumber": Rule(("account__reseller",), "tenant", actions=frozenset({"change"})),
     "messaging.trunk": Rule(("tenant__reseller",), "tenant"),
     "messaging.senderid": Rule(("tenant__reseller",), "tenant"),
     # Registration status moves only through review (platform staff) and Wavix sync, never by a reseller.

@@ -1,6 +1,7 @@
 """Shared fixtures: two resellers with a tenant each, users in every role, and one row of every model."""
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tenants.models import ApiToken, Membership
@@ -101,3 +102,22 @@ def world(tenant, reseller_admin):
 @pytest.fixture
 def other_world(other_tenant, other_admin):
     return build_world(other_tenant, other_admin)
+
+
+# A live server serving the Wavix sandbox needs committed data; flushing after each such test would also remove the
+# migrated country rules and groups, hence serialized_rollback.
+live_db = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.fixture
+def wavix(live_server, settings):
+    """Point the portal at the Wavix sandbox served by a live server, over real HTTP."""
+    settings.WAVIX_API_URL = f"{live_server.url}/sandbox/wavix"
+    settings.PUBLIC_BASE_URL = live_server.url
+    cache.clear()  # the sandbox's per-second counters
+    return live_server
+
+
+@pytest.fixture
+def sandbox_account(wavix):
+    return f.SandboxAccountFactory(name="Northwind at Wavix")

@@ -144,3 +144,20 @@ class DeliveryFactory(factory.django.DjangoModelFactory):
 
 def audit_event(obj, actor=None) -> AuditEvent:
     return AuditEvent.record(AuditEvent.Action.TENANT_STATUS, obj, actor=actor, changes={"test": True})
+
+
+class SandboxAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sandbox.SandboxAccount"
+
+    name = factory.Sequence(lambda n: f"Sandbox account {n}")
+
+
+class SandboxNumberFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sandbox.SandboxNumber"
+
+    account = factory.SubFactory(SandboxAccountFactory)
+    number = factory.Sequence(lambda n: f"1415555{n % 10000:04d}")
+    country = "US"
+    sms_enabled = True

@@ -14,7 +14,7 @@ from messaging import crypto
 from messaging.models import Trunk, WavixAccount
 from portal.logging import SecretsReporterFilter
 from tests import factories as f
-from tests.conftest import token_client
+from tests.conftest import live_db, token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +50,9 @@ def test_the_key_column_holds_ciphertext_only(reseller):
     assert account.api_key_last4 == "5kJ1"
 
 
-def test_a_key_saved_in_the_admin_appears_in_no_page_and_no_log(client, reseller_admin, reseller, captured_logs):
+@live_db
+def test_a_key_saved_in_the_admin_appears_in_no_page_and_no_log(client, reseller_admin, reseller, wavix, captured_logs):
+    f.SandboxAccountFactory(api_key=API_KEY)
     client.force_login(reseller_admin)
     response = client.post(
         reverse("admin:messaging_wavixaccount_add"), {"reseller": reseller.pk, "name": "Main", "api_key": API_KEY}
@@ -73,7 +75,9 @@ def test_a_key_saved_in_the_admin_appears_in_no_page_and_no_log(client, reseller
     assert account.get_api_key() == API_KEY
 
 
-def test_a_key_saved_through_the_api_is_write_only(operator, reseller, captured_logs):
+@live_db
+def test_a_key_saved_through_the_api_is_write_only(operator, reseller, wavix, captured_logs):
+    f.SandboxAccountFactory(api_key=API_KEY)
     client = token_client(operator)
     response = client.post("/api/v1/wavix-accounts/", {"name": "Main", "api_key": API_KEY}, format="json")
     assert response.status_code == 201, response.json()
@@ -84,9 +88,12 @@ def test_a_key_saved_through_the_api_is_write_only(operator, reseller, captured_
     assert API_KEY not in everything_logged(captured_logs)
 
 
-def test_replacing_a_key_is_audited_without_the_key(operator, reseller):
+@live_db
+def test_replacing_a_key_is_audited_without_the_key(operator, reseller, wavix):
     from messaging.models import AuditEvent
 
+    f.SandboxAccountFactory(api_key=API_KEY)
+    f.SandboxAccountFactory(api_key="wx_live_second_key_0042")
     client = token_client(operator)
     account_id = client.post("/api/v1/wavix-accounts/", {"name": "Main", "api_key": API_KEY}, format="json").json()[
         "id"

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from messaging.models import PhoneNumber, SenderID, SenderIDCountry, Trunk, to_e164
 from tests import factories as f
-from tests.conftest import token_client
+from tests.conftest import live_db, token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -60,13 +60,10 @@ def test_invalid_numbers_are_refused_with_the_reason(raw, message):
         to_e164(raw)
 
 
-def test_admin_refuses_a_number_that_is_not_e164_and_saves_nothing(client, operator, account):
+def test_numbers_come_from_wavix_not_from_a_form(client, operator, account):
     client.force_login(operator)
-    response = client.post(
-        reverse("admin:messaging_phonenumber_add"), {"account": account.pk, "number": "4155550100", "status": ""}
-    )
-    assert response.status_code == 200
-    assert "is not in E.164 format" in str(response.context["adminform"].form.errors["number"])
+    assert client.get(reverse("admin:messaging_phonenumber_add")).status_code == 403
+    assert client.post(reverse("admin:messaging_phonenumber_add"), {"number": "+14155550100"}).status_code == 403
     assert not PhoneNumber.objects.exists()
 
 
@@ -163,16 +160,28 @@ def test_a_number_of_another_tenant_is_not_a_valid_numeric_sender(operator, tena
     nothing_saved()
 
 
-def test_a_valid_registration_starts_each_country_in_the_right_status(client, operator, tenant, account):
+@pytest.fixture
+def live_account(sandbox_account, tenant):
+    """A Wavix account whose key the live sandbox knows, dedicated to tenant."""
+    return f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
+
+
+@live_db
+def test_a_valid_registration_starts_each_country_in_the_right_status(client, operator, tenant, live_account):
+    account = live_account
     client.force_login(operator)
     response = admin_sender_form(client, tenant, "alphanumeric", "Acme Dental", ["GB", "IN"])
     assert response.status_code == 302, response.context["adminform"].form.errors
     sender = SenderID.objects.get()
     assert sender.account == account  # the tenant's only account, chosen for the user
-    assert dict(sender.countries.values_list("country", "status")) == {"GB": "requested", "IN": "needs_documents"}
+    # GB is allow-listed by Wavix at once; India needs paperwork and waits.
+    assert dict(sender.countries.values_list("country", "status")) == {"GB": "allowlisted", "IN": "needs_documents"}
 
 
-def test_a_numeric_sender_is_linked_to_its_number_and_account(operator, tenant, sms_number):
+@live_db
+def test_a_numeric_sender_is_linked_to_its_number_and_account(operator, tenant, live_account, sandbox_account):
+    f.SandboxNumberFactory(account=sandbox_account, number="14155550100")
+    sms_number = f.PhoneNumberFactory(account=live_account, tenant=tenant, number="+14155550100", sms_enabled=True)
     response = token_client(operator).post(
         "/api/v1/sender-ids/",
         {"tenant": tenant.pk, "type": "numeric", "value": "+1 415 555 0100", "countries": ["US", "CA"]},
@@ -183,10 +192,12 @@ def test_a_numeric_sender_is_linked_to_its_number_and_account(operator, tenant, 
     assert body["value"] == "+14155550100"
     assert body["phone_number"] == sms_number.pk
     assert body["account"] == sms_number.account_id
-    assert {r["country"]: r["status"] for r in body["registrations"]} == {"CA": "requested", "US": "requested"}
+    # The sandbox allow-lists both at once, as Wavix does for countries without paperwork.
+    assert {r["country"]: r["status"] for r in body["registrations"]} == {"CA": "allowlisted", "US": "allowlisted"}
 
 
-def test_a_duplicate_sender_id_is_refused(operator, tenant, account):
+@live_db
+def test_a_duplicate_sender_id_is_refused(operator, tenant, live_account):
     client = token_client(operator)
     payload = {"tenant": tenant.pk, "type": "alphanumeric", "value": "AcmeDental", "countries": ["GB"]}
     assert client.post("/api/v1/sender-ids/", payload, format="json").status_code == 201
@@ -196,7 +207,8 @@ def test_a_duplicate_sender_id_is_refused(operator, tenant, account):
     assert SenderID.objects.count() == 1
 
 
-def test_a_registered_sender_ids_value_cannot_change(operator, tenant, account):
+@live_db
+def test_a_registered_sender_ids_value_cannot_change(operator, tenant, live_account):
     client = token_client(operator)
     payload = {"tenant": tenant.pk, "type": "alphanumeric", "value": "AcmeDental", "countries": ["GB"]}
     sender_id = client.post("/api/v1/sender-ids/", payload, format="json").json()["id"]

@@ -15,7 +15,7 @@ from django.db import connection
 from messaging.tasks import worker_heartbeat
 from portal.celery import app
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_APP_NAME = "portal-test-worker"
 

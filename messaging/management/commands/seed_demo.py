@@ -1,4 +1,10 @@
-"""Demo data for clicking through the portal: run as often as you like, it only adds what is missing."""
+"""Demo data for clicking through the portal: run as often as you like, it only adds what is missing.
+
+With the sandbox on, both sides of the wire are set up: the simulated Wavix accounts, numbers and sender IDs,
+the portal's matching rows, and fake 3CX inboxes behind the trunks. The web server is not running yet while
+this command runs, so nothing here goes over HTTP; a number sync is queued and wires the relay URLs once the
+worker and the web server are up.
+"""
 
 from datetime import timedelta
 
@@ -7,10 +13,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount, country_of
 from messaging.services import registration_set_status, sender_id_register, trunk_save, wavix_account_save
+from messaging.wavix import WavixSenderID, from_wavix_number
+from sandbox.api import MANUAL_ALLOWLIST
+from sandbox.models import FakePbxInbox, SandboxAccount, SandboxNumber, SandboxSenderID
 from tenants.models import Membership, Reseller, Tenant
 
 DEMO_PASSWORD = "demo-portal-2026"
@@ -32,6 +42,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not settings.DEMO_ENABLED:
             raise CommandError("Demo data is only created when DEBUG or DEMO_ENABLED is on.")
+        if not settings.SANDBOX_ENABLED:
+            raise CommandError("Demo data needs the Wavix sandbox (SANDBOX_ENABLED) to stand in for Wavix.")
         with transaction.atomic():
             admin = self._people()
             self._messaging(admin)
@@ -40,6 +52,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 "Demo data ready.\n"
                 f"  Portal:          {url}/admin/\n"
+                f"  Wavix sandbox:   {url}/sandbox/\n"
                 f"  Reseller admin:  demo@northwind.example / {DEMO_PASSWORD}\n"
                 f"  Tenant viewer:   viewer@acme.example / {DEMO_PASSWORD}\n"
                 f"  Platform staff:  reviewer@platform.example / {DEMO_PASSWORD}"
@@ -63,83 +76,73 @@ class Command(BaseCommand):
         Membership.objects.get_or_create(user=viewer, tenant=self.acme, defaults={"role": "tenant_viewer"})
         reviewer = _user("reviewer@platform.example", staff=True)
         reviewer.groups.add(Group.objects.get(name="Platform reviewers"))
+        self.reviewer = reviewer
         return admin
 
+    # -- Wavix accounts and numbers, on both sides ----------------------------------------------------------------
+
+    def _account(self, actor, name: str, *, tenant=None, parent: SandboxAccount | None = None) -> WavixAccount:
+        at_wavix, _ = SandboxAccount.objects.get_or_create(name=name, defaults={"parent": parent})
+        account = WavixAccount.objects.filter(reseller=self.reseller, name=name).first()
+        if account is None:
+            account = WavixAccount(
+                reseller=self.reseller,
+                tenant=tenant,
+                name=name,
+                wavix_sub_account_id=str(at_wavix.pk) if parent else "",
+            )
+            # The sandbox account was made a moment ago in this transaction: its key is known to be good.
+            account = wavix_account_save(actor=actor, account=account, api_key=at_wavix.api_key, key_checked=True)
+        return account
+
+    def _number(self, account: WavixAccount, tenant, e164: str, *, sms: bool, label: str, tendlc: str = "") -> None:
+        at_wavix, _ = SandboxNumber.objects.get_or_create(
+            number=e164.lstrip("+"),
+            defaults={
+                "account": SandboxAccount.objects.get(api_key=account.get_api_key()),
+                "country": country_of(e164),
+                "sms_enabled": sms,
+                "label": label,
+            },
+        )
+        PhoneNumber.objects.get_or_create(
+            account=account,
+            number=e164,
+            defaults={
+                "tenant": tenant,
+                "wavix_id": str(at_wavix.pk),
+                "country": country_of(e164),
+                "sms_enabled": sms,
+                "status": "active",
+                "tendlc_status": tendlc,
+                "label": label,
+            },
+        )
+
     def _messaging(self, actor) -> None:
-        shared = WavixAccount.objects.filter(reseller=self.reseller, name="Northwind master").first()
-        if shared is None:
-            shared = wavix_account_save(
-                actor=actor,
-                account=WavixAccount(reseller=self.reseller, name="Northwind master"),
-                api_key="demo-shared-key-7f3a",
-            )
-        bistro_own = WavixAccount.objects.filter(reseller=self.reseller, name="Bistro Uno account").first()
-        if bistro_own is None:
-            bistro_own = wavix_account_save(
-                actor=actor,
-                account=WavixAccount(reseller=self.reseller, tenant=self.bistro, name="Bistro Uno account"),
-                api_key="demo-bistro-key-91c2",
-            )
-        numbers = [
-            (shared, self.acme, "+14155550100", True, "APPROVED", "Front desk"),
-            (shared, self.acme, "+14155550101", False, "PENDING", "Fax line"),
-            (shared, None, "+12025550143", True, "", "Spare (pool)"),
-            (bistro_own, self.bistro, "+447400123456", True, "", "Reservations"),
-        ]
-        for account, tenant, e164, sms, tendlc, label in numbers:
-            PhoneNumber.objects.get_or_create(
-                account=account,
-                number=e164,
-                defaults={
-                    "tenant": tenant,
-                    "country": country_of(e164),
-                    "sms_enabled": sms,
-                    "status": "active",
-                    "tendlc_status": tendlc,
-                    "label": label,
-                },
-            )
-        acme_numeric = self._sender(
-            actor, self.acme, "numeric", "+14155550100", ["US", "CA"], {"US": [Status.ALLOWLISTED]}
-        )
-        self._sender(
-            actor,
-            self.acme,
-            "alphanumeric",
-            "AcmeDental",
-            ["DE", "FR", "IN"],
-            {"DE": [Status.ALLOWLISTED], "IN": [Status.IN_REVIEW]},
-        )
+        shared = self._account(actor, "Northwind master")
+        master_at_wavix = SandboxAccount.objects.get(name="Northwind master")
+        bistro_own = self._account(actor, "Bistro Uno (sub-account)", tenant=self.bistro, parent=master_at_wavix)
+        self._number(shared, self.acme, "+14155550100", sms=True, label="Front desk", tendlc="APPROVED")
+        self._number(shared, self.acme, "+14155550101", sms=False, label="Fax line", tendlc="PENDING")
+        self._number(shared, None, "+12025550143", sms=True, label="Spare (pool)")
+        self._number(bistro_own, self.bistro, "+447400123456", sms=True, label="Reservations")
+
+        acme_numeric = self._sender(actor, self.acme, "numeric", "+14155550100", ["US", "CA"], {})
+        self._sender(actor, self.acme, "alphanumeric", "AcmeDental", ["DE", "FR", "IN"], {"IN": [Status.IN_REVIEW]})
         bistro_alpha = self._sender(
             actor,
             self.bistro,
             "alphanumeric",
             "BistroUno",
             ["GB", "AE", "IE", "SA"],
-            {
-                "GB": [Status.ALLOWLISTED],
-                "IE": [Status.ALLOWLISTED],
-                "AE": [Status.IN_REVIEW, Status.APPROVED],
-                "SA": [Status.IN_REVIEW, Status.REJECTED],
-            },
+            {"AE": [Status.IN_REVIEW, Status.APPROVED], "SA": [Status.IN_REVIEW, Status.REJECTED]},
         )
         acme_trunk = self._trunk(
-            actor,
-            self.acme,
-            "Main office",
-            "acme-dental.3cx.us",
-            acme_numeric,
-            Trunk.SmsTemplate.WAVIX,
-            "https://acme-dental.3cx.us/sms/wavix/9d1e4c7a2b",
+            actor, self.acme, "Main office", "acme-dental.3cx.us", acme_numeric, Trunk.SmsTemplate.WAVIX
         )
         bistro_trunk = self._trunk(
-            actor,
-            self.bistro,
-            "Restaurant",
-            "bistro-uno.3cx.uk",
-            bistro_alpha,
-            Trunk.SmsTemplate.GENERIC,
-            "https://bistro-uno.3cx.uk/sms/generic/5f0b8e31aa",
+            actor, self.bistro, "Restaurant", "bistro-uno.3cx.uk", bistro_alpha, Trunk.SmsTemplate.GENERIC
         )
         PhoneNumber.objects.filter(number="+14155550100").update(trunk=acme_trunk)
         PhoneNumber.objects.filter(number="+447400123456").update(trunk=bistro_trunk)
@@ -150,25 +153,38 @@ class Command(BaseCommand):
         existing = SenderID.objects.filter(tenant=tenant, value=value).first()
         if existing:
             return existing
-        sender = sender_id_register(
-            actor=actor,
-            sender=SenderID(tenant=tenant, type=kind, value=value, samples=[f"Hello from {tenant}!"]),
-            countries=countries,
+        sender = SenderID(tenant=tenant, type=kind, value=value, samples=[f"Hello from {tenant}!"])
+        sender.full_clean()  # resolves the account (a numeric sender's number decides it)
+        at_wavix = SandboxSenderID.objects.create(
+            account=SandboxAccount.objects.get(api_key=sender.account.get_api_key()),
+            sender_id=value.lstrip("+") if kind == "numeric" else value,
+            type=kind,
+            countries=sorted(countries),
+            allowlisted_in=sorted(c for c in countries if c not in MANUAL_ALLOWLIST),
+            samples=sender.samples,
         )
-        reviewer = User.objects.get(username="reviewer@platform.example")
+        registered = WavixSenderID(
+            wavix_id=str(at_wavix.uid),
+            value=from_wavix_number(at_wavix.sender_id) if kind == "numeric" else value,
+            type=kind,
+            allowlisted_in=frozenset(at_wavix.allowlisted_in),
+        )
+        sender = sender_id_register(actor=actor, sender=sender, countries=countries, registered=registered)
         for country, statuses in moves.items():
             for status in statuses:
                 registration = sender.countries.get(country=country)
                 note = (
                     "Company registration certificate does not match the sender name." if status == "rejected" else ""
                 )
-                registration_set_status(actor=reviewer, registration=registration, status=status, note=note)
+                registration_set_status(actor=self.reviewer, registration=registration, status=status, note=note)
         return sender
 
-    def _trunk(self, actor, tenant, name, fqdn, sender, template, url) -> Trunk:
+    def _trunk(self, actor, tenant, name, fqdn, sender, template) -> Trunk:
         trunk = Trunk.objects.filter(tenant=tenant, name=name).first()
         if trunk:
             return trunk
+        inbox, _ = FakePbxInbox.objects.get_or_create(label=f"{tenant} — {name}")
+        url = settings.PUBLIC_BASE_URL + reverse("sandbox:fake-3cx", args=[inbox.token])
         trunk = Trunk(
             tenant=tenant,
             name=name,
