@@ -123,7 +123,7 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
         "inbound_webhook_url",
         "dlr_webhook_url",
     ]
-    actions = ["sync_now"]
+    actions = ["sync_now", "check_now"]
 
     @admin.display(description="API key")
     def key_display(self, obj) -> str:
@@ -137,16 +137,23 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
             return format_html("{} <script>setTimeout(() => location.reload(), 3000)</script>", text)
         return text
 
-    @admin.action(description="Sync numbers from Wavix now (and point SMS trunks' numbers at the portal)")
+    @admin.action(description="Sync with Wavix now: numbers (pointing SMS trunks' numbers at the portal), sender IDs")
     def sync_now(self, request, queryset) -> None:
         for account in queryset:
-            services.numbers_sync_soon(account)
+            services.wavix_check_soon(account, wire=True)
         self.message_user(request, f"Sync queued for {queryset.count()} account(s); the status column shows progress.")
+
+    @admin.action(description="Check with Wavix now: report relay drift and new allow-listings, re-point nothing")
+    def check_now(self, request, queryset) -> None:
+        for account in queryset:
+            services.wavix_check_soon(account, wire=False)
+        self.message_user(request, f"Check queued for {queryset.count()} account(s).")
 
     def get_actions(self, request):
         actions = super().get_actions(request)
         if not access.can(request.user, "change", WavixAccount):
             actions.pop("sync_now", None)
+            actions.pop("check_now", None)
         return actions
 
     def get_fields(self, request, obj=None):
@@ -439,7 +446,7 @@ class TrunkAdmin(RelayRepairMixin, OwnedAdmin):
     readonly_fields = ["webhook_hint", "relay_drift_panel", "created_at", "updated_at"]
     inlines = [NumberInline]
 
-    @admin.display(description="3CX webhook URL")
+    @admin.display(description="Current 3CX webhook URL")
     def webhook_hint(self, obj) -> str:
         return obj.threecx_webhook_url_hint or "—"
 

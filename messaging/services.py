@@ -19,9 +19,11 @@ from tenants.models import Tenant
 logger = logging.getLogger(__name__)
 
 
-def _wavix_refusal(error: WavixError, what: str, *, nothing: str = "saved") -> str:
+def _wavix_refusal(error: WavixError, what: str, *, doing: str, nothing: str = "saved") -> str:
+    """What to tell a person whose request needed Wavix: its refusal, or that it could not be asked now."""
     if isinstance(error, WavixTransientError):
-        return f"Could not reach Wavix ({error.message.rstrip('.')}); nothing was {nothing}. Try again in a minute."
+        reason = error.message.rstrip(".")
+        return f"Could not {doing} at Wavix right now ({reason}); nothing was {nothing}. Try again in a minute."
     return f"Wavix refused {what}: {error.message}"
 
 
@@ -35,7 +37,7 @@ def wavix_key_check(api_key: str) -> None:
     try:
         WavixClient(api_key).profile()
     except WavixError as error:
-        raise ValidationError({"api_key": _wavix_refusal(error, "this key")}) from None
+        raise ValidationError({"api_key": _wavix_refusal(error, "this key", doing="verify the key")}) from None
 
 
 def wavix_account_save(
@@ -68,6 +70,14 @@ def numbers_sync_soon(account: WavixAccount, *, wire: bool = True) -> None:
     transaction.on_commit(partial(wavix_numbers_sync.delay, account.pk, wire))
 
 
+def wavix_check_soon(account: WavixAccount, *, wire: bool) -> None:
+    """Queue a full comparison with Wavix: numbers (wired, or drift only reported) and sender-ID allow-listings."""
+    from messaging.tasks import wavix_sender_ids_sync
+
+    numbers_sync_soon(account, wire=wire)
+    transaction.on_commit(partial(wavix_sender_ids_sync.delay, account.pk))
+
+
 def wavix_sub_account_create(*, actor, master: WavixAccount, tenant: Tenant) -> WavixAccount:
     """Create a Wavix sub-account for a tenant under the reseller's master account, wired to the portal."""
     if master.tenant_id is not None or master.reseller_id != tenant.reseller_id:
@@ -79,7 +89,7 @@ def wavix_sub_account_create(*, actor, master: WavixAccount, tenant: Tenant) -> 
             name=tenant.name, sms_url=account.inbound_webhook_url, dlr_url=account.dlr_webhook_url
         )
     except WavixError as error:
-        raise ValidationError(_wavix_refusal(error, "the sub-account")) from None
+        raise ValidationError(_wavix_refusal(error, "the sub-account", doing="create the sub-account")) from None
     account.wavix_sub_account_id = created.wavix_id
     return wavix_account_save(actor=actor, account=account, api_key=created.api_key, key_checked=True)
 
@@ -114,7 +124,7 @@ def numbers_sync(account: WavixAccount, *, wire: bool) -> dict[str, int]:
                 for number in numbers:
                     _store_number(account, number)
                     seen.add(number.number)
-            _set_sync(account, WavixAccount.SyncState.RUNNING, f"Page {page} of {pages} · {len(seen)} numbers")
+            _set_sync(account, WavixAccount.SyncState.RUNNING, f"Page {page} of {pages} · {_numbers(len(seen))}")
         gone = account.numbers.exclude(number__in=seen).exclude(status="not at Wavix")
         gone.update(status="not at Wavix", sms_enabled=False)
         if wire:
@@ -123,9 +133,13 @@ def numbers_sync(account: WavixAccount, *, wire: bool) -> dict[str, int]:
     except WavixError as error:
         _set_sync(account, WavixAccount.SyncState.FAILED, error.message)
         raise
-    note = f"{len(seen)} numbers · {counts['wired']} pointed at the portal · {counts['drift']} drifted"
+    note = f"{_numbers(len(seen))} · {counts['wired']} pointed at the portal · {counts['drift']} drifted"
     _set_sync(account, WavixAccount.SyncState.DONE, note, synced_at=timezone.now())
     return {"numbers": len(seen), **counts}
+
+
+def _numbers(count: int) -> str:
+    return f"{count} number" if count == 1 else f"{count} numbers"
 
 
 def _store_number(account: WavixAccount, number) -> None:
@@ -236,7 +250,7 @@ def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixS
                 samples=sender.samples,
             )
         except WavixError as error:
-            raise ValidationError(_wavix_refusal(error, "the sender ID")) from None
+            raise ValidationError(_wavix_refusal(error, "the sender ID", doing="register the sender ID")) from None
     sender.wavix_id = registered.wavix_id
     with transaction.atomic():
         sender.save()
@@ -278,7 +292,9 @@ def sender_id_delete(*, actor, sender: SenderID) -> None:
         except WavixError as error:
             already_gone = isinstance(error, WavixPermanentError) and error.status == 404  # what we wanted anyway
             if not already_gone:
-                raise ValidationError(_wavix_refusal(error, "the deletion", nothing="deleted")) from None
+                raise ValidationError(
+                    _wavix_refusal(error, "the deletion", doing="delete the sender ID", nothing="deleted")
+                ) from None
     with transaction.atomic():
         AuditEvent.record(
             AuditEvent.Action.SENDER_ID_DELETED,

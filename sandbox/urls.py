@@ -17,7 +17,7 @@ urlpatterns = [
     # Playing Wavix staff, faults, and inbound texts.
     path("accounts/", views.account_create, name="account-create"),
     path("accounts/<int:account_id>/outage/", views.account_outage, name="account-outage"),
-    path("accounts/<int:account_id>/numbers/", views.number_create, name="number-create"),
+    path("numbers/", views.number_create, name="number-create"),
     path("numbers/<int:number_id>/relay/", views.number_relay, name="number-relay"),
     path("numbers/<int:number_id>/inject/", views.inject, name="inject"),
     path("sender-ids/<int:sender_id>/allowlist/", views.sender_allowlist, name="sender-allowlist"),

@@ -86,8 +86,8 @@ def account_outage(request, account_id: int):
 
 @portal_user
 @_post_only
-def number_create(request, account_id: int):
-    account = get_object_or_404(SandboxAccount, pk=account_id)
+def number_create(request):
+    account = get_object_or_404(SandboxAccount, pk=request.POST.get("account"))
     digits = (request.POST.get("number") or "").strip().lstrip("+")
     if not digits.isdigit() or not country_of_digits(digits):
         messages.error(request, f"{digits!r} is not a phone number.")

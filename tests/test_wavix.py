@@ -108,7 +108,8 @@ def test_an_unreachable_wavix_refuses_the_save_with_try_again(operator, sandbox_
     )
     assert response.status_code == 400
     message = response.json()["api_key"][0]
-    assert message.startswith("Could not reach Wavix (Wavix answered 500") and "Try again in a minute." in message
+    assert message.startswith("Could not verify the key at Wavix right now (Wavix answered 500")
+    assert message.endswith("nothing was saved. Try again in a minute.")
     assert not WavixAccount.objects.exists()
 
 
