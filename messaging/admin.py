@@ -378,6 +378,12 @@ class SenderIDAdmin(CallsWavixAdmin, OwnedAdmin):
             self.message_user(request, " ".join(error.messages), messages.ERROR)
             return redirect(reverse("admin:messaging_senderid_change", args=[object_id]))
 
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Registrations go with their sender ID; nobody deletes one on its own, so no permission is asked for.
+        perms_needed.discard(SenderIDCountry._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
     def delete_model(self, request, obj) -> None:
         services.sender_id_delete(actor=request.user, sender=obj)
 

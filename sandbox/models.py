@@ -16,6 +16,10 @@ def new_api_key() -> str:
     return f"sbx_{secrets.token_hex(16)}"
 
 
+def new_inbox_token() -> str:
+    return secrets.token_urlsafe(24)  # 32 characters, 192 bits
+
+
 class SandboxAccount(models.Model):
     """A Wavix account (or sub-organization) with its API key, default endpoints, limit and faults."""
 
@@ -115,7 +119,7 @@ class FakePbxInbox(models.Model):
         ERROR_404 = "404", "Answer 404"
         TIMEOUT = "timeout", "Time out (no answer)"
 
-    token = models.CharField(max_length=40, unique=True, default=secrets.token_urlsafe)
+    token = models.CharField(max_length=40, unique=True, default=new_inbox_token)
     label = models.CharField(max_length=100)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.OK)
     mode_until = models.DateTimeField(null=True, blank=True, help_text="Back to answering 200 after this.")

@@ -109,6 +109,12 @@ def other_world(other_tenant, other_admin):
 live_db = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
+@pytest.fixture(scope="session")
+def live_server(django_db_setup, live_server):
+    """pytest-django's live server, stopped before the test database is dropped (it holds a connection)."""
+    return live_server
+
+
 @pytest.fixture
 def wavix(live_server, settings):
     """Point the portal at the Wavix sandbox served by a live server, over real HTTP."""

@@ -49,46 +49,56 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 @pytest.fixture
-def celery_worker():
-    """Start `celery worker` on all three queues; stop it (and check it stopped) after the test."""
-    purge_queues()
-    env = {**os.environ, "DATABASE_URL": database_url_for_worker(), "DB_APPLICATION_NAME": WORKER_APP_NAME}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--queues",
-            ",".join(settings.WORKER_QUEUES),
-            "--concurrency",
-            "1",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
-    try:
+def start_worker():
+    """Start `celery worker` on all three queues (with extra environment); stop every one started after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(**extra_env: str) -> list[str]:
+        purge_queues()
+        env = {**os.environ, "DATABASE_URL": database_url_for_worker(), "DB_APPLICATION_NAME": WORKER_APP_NAME}
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--queues",
+                ",".join(settings.WORKER_QUEUES),
+                "--concurrency",
+                "1",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env={**env, **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(process)
+        output: list[str] = []
+        threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
         wait_for(lambda: any(" ready." in line for line in output) or process.poll() is not None, 60, "worker start")
         assert process.poll() is None, "".join(output)
-        yield output
-    finally:
+        return output
+
+    yield start
+    for process in started:
         process.terminate()
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+
+
+@pytest.fixture
+def celery_worker(start_worker):
+    return start_worker()
 
 
 def test_a_worker_consumes_every_queue(celery_worker):
@@ -119,3 +129,34 @@ def test_a_worker_keeps_its_database_connection_across_tasks(celery_worker):
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [WORKER_APP_NAME])
         open_connections = cursor.fetchone()[0]
     assert open_connections == 1  # 0 would mean it closed after each task
+
+
+def test_saving_an_account_syncs_and_wires_its_numbers_through_a_worker(start_worker, wavix, operator, tenant):
+    """The whole path: API save → after commit → Celery → Wavix (the sandbox, over HTTP) → numbers wired."""
+    from messaging.models import WavixAccount
+    from sandbox.models import SandboxNumber
+    from tests import factories as f
+    from tests.conftest import token_client
+
+    output = start_worker(WAVIX_API_URL=f"{wavix.url}/sandbox/wavix", PUBLIC_BASE_URL=wavix.url)
+    at_wavix = f.SandboxAccountFactory()
+    f.SandboxNumberFactory(account=at_wavix, number="14155550100")
+    f.SandboxNumberFactory(account=at_wavix, number="14155550101")
+    response = token_client(operator).post(
+        "/api/v1/wavix-accounts/",
+        {"name": "Acme's own", "tenant": tenant.pk, "api_key": at_wavix.api_key},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    account = WavixAccount.objects.get()
+    wait_for(lambda: WavixAccount.objects.get().sync_state == "done", 60, "the sync: " + "".join(output[-20:]))
+    assert set(account.numbers.values_list("number", flat=True)) == {"+14155550100", "+14155550101"}
+
+    trunk = f.TrunkFactory(tenant=tenant, sms_enabled=False)
+    account.numbers.filter(number="+14155550100").update(trunk=trunk)
+    token_client(operator).patch(f"/api/v1/trunks/{trunk.pk}/", {"sms_enabled": True}, format="json")
+    wait_for(
+        lambda: SandboxNumber.objects.get(number="14155550100").sms_relay_url == account.inbound_webhook_url,
+        60,
+        "enabling SMS on the trunk to wire its number",
+    )
