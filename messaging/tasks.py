@@ -9,6 +9,7 @@ import socket
 import time
 
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_TTL_SECONDS = 600
 WAVIX_RETRY = {
     "autoretry_for": (WavixTransientError,),
-    "retry_backoff": 15,
+    "retry_backoff": settings.WAVIX_RETRY_BACKOFF_SECONDS,
     "retry_backoff_max": 600,
     "retry_jitter": True,
     "max_retries": 8,

@@ -180,6 +180,8 @@ WAVIX_CONNECT_TIMEOUT = env_int("WAVIX_CONNECT_TIMEOUT", 5)
 WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
 # How often the portal compares numbers and sender IDs with Wavix (relay-URL drift, new allow-listings).
 WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
+# First wait before a task retries a call Wavix could not take; it doubles (with jitter) up to 10 minutes.
+WAVIX_RETRY_BACKOFF_SECONDS = env_int("WAVIX_RETRY_BACKOFF_SECONDS", 15)
 
 # --------------------------------------------------------------------------------------------------------------
 # Redis, cache and Celery

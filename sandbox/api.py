@@ -392,3 +392,27 @@ def _list_messages(request, account):
     page, per_page, pagination = _pagination(request, rows.count())
     items = [_message(m) for m in rows[(page - 1) * per_page : page * per_page]]
     return _json(200, {"items": items, "pagination": pagination})
+
+
+@csrf_exempt
+def inject(request):
+    """Not a Wavix endpoint: make the sandbox deliver an inbound text, as if a phone texted one of its numbers.
+
+    POST {"to": "+1415…", "from": "+4477…", "text": "…"} with the account's Bearer key; answers where the text
+    was POSTed and what that endpoint answered.
+    """
+    from sandbox.views import inject_inbound
+
+    account = _authenticate(request)
+    if request.method != "POST" or account is None:
+        status, data = _error(401 if account is None else 405, "Unauthorized" if account is None else "POST only")
+        return HttpResponse(data, status=status, content_type="application/json")
+    try:
+        body = json.loads(request.body)
+        number = account.numbers.get(number=_digits(body["to"]))
+    except (ValueError, KeyError, TypeError, SandboxNumber.DoesNotExist):
+        status, data = _error(400, "Missing or invalid parameter to")
+        return HttpResponse(data, status=status, content_type="application/json")
+    url, answered, note = inject_inbound(number, str(body.get("from") or "+447700900123"), str(body.get("text") or ""))
+    data = json.dumps({"relayed_to": url or None, "status": answered, "answer": note}).encode()
+    return HttpResponse(data, status=200, content_type="application/json")

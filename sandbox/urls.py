@@ -14,6 +14,7 @@ urlpatterns = [
     path("wavix/v3/messages/sender-ids", api.sender_ids),
     path("wavix/v3/messages/sender-ids/<str:uid>", api.sender_id),
     path("wavix/v3/messages", api.messages),
+    path("wavix/_inject", api.inject, name="inject-api"),
     # Playing Wavix staff, faults, and inbound texts.
     path("accounts/", views.account_create, name="account-create"),
     path("accounts/<int:account_id>/outage/", views.account_outage, name="account-outage"),

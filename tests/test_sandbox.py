@@ -287,3 +287,40 @@ def test_an_answer_later_than_the_read_timeout_is_transient_and_may_have_arrived
     assert error.value.may_have_arrived  # the request went out: resending blindly could send twice
     assert SandboxMessage.objects.filter(to_number="14155550999").exists()
     monkeypatch.setattr(wavix_module, "_http", None)
+
+
+def test_the_inject_endpoint_delivers_an_inbound_text(wavix, sandbox_account, inbox):
+    f.SandboxNumberFactory(account=sandbox_account, number="14155550100", sms_relay_url=inbox.url)
+    response = requests.post(
+        f"{wavix.url}/sandbox/wavix/_inject",
+        headers={"Authorization": f"Bearer {sandbox_account.api_key}"},
+        json={"to": "+14155550100", "from": "+447700900123", "text": "Running late"},
+        timeout=10,
+    )
+    assert response.json()["relayed_to"] == inbox.url and response.json()["status"] == 200
+    assert json.loads(bytes(FakePbxRequest.objects.get().body))["message_body"]["text"] == "Running late"
+    unknown = requests.post(
+        f"{wavix.url}/sandbox/wavix/_inject",
+        headers={"Authorization": f"Bearer {sandbox_account.api_key}"},
+        json={"to": "+14155550199"},
+        timeout=10,
+    )
+    assert unknown.status_code == 400  # not this account's number
+    assert requests.post(f"{wavix.url}/sandbox/wavix/_inject", json={}, timeout=10).status_code == 401
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path,method,status,model",
+    [("/v3/messages", "post", "201", "SendMessagesResponse"), ("/v3/messages", "get", "200", "MessageListResponse")],
+)
+def test_the_specs_message_examples_parse(path, method, status, model):
+    import wavix.types
+
+    spec = yaml.safe_load((ROOT / "sandbox" / "spec" / "wavix-api.yaml").read_text())
+    content = spec["paths"][path][method]["responses"][status]["content"]["application/json"]
+    examples = [e["value"] for e in content.get("examples", {}).values()]
+    examples += [part["example"] for part in content["schema"].get("allOf", []) if "example" in part]
+    assert examples, "the spec has an example for this response"
+    for example in examples:
+        getattr(wavix.types, model).model_validate(example)

@@ -160,3 +160,29 @@ def test_saving_an_account_syncs_and_wires_its_numbers_through_a_worker(start_wo
         60,
         "enabling SMS on the trunk to wire its number",
     )
+
+
+def test_a_sync_that_met_an_outage_resumes_by_itself(start_worker, wavix, tenant):
+    """Wavix answers 500: the task records why and retries on its own; when Wavix is back, the sync completes."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging.models import WavixAccount
+    from messaging.tasks import wavix_numbers_sync
+    from sandbox.models import SandboxAccount
+    from tests import factories as f
+
+    output = start_worker(
+        WAVIX_API_URL=f"{wavix.url}/sandbox/wavix", PUBLIC_BASE_URL=wavix.url, WAVIX_RETRY_BACKOFF_SECONDS="1"
+    )
+    at_wavix = f.SandboxAccountFactory(failing_until=timezone.now() + timedelta(minutes=5))
+    f.SandboxNumberFactory(account=at_wavix, number="14155550100")
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=at_wavix.api_key)
+    wavix_numbers_sync.delay(account.pk, True)
+    wait_for(lambda: WavixAccount.objects.get().sync_state == "failed", 30, "the failed attempt")
+    assert "500" in WavixAccount.objects.get().sync_note
+
+    SandboxAccount.objects.filter(pk=at_wavix.pk).update(failing_until=None)  # Wavix is back
+    wait_for(lambda: WavixAccount.objects.get().sync_state == "done", 60, "the retry: " + "".join(output[-15:]))
+    assert account.numbers.get().number == "+14155550100"
