@@ -196,6 +196,9 @@ class PhoneNumberAdmin(OwnedAdmin):
     def repair_relay(self, request, queryset) -> None:
         self.message_user(request, queue_relay_repair(queryset))
 
+    def save_model(self, request, obj, form, change) -> None:
+        services.phone_number_save(number=obj)
+
 
 def relay_status(number: PhoneNumber):
     if number.relay_drift:

@@ -181,6 +181,17 @@ def _point_at_portal(number: PhoneNumber, client: WavixClient) -> None:
     logger.info("wavix: pointed %s at the portal", number.number)
 
 
+def phone_number_save(*, number: PhoneNumber) -> PhoneNumber:
+    """Save a number's assignment; a number newly serving an SMS-enabled trunk is pointed at the portal soon."""
+    previous_trunk = PhoneNumber.objects.filter(pk=number.pk).values_list("trunk_id", flat=True).first()
+    number.full_clean()
+    with transaction.atomic():
+        number.save()
+        if number.trunk_id and number.trunk_id != previous_trunk and number.trunk.sms_enabled:
+            numbers_sync_soon(number.account)
+    return number
+
+
 def relay_repair(numbers) -> int:
     """Point drifted numbers back at the portal; returns how many were repaired."""
     repaired = 0

@@ -126,3 +126,43 @@ def test_the_sub_account_page_is_404_for_another_reseller_and_403_for_a_viewer(
     assert client.get(url).status_code == 404
     client.force_login(viewer)
     assert client.get(url).status_code == 403
+
+
+def queued_tasks(queue: str) -> list[tuple[str, list]]:
+    """Take every message waiting in a real broker queue: (task name, args)."""
+    from portal.celery import app
+
+    found = []
+    with app.connection_for_write() as conn:
+        simple = conn.SimpleQueue(queue)
+        while True:
+            try:
+                message = simple.get(timeout=0.5)
+            except simple.Empty:
+                break
+            found.append((message.headers["task"], message.decode()[0]))
+            message.ack()
+        simple.close()
+    return found
+
+
+def test_assigning_a_number_to_an_sms_trunk_queues_its_wiring(
+    client, operator, tenant, sandbox_account, django_capture_on_commit_callbacks
+):
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
+    trunk = f.TrunkFactory(tenant=tenant, sms_enabled=True)
+    number = PhoneNumber.objects.create(account=account, tenant=tenant, number="+14155550100", wavix_id="1")
+    queued_tasks("sync")  # start from an empty queue
+    client.force_login(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:messaging_phonenumber_change", args=[number.pk]),
+            {"tenant": tenant.pk, "trunk": trunk.pk, "label": "Front desk"},
+        )
+    assert response.status_code == 302
+    assert queued_tasks("sync") == [("messaging.tasks.wavix_numbers_sync", [account.pk, True])]
+
+
+def test_the_admin_links_to_the_sandbox_when_it_is_on(client, operator, wavix):
+    client.force_login(operator)
+    assert 'href="/sandbox/">Wavix sandbox</a>' in client.get(reverse("admin:index")).content.decode()
