@@ -145,7 +145,8 @@ def inject_inbound(number: SandboxNumber, from_number: str, text: str) -> tuple[
         response = requests.post(url, json=body, timeout=RELAY_TIMEOUT)
     except requests.RequestException as error:
         return url, None, f"{type(error).__name__}: no answer"
-    return url, response.status_code, response.text[:200]
+    is_page = "html" in response.headers.get("Content-Type", "")
+    return url, response.status_code, response.reason if is_page else response.text[:200]
 
 
 @portal_user
