@@ -159,26 +159,37 @@ def _store_number(account: WavixAccount, number) -> None:
         PhoneNumber.objects.filter(pk=row.pk).update(**values)
 
 
+def _off_target(number: PhoneNumber) -> bool:
+    """Serves an SMS-enabled trunk, but Wavix sends its texts somewhere other than the portal."""
+    expected = number.expected_relay_url
+    return expected is not None and number.sms_relay_url != expected and bool(number.wavix_id)
+
+
 def _relay_wire(account: WavixAccount, client: WavixClient, *, wire: bool) -> dict[str, int]:
-    wired = drift = 0
-    for number in account.numbers.select_related("trunk", "account"):
-        expected = number.expected_relay_url
-        off_target = expected is not None and number.sms_relay_url != expected and number.wavix_id
-        if off_target and wire:
-            _point_at_portal(number, client)
-            wired += 1
-        elif bool(off_target) != number.relay_drift:
-            PhoneNumber.objects.filter(pk=number.pk).update(relay_drift=bool(off_target))
-        drift += bool(off_target) and not wire
-    return {"wired": wired, "drift": drift}
+    numbers = list(account.numbers.select_related("trunk", "account"))
+    off_target = [n for n in numbers if _off_target(n)]
+    if wire:
+        _point_at_portal(account, off_target, client)
+        return {"wired": len(off_target), "drift": 0}
+    off_ids = {n.pk for n in off_target}
+    for number in numbers:
+        if (number.pk in off_ids) != number.relay_drift:
+            PhoneNumber.objects.filter(pk=number.pk).update(relay_drift=number.pk in off_ids)
+    return {"wired": 0, "drift": len(off_target)}
 
 
-def _point_at_portal(number: PhoneNumber, client: WavixClient) -> None:
-    updated = client.set_number_relay(number.wavix_id, number.expected_relay_url)
-    PhoneNumber.objects.filter(pk=number.pk).update(
-        sms_relay_url=updated.sms_relay_url, relay_set_at=timezone.now(), relay_drift=False
-    )
-    logger.info("wavix: pointed %s at the portal", number.number)
+def _point_at_portal(account: WavixAccount, numbers: list[PhoneNumber], client: WavixClient) -> None:
+    """Every number of an account relays to the same portal URL: one bulk update per hundred numbers."""
+    if not numbers:
+        return
+    updated = client.set_numbers_relay([n.wavix_id for n in numbers], account.inbound_webhook_url)
+    relay_of = {n.wavix_id: n.sms_relay_url for n in updated}
+    now = timezone.now()
+    for number in numbers:
+        number.sms_relay_url = relay_of.get(number.wavix_id, number.sms_relay_url)
+        number.relay_set_at, number.relay_drift = now, False
+    PhoneNumber.objects.bulk_update(numbers, ["sms_relay_url", "relay_set_at", "relay_drift"])
+    logger.info("wavix: pointed %s number(s) of %s at the portal", len(numbers), account)
 
 
 def phone_number_save(*, number: PhoneNumber) -> PhoneNumber:
@@ -194,15 +205,14 @@ def phone_number_save(*, number: PhoneNumber) -> PhoneNumber:
 
 def relay_repair(numbers) -> int:
     """Point drifted numbers back at the portal; returns how many were repaired."""
-    repaired = 0
-    clients: dict[int, WavixClient] = {}
+    by_account: dict[int, list[PhoneNumber]] = {}
     for number in numbers.select_related("trunk", "account"):
-        if number.expected_relay_url is None or not number.wavix_id:
-            continue
-        client = clients.setdefault(number.account_id, WavixClient.for_account(number.account))
-        _point_at_portal(number, client)
-        repaired += 1
-    return repaired
+        if number.expected_relay_url is not None and number.wavix_id:
+            by_account.setdefault(number.account_id, []).append(number)
+    for account_numbers in by_account.values():
+        account = account_numbers[0].account
+        _point_at_portal(account, account_numbers, WavixClient.for_account(account))
+    return sum(len(n) for n in by_account.values())
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from wavix.core.api_error import ApiError
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 100
+BULK_SIZE = 100  # numbers per bulk update
 
 
 class WavixError(Exception):
@@ -174,12 +175,16 @@ class WavixClient:
                 return
             page += 1
 
-    def set_number_relay(self, wavix_id: str, url: str) -> WavixNumber:
-        """Send the number's inbound texts to this URL."""
-        updated = self._call(
-            "setting a number's SMS relay URL", self._sdk.numbers.update, int(wavix_id), sms_relay_url=url
-        )
-        return self._number(updated)
+    def set_numbers_relay(self, wavix_ids: list[str], url: str) -> list[WavixNumber]:
+        """Send these numbers' inbound texts to this URL: one bulk update per BULK_SIZE numbers."""
+        updated = []
+        for start in range(0, len(wavix_ids), BULK_SIZE):
+            ids = [int(i) for i in wavix_ids[start : start + BULK_SIZE]]
+            result = self._call(
+                "setting numbers' SMS relay URL", self._sdk.numbers.bulk_update, ids=ids, sms_relay_url=url
+            )
+            updated += [self._number(n) for n in result.items]
+        return updated
 
     @staticmethod
     def _number(raw) -> WavixNumber:

@@ -233,6 +233,17 @@ def _number(number: SandboxNumber) -> dict:
 
 @wavix_endpoint
 def numbers(request, account, body):
+    if request.method == "PATCH":  # bulk update: one patch for every listed number
+        found = list(account.numbers.filter(pk__in=body["ids"]))
+        if len(found) != len(set(body["ids"])):
+            raise WavixError(404, "Record not found")
+        for number in found:
+            if "sms_relay_url" in body:
+                number.sms_relay_url = body["sms_relay_url"] or ""
+            if "sms_enabled" in body:
+                number.sms_enabled = body["sms_enabled"]
+        SandboxNumber.objects.bulk_update(found, ["sms_relay_url", "sms_enabled"])
+        return _json(200, {"items": [_number(n) for n in found]})
     rows = account.numbers.order_by("id")
     page, per_page, pagination = _pagination(request, rows.count())
     items = [_number(n) for n in rows[(page - 1) * per_page : page * per_page]]

@@ -151,6 +151,16 @@ def test_a_sync_pulls_every_number_and_wires_those_of_sms_trunks(account, sandbo
     )
 
 
+def test_wiring_many_numbers_goes_in_bulk_updates_of_a_hundred(account, sandbox_account, sms_trunk, tenant):
+    for n in range(150):
+        f.SandboxNumberFactory(account=sandbox_account, number=f"1415555{n:04d}")
+    services.numbers_sync(account, wire=False)
+    account.numbers.update(trunk=sms_trunk)
+    assert services.numbers_sync(account, wire=True)["wired"] == 150
+    assert set(SandboxNumber.objects.values_list("sms_relay_url", flat=True)) == {account.inbound_webhook_url}
+    assert not account.numbers.filter(relay_set_at__isnull=True).exists()
+
+
 def test_drift_is_reported_not_silently_undone_and_repaired_on_request(account, sandbox_account, sms_trunk, tenant):
     at_wavix = f.SandboxNumberFactory(account=sandbox_account, number="14155550100")
     PhoneNumber.objects.create(
