@@ -118,10 +118,16 @@ def live_server(django_db_setup, live_server):
 @pytest.fixture
 def wavix(live_server, settings):
     """Point the portal at the Wavix sandbox served by a live server, over real HTTP."""
+    from messaging import wavix as wavix_client
+
     settings.WAVIX_API_URL = f"{live_server.url}/sandbox/wavix"
     settings.PUBLIC_BASE_URL = live_server.url
     cache.clear()  # the sandbox's per-second counters
-    return live_server
+    yield live_server
+    # A pooled keep-alive connection keeps the server's handler thread, and its database connection, alive.
+    if wavix_client._http is not None:
+        wavix_client._http.close()
+        wavix_client._http = None
 
 
 @pytest.fixture
