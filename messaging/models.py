@@ -5,8 +5,10 @@ Wavix account (a reseller may share one key across tenants, or dedicate one to a
 (in the reseller's pool until assigned to a tenant). Validation lives here so the admin and the API share it.
 """
 
+import hashlib
+import hmac
 import re
-import uuid
+import secrets
 
 import phonenumbers
 from django.conf import settings
@@ -51,11 +53,6 @@ hostname_validator = RegexValidator(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
     "Enter the PBX's fully qualified domain name, for example acme.3cx.eu.",
 )
-
-
-def _is_sandbox_inbox(url: str) -> bool:
-    """The sandbox's fake 3CX inboxes are served by the portal itself, over plain HTTP in development."""
-    return settings.SANDBOX_ENABLED and url.startswith(f"{settings.PUBLIC_BASE_URL}/sandbox/3cx/")
 
 
 def _masked_url(url: str) -> str:
@@ -140,8 +137,13 @@ class WavixAccount(models.Model):
     api_key_last4 = models.CharField(max_length=4, editable=False)
     api_key_set_at = models.DateTimeField("API key set at", null=True, editable=False)
     wavix_sub_account_id = models.CharField("Wavix sub-account ID", max_length=64, blank=True)
-    # Public identifier in the portal's webhook URLs for this account (the secret part comes with intake).
-    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    source_ips = models.CharField(
+        "accept webhooks only from",
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated IP addresses (Wavix publishes 62.212.73.112). Empty: from anywhere, "
+        "the secret in the URL being the guard.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class SyncState(models.TextChoices):
@@ -162,6 +164,12 @@ class WavixAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (…{self.api_key_last4})" if self.api_key_last4 else self.name
+
+    def save(self, *args, **kwargs):
+        creating = self.pk is None
+        super().save(*args, **kwargs)
+        if creating:  # every account has a webhook secret from its first save on
+            WebhookSecret.issue(self, self.webhook_secret())
 
     def clean(self) -> None:
         if self.tenant_id and self.reseller_id and self.tenant.reseller_id != self.reseller_id:
@@ -194,13 +202,81 @@ class WavixAccount(models.Model):
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
 
+    def webhook_secret(self) -> str:
+        """The secret in the URLs the portal gives Wavix: the newest one not being retired."""
+        if getattr(self, "_webhook_secret", None) is None:
+            current = None
+            if self.pk:
+                current = self.webhook_secrets.filter(retire_at__isnull=True).order_by("-created_at").first()
+            # An account not saved yet gets its secret now, so its URLs can be handed to Wavix before the save.
+            self._webhook_secret = crypto.decrypt(current.secret_encrypted) if current else WebhookSecret.generate()
+        return self._webhook_secret
+
+    def webhook_url(self, kind: str) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.webhook_secret()}/{kind}/"
+
     @property
     def inbound_webhook_url(self) -> str:
-        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.public_id}/inbound/"
+        return self.webhook_url("inbound")
 
     @property
     def dlr_webhook_url(self) -> str:
-        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.public_id}/dlr/"
+        return self.webhook_url("dlr")
+
+    @property
+    def tendlc_webhook_url(self) -> str:
+        return self.webhook_url("10dlc")
+
+    def accepts_source(self, address: str) -> bool:
+        allowed = {ip.strip() for ip in self.source_ips.split(",") if ip.strip()}
+        return not allowed or address in allowed
+
+
+def _secret_hash(secret: str) -> str:
+    # 192 random bits: a fast hash is enough, and lets the secret be found by an index lookup.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class WebhookSecret(models.Model):
+    """A secret in an account's webhook URLs: stored hashed (to find) and encrypted (to build the URL again).
+
+    Rotation issues a new one and gives the old ones a retirement time: both work until then.
+    """
+
+    account = models.ForeignKey(WavixAccount, on_delete=models.CASCADE, related_name="webhook_secrets")
+    secret_hash = models.CharField(max_length=64, unique=True)
+    secret_encrypted = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    retire_at = models.DateTimeField(null=True, blank=True, help_text="Still accepted until then.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Webhook secret of {self.account} from {self.created_at:%Y-%m-%d %H:%M}"
+
+    @staticmethod
+    def generate() -> str:
+        return secrets.token_urlsafe(24)
+
+    @classmethod
+    def issue(cls, account: WavixAccount, secret: str) -> "WebhookSecret":
+        return cls.objects.create(
+            account=account, secret_hash=_secret_hash(secret), secret_encrypted=crypto.encrypt(secret)
+        )
+
+    @classmethod
+    def find_account(cls, secret: str) -> WavixAccount | None:
+        """The account whose live secret this is; None for a wrong, retired or malformed one."""
+        if not (16 <= len(secret) <= 64):
+            return None
+        digest = _secret_hash(secret)
+        found = cls.objects.select_related("account").filter(secret_hash=digest).first()
+        if found is None or not hmac.compare_digest(found.secret_hash, digest):
+            return None
+        if found.retire_at is not None and found.retire_at <= timezone.now():
+            return None
+        return found.account
 
 
 class PhoneNumber(models.Model):
@@ -511,8 +587,14 @@ class Trunk(models.Model):
     threecx_webhook_url_encrypted = models.TextField(blank=True, editable=False)
     threecx_webhook_url_hint = models.CharField(max_length=300, blank=True, editable=False)
     setup_progress = models.JSONField(default=dict, blank=True, editable=False)
+    # Forwarding health: consecutive failed forwards and the last error in words; a success clears both.
+    forward_failures = models.PositiveIntegerField(default=0, editable=False)
+    forward_error = models.CharField(max_length=300, blank=True, editable=False)
+    forward_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    UNHEALTHY_AFTER = 3  # consecutive failed forwards
 
     class Meta:
         ordering = ["name"]
@@ -520,6 +602,10 @@ class Trunk(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.forward_failures < self.UNHEALTHY_AFTER
 
     def clean(self) -> None:
         self.pbx_fqdn = (self.pbx_fqdn or "").strip().lower().rstrip(".")
@@ -532,10 +618,17 @@ class Trunk(models.Model):
             self.threecx_webhook_url_encrypted = ""
             self.threecx_webhook_url_hint = ""
             return
-        if not re.match(r"^https://[^/\s]+/\S*$", url) and not _is_sandbox_inbox(url):
+        plain_http_ok = settings.DEBUG or settings.SANDBOX_ENABLED  # a development PBX, or the fake 3CX
+        if not re.match(r"^https://[^/\s]+/\S*$", url) and not (plain_http_ok and re.match(r"^http://[^/\s]+/", url)):
             raise ValidationError(
                 {"threecx_webhook_url": "Paste the Webhook URL from the trunk's SMS tab in 3CX; it starts https://."}
             )
+        from messaging.threecx import UnsafeDestination, check_destination
+
+        try:
+            check_destination(url, unresolved_ok=True)
+        except UnsafeDestination as refusal:
+            raise ValidationError({"threecx_webhook_url": f"This URL cannot be used: {refusal}."}) from None
         self.threecx_webhook_url_encrypted = crypto.encrypt(url)
         self.threecx_webhook_url_hint = _masked_url(url)
 
@@ -618,6 +711,10 @@ class Message(models.Model):
     trunk = models.ForeignKey(Trunk, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
     # A deregistered sender ID leaves its messages: they keep the sender's text in from_number.
     sender = models.ForeignKey(SenderID, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages")
+    # The webhook an inbound message came in: its body is forwarded byte for byte.
+    source_event = models.ForeignKey(
+        "WebhookEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
     direction = models.CharField(max_length=8, choices=Direction.choices)
     from_number = models.CharField(max_length=20, help_text="E.164, or the alphanumeric sender.")
     to_number = models.CharField(max_length=20)
@@ -685,6 +782,7 @@ class WebhookEvent(models.Model):
         PROCESSED = "processed", "Processed"
         UNROUTABLE = "unroutable", "Unroutable"  # no number or trunk to route it to; nothing forwarded
         HELD = "held", "Held"  # the tenant is suspended
+        UNMATCHED = "unmatched", "Unmatched"  # a delivery report for a message the portal did not send
         INVALID = "invalid", "Invalid"  # stored but could not be interpreted
 
     account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="webhook_events")
@@ -699,6 +797,9 @@ class WebhookEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    recovered = models.BooleanField(
+        default=False, help_text="Found by reconciliation with Wavix: the webhook itself never arrived."
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -723,9 +824,13 @@ class Delivery(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="deliveries")
     trunk = models.ForeignKey(Trunk, on_delete=models.PROTECT, related_name="deliveries")
+    # The conversation is (trunk, remote number): a message waits while an earlier one of it is pending.
+    remote_number = models.CharField(max_length=20, default="")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A worker holds the delivery while it POSTs; a worker that died lets go when the lease runs out.
+    lease_until = models.DateTimeField(null=True, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_response = models.TextField(blank=True, help_text="The start of 3CX's last answer.")
@@ -736,7 +841,10 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "deliveries"
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            models.Index(fields=["trunk", "remote_number", "status", "id"], name="delivery_conversation"),
+        ]
 
     def __str__(self) -> str:
         return f"Delivery of message {self.message_id} to {self.trunk}"
@@ -744,6 +852,23 @@ class Delivery(models.Model):
     def clean(self) -> None:
         if self.message_id and self.trunk_id and self.message.tenant_id != self.trunk.tenant_id:
             raise ValidationError("A delivery goes to a trunk of the message's own tenant.")
+
+
+class OptOut(models.Model):
+    """A remote number that texted a stop word to one of the tenant's numbers; START or UNSTOP removes it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="opt_outs")
+    number = models.CharField(max_length=20)
+    keyword = models.CharField(max_length=20)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "opt-out"
+        constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="opt_out_once_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.number} opted out of {self.tenant}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -778,6 +903,7 @@ class AuditEvent(models.Model):
         TOKEN_REVOKED = "token.revoked", "API token revoked"
         TENANT_STATUS = "tenant.status", "Tenant status changed"
         REPLAY = "delivery.replayed", "Delivery replayed"
+        WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated", "Webhook secret rotated"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

@@ -5,14 +5,36 @@ sub-account) happen here, before anything is saved: if Wavix refuses or cannot b
 the reason and nothing is half-saved. Everything else that talks to Wavix runs in Celery tasks.
 """
 
+import json
 import logging
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from functools import partial
 
+from celery import current_app
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from messaging.models import AuditEvent, CountryRule, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging import threecx
+from messaging.models import (
+    AuditEvent,
+    CountryRule,
+    Delivery,
+    Message,
+    OptOut,
+    PhoneNumber,
+    SenderID,
+    SenderIDCountry,
+    Trunk,
+    WavixAccount,
+    WebhookEvent,
+    WebhookSecret,
+)
 from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, WavixTransientError
 from tenants.models import Tenant
 
@@ -360,3 +382,367 @@ def sender_ids_sync(account: WavixAccount) -> int:
             )
             moved += 1
     return moved
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inbound relay and delivery reports
+#
+# A webhook is stored by the view, then processed here in two stages, each in a Celery task on the `inbound`
+# queue: routing (DB only: event → message → delivery, serialized so a conversation's deliveries are created
+# in the order Wavix sent them) and forwarding (network: the head of each conversation, in parallel across
+# conversations, claimed with a lease so a dead worker's delivery is picked up again).
+# ---------------------------------------------------------------------------------------------------------------
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+# Waits before each retry of a forward that failed for a reason that may pass; then every 6 h up to 48 h.
+RETRY_DELAYS = (10, 60, 300, 1800, 7200, 21600)
+RETRY_FOR = timedelta(hours=48)
+LEASE = timedelta(seconds=60)  # longer than one POST can take (connect + read timeouts)
+EVENTS_FLAG, DELIVERIES_FLAG = "relay:events-drain-queued", "relay:deliveries-drain-queued"
+ROUTING_LOCK = 72_211_001  # PostgreSQL advisory lock id: one router at a time
+_broker_down_until = 0.0
+
+
+def _queue_drain(flag: str, task_name: str) -> None:
+    """Ask a worker to drain, unless a drain is already queued: enqueueing costs as much as storing (DESIGN §7).
+
+    The drain deletes the flag when it starts, so anything stored after that asks again. If the cache or the
+    broker is down, nothing is lost: the events are in the database and the periodic sweeper asks later.
+    """
+    global _broker_down_until
+    if time.monotonic() < _broker_down_until:
+        return  # it failed a moment ago: do not make every webhook wait for a broker timeout
+    try:
+        if cache.add(flag, 1, timeout=30):
+            current_app.send_task(task_name, queue="inbound", retry=False)
+    except Exception:  # noqa: BLE001 - any cache or broker failure: the sweeper is the fallback
+        _broker_down_until = time.monotonic() + 5
+        logger.warning("relay: could not queue %s; the sweeper will", task_name, exc_info=True)
+        try:
+            cache.delete(flag)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def events_process_soon() -> None:
+    _queue_drain(EVENTS_FLAG, "messaging.tasks.inbound_events_drain")
+
+
+def deliveries_process_soon() -> None:
+    _queue_drain(DELIVERIES_FLAG, "messaging.tasks.inbound_deliveries_drain")
+
+
+def events_process(batch_size: int = 100) -> int:
+    """Route every stored webhook event, oldest first; returns how many were processed."""
+    cache.delete(EVENTS_FLAG)
+    processed = 0
+    while True:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Batches strictly one after another: two routers could otherwise create a conversation's
+                # deliveries out of order. (SQLite's IMMEDIATE transactions already serialize writers.)
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROUTING_LOCK])
+            batch = list(
+                WebhookEvent.objects.select_related("account")
+                .filter(state=WebhookEvent.State.PENDING)
+                .order_by("id")[:batch_size]
+            )
+            for event in batch:
+                _process_event(event)
+        processed += len(batch)
+        if len(batch) < batch_size:
+            break
+    if processed:
+        deliveries_process_soon()
+    return processed
+
+
+def _process_event(event: WebhookEvent) -> None:
+    """One event, in its own savepoint: a body that breaks processing is marked invalid, not retried forever."""
+    event.attempts += 1
+    try:
+        with transaction.atomic():
+            payload = json.loads(bytes(event.body))
+            if event.kind == WebhookEvent.Kind.INBOUND:
+                _route_inbound(event, payload)
+            elif event.kind == WebhookEvent.Kind.DLR:
+                _apply_report(event, payload)
+            else:
+                _apply_tendlc(event, payload)
+    except Exception as error:  # noqa: BLE001 - whatever it was, it is recorded and visible in the admin
+        logger.exception("relay: webhook event %s could not be processed", event.pk)
+        event.state, event.last_error = WebhookEvent.State.INVALID, f"{type(error).__name__}: {error}"[:500]
+    event.processed_at = timezone.now()
+    event.save(update_fields=["state", "tenant", "last_error", "attempts", "processed_at"])
+
+
+def _e164(value) -> str:
+    text = str(value or "").strip()
+    return "+" + text.lstrip("+") if text.lstrip("+").isdigit() else text
+
+
+def _route_inbound(event: WebhookEvent, payload: dict) -> None:
+    to = _e164(payload["to"])
+    number = PhoneNumber.objects.select_related("trunk", "tenant").filter(account=event.account, number=to).first()
+    if number is None or number.tenant_id is None or number.trunk_id is None:
+        where = "is not a number of this account" if number is None else "is not assigned to a tenant's trunk"
+        event.state, event.last_error = WebhookEvent.State.UNROUTABLE, f"{to} {where}; nothing was forwarded."
+        return
+    tenant, remote = number.tenant, _e164(payload.get("from"))
+    body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    media = [str(url) for url in body.get("media") or [] if isinstance(url, str)]
+    message, created = Message.objects.get_or_create(
+        account=event.account,
+        wavix_message_id=str(payload["message_id"]),
+        defaults={
+            "tenant": tenant,
+            "trunk": number.trunk,
+            "direction": Message.Direction.INBOUND,
+            "from_number": remote[:20],
+            "to_number": to,
+            "text": str(body.get("text") or ""),
+            "media": media,
+            "status": Message.Status.RECEIVED if tenant.is_active else Message.Status.HELD,
+            "source_event": event,
+        },
+    )
+    event.tenant = tenant
+    event.state = WebhookEvent.State.PROCESSED if tenant.is_active else WebhookEvent.State.HELD
+    if not created:
+        return  # the same message reached us twice (a webhook and a reconciliation): forwarded once
+    opt_out_apply(tenant, remote, message.text)
+    if tenant.is_active:
+        Delivery.objects.create(tenant=tenant, message=message, trunk=number.trunk, remote_number=remote[:20])
+
+
+def opt_out_apply(tenant: Tenant, number: str, text: str) -> None:
+    """Record or lift an opt-out when the whole text is a stop or start word (case and spaces ignored)."""
+    word = "".join(text.split()).upper()
+    if word in STOP_WORDS:
+        OptOut.objects.get_or_create(tenant=tenant, number=number, defaults={"keyword": word})
+    elif word in START_WORDS:
+        OptOut.objects.filter(tenant=tenant, number=number).delete()
+
+
+def _report_time(value) -> datetime | None:
+    """Wavix's timestamps come with and without a zone: read leniently, assume UTC."""
+    if not value:
+        return None
+    moment = parse_datetime(str(value).replace(" ", "T"))
+    if moment is not None and timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, UTC)
+    return moment
+
+
+def _apply_report(event: WebhookEvent, payload: dict) -> None:
+    """Move an outbound message along its state machine; a repeated or late report never moves it back."""
+    message = (
+        Message.objects.select_for_update()
+        .filter(
+            account=event.account, wavix_message_id=str(payload["message_id"]), direction=Message.Direction.OUTBOUND
+        )
+        .first()
+    )
+    if message is None:
+        event.state = WebhookEvent.State.UNMATCHED
+        event.last_error = "No message sent through the portal has this id (3CX sends some straight to Wavix)."
+        return
+    event.tenant_id = message.tenant_id
+    status = str(payload["status"])
+    if status not in Message.Status.values:
+        event.state, event.last_error = WebhookEvent.State.INVALID, f"Unknown delivery status {status!r}."
+        return
+    if message.status in (Message.Status.SENDING, Message.Status.UNKNOWN):
+        message.transition(Message.Status.ACCEPTED)  # a report proves Wavix accepted it
+    if message.can_transition(status):
+        message.transition(status)
+        if status == Message.Status.UNDELIVERED or payload.get("error"):
+            message.error_message = str(payload.get("error") or "")[:500]
+    if isinstance(payload.get("segments_count"), int):
+        message.segments = payload["segments_count"]
+    try:
+        message.charge = Decimal(str(payload["charge"])) if payload.get("charge") is not None else message.charge
+    except InvalidOperation:
+        pass
+    message.sent_at = message.sent_at or _report_time(payload.get("sent"))
+    if message.status in Message.FINAL:
+        message.completed_at = _report_time(payload.get("delivered")) or message.completed_at
+    message.save()
+    event.state = WebhookEvent.State.PROCESSED
+
+
+def _apply_tendlc(event: WebhookEvent, payload: dict) -> None:
+    """A 10DLC number status (brand and campaign statuses are kept as events for the review issue)."""
+    if payload.get("number"):
+        PhoneNumber.objects.filter(account=event.account, number=_e164(payload["number"])).update(
+            tendlc_status=str(payload["status"]).upper()[:16]
+        )
+    event.state = WebhookEvent.State.PROCESSED
+
+
+def _due_heads(now):
+    """Pending deliveries that are due, not held by a worker, and first in their conversation."""
+    earlier = Delivery.objects.filter(
+        trunk=OuterRef("trunk"),
+        remote_number=OuterRef("remote_number"),
+        status=Delivery.Status.PENDING,
+        id__lt=OuterRef("id"),
+    )
+    return (
+        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .exclude(Exists(earlier))
+        .order_by("next_attempt_at", "id")
+    )
+
+
+def deliveries_process(limit: int = 200) -> int:
+    """Forward due deliveries, the first of each conversation, until none is due; returns how many were tried."""
+    cache.delete(DELIVERIES_FLAG)
+    tried = 0
+    while tried < limit:
+        now = timezone.now()
+        heads = list(_due_heads(now).values_list("pk", flat=True)[:20])
+        if not heads:
+            break
+        for pk in heads:
+            claimed = (
+                Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING)
+                .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+                .update(lease_until=now + LEASE)
+            )
+            if claimed:  # another worker may have taken it between the query and the claim
+                delivery_attempt(
+                    Delivery.objects.select_related("message", "trunk", "message__source_event").get(pk=pk)
+                )
+                tried += 1
+    return tried
+
+
+def delivery_attempt(delivery: Delivery) -> threecx.Outcome:
+    """POST one inbound text to its trunk's 3CX and record the answer (the caller holds the lease)."""
+    message, trunk = delivery.message, delivery.trunk
+    if trunk.sms_template == Trunk.SmsTemplate.WAVIX and message.source_event_id:
+        body = bytes(message.source_event.body)  # byte for byte what Wavix sent
+    else:
+        received = message.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        body = threecx.generic_envelope(message, received)
+    url = trunk.get_threecx_webhook_url()
+    outcome = (
+        threecx.forward(url, body, message.wavix_message_id)
+        if url
+        else threecx.Outcome(False, True, None, "", "The trunk has no 3CX webhook URL yet")
+    )
+    _record_outcome(delivery, outcome)
+    return outcome
+
+
+def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
+    now = timezone.now()
+    delivery.attempts += 1
+    delivery.last_attempt_at, delivery.lease_until = now, None
+    delivery.last_status_code, delivery.last_response, delivery.last_error = (
+        outcome.status_code,
+        outcome.response,
+        outcome.error,
+    )
+    message = delivery.message
+    if outcome.delivered:
+        delivery.status, delivery.delivered_at = Delivery.Status.DELIVERED, now
+        next_status = Message.Status.FORWARDED
+    elif outcome.transient and now + _retry_delay(delivery.attempts) < delivery.created_at + RETRY_FOR:
+        delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
+        next_status = None  # stays received, waiting for the next attempt
+    else:
+        delivery.status = Delivery.Status.DEAD if outcome.transient else Delivery.Status.FAILED
+        next_status = Message.Status.FAILED
+    with transaction.atomic():
+        delivery.save()
+        if next_status and message.can_transition(next_status):
+            message.transition(next_status)
+            message.save(update_fields=["status", "completed_at", "updated_at"])
+        _trunk_health(delivery.trunk, outcome, now)
+    if outcome.delivered:
+        deliveries_process_soon()  # the next message of this conversation may now go
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1])
+
+
+def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now) -> None:
+    if outcome.delivered:
+        Trunk.objects.filter(pk=trunk.pk).update(forward_failures=0, forward_error="", forward_checked_at=now)
+    else:
+        Trunk.objects.filter(pk=trunk.pk).update(
+            forward_failures=F("forward_failures") + 1, forward_error=outcome.error[:300], forward_checked_at=now
+        )
+
+
+def delivery_replay(*, actor, deliveries) -> int:
+    """Try failed or dead-lettered deliveries again from now, each replay written to the audit trail."""
+    replayed = 0
+    for delivery in deliveries.filter(status__in=[Delivery.Status.FAILED, Delivery.Status.DEAD]).select_related(
+        "message", "trunk"
+    ):
+        with transaction.atomic():
+            previous = delivery.status
+            delivery.status, delivery.next_attempt_at, delivery.lease_until = (
+                Delivery.Status.PENDING,
+                timezone.now(),
+                None,
+            )
+            delivery.created_at = timezone.now()  # the 48 h of retries start again
+            delivery.save(update_fields=["status", "next_attempt_at", "lease_until", "created_at"])
+            if delivery.message.can_transition(Message.Status.RECEIVED):
+                delivery.message.transition(Message.Status.RECEIVED)
+                delivery.message.save(update_fields=["status", "updated_at"])
+            AuditEvent.record(
+                AuditEvent.Action.REPLAY,
+                delivery,
+                actor=actor,
+                changes={"from": previous, "trunk": str(delivery.trunk), "last_error": delivery.last_error},
+            )
+        replayed += 1
+    if replayed:
+        transaction.on_commit(deliveries_process_soon)
+    return replayed
+
+
+def tenant_held_release(tenant: Tenant) -> int:
+    """Forward what was held while the tenant was suspended, in the order it arrived."""
+    released = 0
+    for message in (
+        Message.objects.filter(tenant=tenant, status=Message.Status.HELD).select_related("trunk").order_by("id")
+    ):
+        if message.trunk_id is None:
+            continue
+        with transaction.atomic():
+            message.transition(Message.Status.RECEIVED)
+            message.save(update_fields=["status", "updated_at"])
+            Delivery.objects.create(
+                tenant=tenant, message=message, trunk=message.trunk, remote_number=message.from_number
+            )
+            WebhookEvent.objects.filter(pk=message.source_event_id).update(state=WebhookEvent.State.PROCESSED)
+        released += 1
+    if released:
+        transaction.on_commit(deliveries_process_soon)
+    return released
+
+
+def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = timedelta(hours=24)) -> WebhookSecret:
+    """Issue a new webhook secret; the old ones keep working for `overlap`, then stop. Wavix is re-pointed."""
+    with transaction.atomic():
+        WebhookSecret.objects.filter(account=account, retire_at__isnull=True).update(retire_at=timezone.now() + overlap)
+        secret = WebhookSecret.issue(account, WebhookSecret.generate())
+        AuditEvent.record(
+            AuditEvent.Action.WEBHOOK_SECRET_ROTATED,
+            account,
+            actor=actor,
+            changes={"old_secrets_retire_in": str(overlap)},
+        )
+        account._webhook_secret = None  # the new URLs from now on
+        numbers_sync_soon(account)  # point the numbers (and a tenant account's defaults) at the new URLs
+    return secret

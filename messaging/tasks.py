@@ -82,3 +82,28 @@ def wavix_relay_repair(number_ids: list[int]) -> None:
         logger.warning("wavix: relay repair refused: %s", error.message)
         return
     logger.info("wavix: repaired the relay URL of %s number(s)", repaired)
+
+
+@shared_task
+def inbound_events_drain() -> int:
+    """Route every stored webhook event (inbound texts, delivery reports, 10DLC statuses)."""
+    return services.events_process()
+
+
+@shared_task
+def inbound_deliveries_drain() -> int:
+    """Forward every due delivery to its trunk's 3CX, the first of each conversation."""
+    return services.deliveries_process()
+
+
+@shared_task
+def relay_sweep() -> None:
+    """Periodic: queue the drains if anything waits — events stored while the broker was down, retries now due."""
+    from django.utils import timezone
+
+    from messaging.models import Delivery, WebhookEvent
+
+    if WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING).exists():
+        services.events_process_soon()
+    if Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).exists():
+        services.deliveries_process_soon()

@@ -183,6 +183,14 @@ WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
 WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
 # First wait before a task retries a call Wavix could not take; it doubles (with jitter) up to 10 minutes.
 WAVIX_RETRY_BACKOFF_SECONDS = env_int("WAVIX_RETRY_BACKOFF_SECONDS", 15)
+# Webhooks from Wavix: bodies larger than this are refused (413).
+WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
+
+# Forwarding to 3CX. Private, loopback and link-local destinations are refused (SSRF guard) unless allowed:
+# the sandbox's fake 3CX inboxes live on loopback.
+THREECX_ALLOW_PRIVATE_ADDRESSES = env_bool("THREECX_ALLOW_PRIVATE_ADDRESSES", SANDBOX_ENABLED)
+THREECX_CONNECT_TIMEOUT = env_int("THREECX_CONNECT_TIMEOUT", 5)
+THREECX_READ_TIMEOUT = env_int("THREECX_READ_TIMEOUT", 10)
 
 # --------------------------------------------------------------------------------------------------------------
 # Redis, cache and Celery
@@ -193,7 +201,13 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 EMBEDDED_BROKER_DIR = Path(env_str("EMBEDDED_BROKER_DIR") or VAR_DIR / "broker")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
 else:
     # Shared by the web server and workers on one machine, unlike the per-process local-memory cache.
     CACHES = {
@@ -204,7 +218,13 @@ else:
 # (long waits live in the database, see DESIGN.md).
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
 if CELERY_BROKER_URL:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+    # Short socket timeouts: a webhook must not wait on a dead broker (its events are swept up later).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+    }
+    CELERY_BROKER_CONNECTION_TIMEOUT = 2
 else:
     # The embedded default: kombu's filesystem transport needs no server, so a laptop runs everything.
     CELERY_BROKER_URL = "filesystem://"
@@ -238,6 +258,7 @@ CELERY_TASK_DEFAULT_QUEUE = "sync"
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_ROUTES = {
     "messaging.tasks.inbound_*": {"queue": "inbound"},
+    "messaging.tasks.relay_*": {"queue": "inbound"},
     "messaging.tasks.outbound_*": {"queue": "outbound"},
 }
 # Celery 5.7 closes Django's connection around every task unless this is set; a reconnect per task costs
@@ -256,6 +277,8 @@ CELERY_BEAT_SCHEDULE = {
         }
         for queue in WORKER_QUEUES
     },
+    # Retries that fell due, and events stored while the broker was down: at most this late.
+    "relay-sweep": {"task": "messaging.tasks.relay_sweep", "schedule": 10.0, "options": {"expires": 9}},
     "wavix-check-all": {
         "task": "messaging.tasks.wavix_check_all",
         "schedule": crontab(minute=f"*/{WAVIX_SYNC_MINUTES}"),

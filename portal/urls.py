@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from messaging import api as messaging_api
+from messaging import views as messaging_views
 from portal.views import healthz
 from tenants import api as tenants_api
 
@@ -20,6 +21,7 @@ router.register("countries", messaging_api.CountryRuleViewSet, basename="country
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("webhooks/wavix/<str:secret>/<str:kind>/", messaging_views.wavix_webhook, name="wavix-webhook"),
     path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

@@ -31,6 +31,10 @@ def tenant_save(*, actor, tenant: Tenant) -> Tenant:
             AuditEvent.record(
                 AuditEvent.Action.TENANT_STATUS, tenant, actor=actor, changes={"status": [previous, tenant.status]}
             )
+            if tenant.is_active:
+                from messaging.services import tenant_held_release
+
+                tenant_held_release(tenant)  # texts held while suspended go out now, in arrival order
     return tenant
 
 

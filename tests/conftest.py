@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from rest_framework.test import APIClient
 
 from tenants.models import ApiToken, Membership
@@ -133,3 +134,15 @@ def wavix(live_server, settings):
 @pytest.fixture
 def sandbox_account(wavix):
     return f.SandboxAccountFactory(name="Northwind at Wavix")
+
+
+def test_database_url() -> str:
+    """The URL of the database this test runs on (the test database), for processes a test starts."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test

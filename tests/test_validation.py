@@ -247,7 +247,6 @@ def test_a_sender_account_must_serve_the_tenant(operator, tenant, reseller, acco
     "changes,field,message",
     [
         ({"pbx_fqdn": "not a host"}, "pbx_fqdn", "fully qualified domain name"),
-        ({"threecx_webhook_url": "http://pbx.example.com/hook"}, "threecx_webhook_url", "it starts https://"),
         ({"threecx_webhook_url": "pbx.example.com"}, "threecx_webhook_url", "it starts https://"),
     ],
 )
@@ -257,6 +256,20 @@ def test_api_refuses_bad_trunks(operator, tenant, changes, field, message):
     assert response.status_code == 400
     assert message in response.json()[field][0]
     assert not Trunk.objects.exists()
+
+
+def test_plain_http_3cx_urls_are_for_development_only(operator, tenant, settings):
+    payload = {
+        "tenant": tenant.pk,
+        "name": "Main",
+        "pbx_fqdn": "acme.3cx.us",
+        "threecx_webhook_url": "http://pbx.example.com/hook",
+    }
+    settings.DEBUG, settings.SANDBOX_ENABLED = False, False
+    response = token_client(operator).post("/api/v1/trunks/", payload, format="json")
+    assert response.status_code == 400 and "it starts https://" in response.json()["threecx_webhook_url"][0]
+    settings.SANDBOX_ENABLED = True  # the sandbox's fake 3CX is served over plain HTTP
+    assert token_client(operator).post("/api/v1/trunks/", payload, format="json").status_code == 201
 
 
 def test_trunk_main_sender_must_belong_to_the_trunks_tenant(operator, tenant, reseller):

@@ -14,19 +14,11 @@ from django.db import connection
 
 from messaging.tasks import worker_heartbeat
 from portal.celery import app
+from tests.conftest import test_database_url
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_APP_NAME = "portal-test-worker"
-
-
-def database_url_for_worker() -> str:
-    """The URL of the database this test runs on (the test database, not the configured one)."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def purge_queues() -> None:
@@ -55,7 +47,7 @@ def start_worker():
 
     def start(**extra_env: str) -> list[str]:
         purge_queues()
-        env = {**os.environ, "DATABASE_URL": database_url_for_worker(), "DB_APPLICATION_NAME": WORKER_APP_NAME}
+        env = {**os.environ, "DATABASE_URL": test_database_url(), "DB_APPLICATION_NAME": WORKER_APP_NAME}
         process = subprocess.Popen(
             [
                 sys.executable,

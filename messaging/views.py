@@ -1,0 +1,111 @@
+"""Wavix's webhooks: stored as received before anything else happens, answered at once, processed after.
+
+Answers: 200 once the event is stored (or was already: a duplicate); 404 for a wrong or retired secret (or a
+source address the account does not accept); 413 for a body over WEBHOOK_MAX_BYTES; 400 with the reason for
+a body that is not a JSON object or lacks what its kind needs; 503 when the database cannot store it, so
+Wavix tries again. A broker outage does not matter here: the periodic sweeper dispatches what was stored.
+"""
+
+import json
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from messaging import services
+from messaging.models import WebhookEvent, WebhookSecret
+
+logger = logging.getLogger(__name__)
+
+KINDS = {"inbound": WebhookEvent.Kind.INBOUND, "dlr": WebhookEvent.Kind.DLR, "10dlc": WebhookEvent.Kind.TENDLC}
+REQUIRED = {
+    WebhookEvent.Kind.INBOUND: ("message_id", "to"),
+    WebhookEvent.Kind.DLR: ("message_id", "status"),
+    WebhookEvent.Kind.TENDLC: ("status",),
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _answer(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"status": status, "detail": detail}, status=status)
+
+
+def _read_body(request) -> bytes:
+    limit = settings.WEBHOOK_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise BodyTooLarge
+    body = request.read(limit + 1)  # a chunked body has no length to trust: read one byte past the limit
+    if len(body) > limit:
+        raise BodyTooLarge
+    return body
+
+
+def _dedup_key(kind: str, payload: dict) -> str:
+    if kind == WebhookEvent.Kind.INBOUND:
+        return str(payload["message_id"])
+    if kind == WebhookEvent.Kind.DLR:
+        return f"{payload['message_id']}:{payload['status']}"
+    ids = [str(payload.get(key, "")) for key in ("brand_id", "campaign_id", "number")]
+    return ":".join([*ids, str(payload["status"])])
+
+
+def _problem(kind: str, body: bytes) -> tuple[dict | None, str | None]:
+    """The payload, or why it cannot be accepted."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, "The body is not JSON."
+    if not isinstance(payload, dict):
+        return None, "The body is not a JSON object."
+    for field in REQUIRED[kind]:
+        value = payload.get(field)
+        if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
+            return None, f"Missing or invalid {field}."
+        if len(str(value)) > 100:
+            return None, f"{field} is too long."
+        if "\x00" in str(value):  # PostgreSQL cannot store it; refusing beats a 503 Wavix retries forever
+            return None, f"{field} contains a NUL character."
+    if kind == WebhookEvent.Kind.INBOUND and not str(payload["to"]).lstrip("+").isdigit():
+        return None, "to is not a phone number."
+    return payload, None
+
+
+@csrf_exempt
+def wavix_webhook(request, secret: str, kind: str):
+    """Accept one webhook from Wavix: answer 200 only once it is stored."""
+    if kind not in KINDS:
+        return _answer(404, "Not found.")
+    if request.method != "POST":
+        return _answer(405, "POST only.")
+    kind = KINDS[kind]
+    try:
+        account = WebhookSecret.find_account(secret)
+        if account is None or not account.accepts_source(request.META.get("REMOTE_ADDR", "")):
+            return _answer(404, "Not found.")
+        try:
+            body = _read_body(request)
+        except BodyTooLarge:
+            return _answer(413, f"The body is larger than {settings.WEBHOOK_MAX_BYTES} bytes.")
+        payload, problem = _problem(kind, body)
+        if problem:
+            return _answer(400, problem)
+        event = WebhookEvent(account=account, kind=kind, dedup_key=_dedup_key(kind, payload), body=body)
+        try:
+            with transaction.atomic():
+                event.save()
+        except IntegrityError:
+            return _answer(200, "Duplicate: already received.")
+    except DatabaseError:
+        logger.exception("webhook intake: the database could not store a %s webhook", kind)
+        return _answer(503, "Cannot store the webhook right now; please retry.")
+    services.events_process_soon()
+    return _answer(200, "Accepted.")

@@ -1,0 +1,194 @@
+"""Webhook intake: every input gets its answer, nothing bad leaves a row, nothing accepted is lost."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from messaging.models import WebhookEvent, WebhookSecret
+from messaging.services import webhook_secret_rotate
+from tests import factories as f
+from tests.conftest import test_database_url
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
+INBOUND = {
+    "message_id": "3c7a5a90-43e0-43e0-b006-fdfea30c5a7c",
+    "from": "43720115661",
+    "to": "447712345661",
+    "message_body": {"text": "SMS message", "media": None},
+    "received_at": "2022-04-14T13:51:16.096Z",
+}
+
+
+@pytest.fixture
+def account(tenant):
+    return f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
+
+
+def post(client, url, body, **extra):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.generic("POST", url, data, content_type="application/json", **extra)
+
+
+def test_an_inbound_webhook_is_stored_byte_for_byte_and_answered_200(client, account):
+    raw = json.dumps(INBOUND, separators=(",", ":")).encode()
+    response = post(client, account.inbound_webhook_url, raw)
+    assert (response.status_code, response.json()["detail"]) == (200, "Accepted.")
+    event = WebhookEvent.objects.get()
+    assert (bytes(event.body), event.kind, event.dedup_key, event.state) == (
+        raw,
+        "inbound",
+        INBOUND["message_id"],
+        "pending",
+    )
+
+
+def test_a_duplicate_answers_200_and_creates_nothing(client, account):
+    post(client, account.inbound_webhook_url, INBOUND)
+    response = post(client, account.inbound_webhook_url, INBOUND)
+    assert (response.status_code, response.json()["detail"]) == (200, "Duplicate: already received.")
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_delivery_reports_are_deduplicated_per_status(client, account):
+    for status in ("sent", "delivered", "delivered"):
+        assert post(client, account.dlr_webhook_url, {"message_id": "m1", "status": status}).status_code == 200
+    assert sorted(WebhookEvent.objects.values_list("dedup_key", flat=True)) == ["m1:delivered", "m1:sent"]
+
+
+@pytest.mark.parametrize(
+    "url_of,body,reason",
+    [
+        ("inbound", b"not json", "The body is not JSON."),
+        ("inbound", b"[1, 2]", "The body is not a JSON object."),
+        ("inbound", {"to": "447712345661"}, "Missing or invalid message_id."),
+        ("inbound", {"message_id": "x"}, "Missing or invalid to."),
+        ("inbound", {"message_id": "x", "to": "call me"}, "to is not a phone number."),
+        ("inbound", {"message_id": True, "to": "447712345661"}, "Missing or invalid message_id."),
+        ("inbound", {"message_id": "x" * 101, "to": "447712345661"}, "message_id is too long."),
+        ("dlr", {"message_id": "x"}, "Missing or invalid status."),
+        ("dlr", {"status": "sent"}, "Missing or invalid message_id."),
+        ("10dlc", {"brand_id": "B1"}, "Missing or invalid status."),
+        ("inbound", b"\xff\xfe", "The body is not JSON."),
+    ],
+)
+def test_a_bad_body_gets_400_with_the_reason_and_leaves_no_row(client, account, url_of, body, reason):
+    response = post(client, account.webhook_url(url_of), body)
+    assert (response.status_code, response.json()["detail"]) == (400, reason)
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_body_over_the_limit_gets_413(client, account, settings):
+    settings.WEBHOOK_MAX_BYTES = 1024
+    big = {**INBOUND, "message_body": {"text": "x" * 2000, "media": None}}
+    assert post(client, account.inbound_webhook_url, big).status_code == 413
+    assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize("secret", ["wrong-secret-0123456789abcdef", "x", "a" * 200, "../../etc"])
+def test_a_wrong_secret_answers_404_and_leaves_no_row(client, account, secret):
+    assert post(client, f"/webhooks/wavix/{secret}/inbound/", INBOUND).status_code == 404
+    assert not WebhookEvent.objects.exists()
+
+
+def test_an_unknown_kind_or_a_get_is_refused(client, account):
+    assert post(client, account.webhook_url("voice"), INBOUND).status_code == 404
+    assert client.get(account.inbound_webhook_url).status_code == 405
+
+
+def test_a_source_address_outside_the_allowlist_answers_404(client, account):
+    account.source_ips = "62.212.73.112"
+    account.save()
+    assert post(client, account.inbound_webhook_url, INBOUND, REMOTE_ADDR="203.0.113.9").status_code == 404
+    assert post(client, account.inbound_webhook_url, INBOUND, REMOTE_ADDR="62.212.73.112").status_code == 200
+
+
+def test_secrets_are_stored_hashed_and_encrypted_never_plain(account):
+    secret = account.webhook_secret()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret_hash, secret_encrypted FROM messaging_webhooksecret")
+        stored = " ".join(cursor.fetchone())
+    assert secret not in stored and len(secret) >= 32  # 24 random bytes: 192 bits
+
+
+def test_a_rotated_secret_keeps_working_until_retired(client, account, reseller_admin):
+    old_url = account.inbound_webhook_url
+    webhook_secret_rotate(actor=reseller_admin, account=account, overlap=timedelta(hours=1))
+    account.refresh_from_db()
+    account._webhook_secret = None
+    new_url = account.inbound_webhook_url
+    assert new_url != old_url
+    assert post(client, old_url, INBOUND).status_code == 200  # the overlap window
+    assert post(client, new_url, {**INBOUND, "message_id": "second"}).status_code == 200
+    WebhookSecret.objects.filter(retire_at__isnull=False).update(retire_at=timezone.now() - timedelta(seconds=1))
+    assert post(client, old_url, {**INBOUND, "message_id": "third"}).status_code == 404
+    assert account.webhook_secrets.count() == 2
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_with_the_database_down_the_answer_is_503_so_wavix_retries():
+    script = (
+        "import django, json; django.setup();"
+        "from django.test import Client;"
+        "r = Client().post('/webhooks/wavix/abcdefghijklmnopqrstuvwxyz012345/inbound/', '{}',"
+        " content_type='application/json');"
+        "print(r.status_code)"
+    )
+    env = {**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "503", result.stderr[-2000:]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_with_the_broker_and_cache_down_the_event_is_stored_and_answered_200(account):
+    """The event is safe in the database; the periodic sweeper dispatches it when the broker is back."""
+    url = test_database_url()
+    script = (
+        "import django, json, time; django.setup();"
+        "from django.test import Client;"
+        f"body = json.dumps({INBOUND!r});"
+        "started = time.monotonic();"
+        f"r = Client().post({urlsplit(account.inbound_webhook_url).path!r}, body, content_type='application/json');"
+        "print(r.status_code, round(time.monotonic() - started, 1))"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens: both the cache and the broker are down
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=90
+    )
+    status, seconds = result.stdout.strip().splitlines()[-1].split()
+    assert status == "200", result.stderr[-2000:]
+    assert float(seconds) < 10
+    assert WebhookEvent.objects.get().state == "pending"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"message_id": "x", "to": "1234", "message_body": "not an object"},
+        {"message_id": 12345, "to": 447712345661},
+        {"message_id": "x", "to": "+447712345661", "from": {"weird": True}, "message_body": {"text": None, "media": 7}},
+        {"message_id": "\u202ex", "to": "447712345661", "from": "\U0001f600"},
+    ],
+)
+def test_odd_but_acceptable_bodies_are_stored_not_crashed_on(client, account, body):
+    assert post(client, account.inbound_webhook_url, body).status_code == 200
+
+
+def test_a_nul_character_is_refused_not_a_database_error(client, account):
+    response = post(client, account.inbound_webhook_url, {"message_id": "a\u0000b", "to": "447712345661"})
+    assert (response.status_code, response.json()["detail"]) == (400, "message_id contains a NUL character.")
