@@ -1,0 +1,306 @@
+"""Routing and forwarding: each inbound text reaches its tenant's 3CX (a fake 3CX over real HTTP), in order,
+retried when 3CX cannot take it, dead-lettered and replayable; delivery reports move outbound messages on."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from messaging import services
+from messaging.models import AuditEvent, Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent
+from sandbox.models import FakePbxInbox, FakePbxRequest
+from tests import factories as f
+from tests.conftest import live_db
+
+pytestmark = live_db
+
+
+@pytest.fixture
+def inbox(wavix):
+    return FakePbxInbox.objects.create(label="Acme PBX")
+
+
+@pytest.fixture
+def setup(wavix, tenant, inbox):
+    """A tenant with a trunk whose 3CX is a fake inbox, and a number routed to it."""
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
+    trunk = f.TrunkFactory(tenant=tenant, sms_enabled=True)
+    trunk.set_threecx_webhook_url(f"{wavix.url}/sandbox/3cx/{inbox.token}/")
+    trunk.save()
+    PhoneNumber.objects.create(account=account, tenant=tenant, trunk=trunk, number="+14155550100", wavix_id="1")
+    return account, trunk
+
+
+def webhook(account, message_id, *, sender="447700900001", text="Hello", to="14155550100", kind="inbound", **extra):
+    """Store a webhook as the intake view does."""
+    body = (
+        {"message_id": message_id, "from": sender, "to": to, "message_body": {"text": text, "media": None}, **extra}
+        if kind == "inbound"
+        else {"message_id": message_id, **extra}
+    )
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    key = message_id if kind == "inbound" else f"{message_id}:{extra.get('status')}"
+    return WebhookEvent.objects.create(account=account, kind=kind, dedup_key=key, body=raw)
+
+
+def relay():
+    services.events_process()
+    return services.deliveries_process()
+
+
+def received(inbox):
+    return list(FakePbxRequest.objects.filter(inbox=inbox).order_by("id"))
+
+
+def set_mode(inbox, mode):
+    FakePbxInbox.objects.filter(pk=inbox.pk).update(mode=mode, mode_until=timezone.now() + timedelta(minutes=5))
+
+
+def make_due():
+    Delivery.objects.filter(status="pending").update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_an_inbound_text_is_forwarded_byte_for_byte_with_its_id_header(setup, inbox):
+    account, trunk = setup
+    event = webhook(account, "msg-1")
+    assert relay() == 1
+    (got,) = received(inbox)
+    assert bytes(got.body) == bytes(event.body)
+    assert got.headers["X-Wavix-Message-Id"] == "msg-1" and got.headers["Content-Type"] == "application/json"
+    message = Message.objects.get()
+    assert (message.direction, message.status, message.from_number, message.text) == (
+        "inbound",
+        "forwarded",
+        "+447700900001",
+        "Hello",
+    )
+    assert Delivery.objects.get().status == "delivered"
+    event.refresh_from_db()
+    assert (event.state, event.tenant) == ("processed", trunk.tenant)
+
+
+def test_the_generic_template_gets_the_telnyx_style_envelope(setup, inbox):
+    account, trunk = setup
+    Trunk.objects.filter(pk=trunk.pk).update(sms_template=Trunk.SmsTemplate.GENERIC)
+    webhook(account, "msg-1", text="Hi there")
+    relay()
+    envelope = json.loads(bytes(received(inbox)[0].body))
+    assert envelope["data"]["event_type"] == "message.received" and envelope["data"]["id"] == "msg-1"
+    payload = envelope["data"]["payload"]
+    assert (payload["text"], payload["from"], payload["to"]) == (
+        "Hi there",
+        {"phone_number": "+447700900001"},
+        [{"phone_number": "+14155550100"}],
+    )
+
+
+def test_a_text_to_an_unknown_number_is_unroutable_and_forwarded_nowhere(setup, inbox):
+    account, _ = setup
+    event = webhook(account, "msg-1", to="14155550199")
+    relay()
+    event.refresh_from_db()
+    assert event.state == "unroutable" and "+14155550199 is not a number of this account" in event.last_error
+    assert not Message.objects.exists() and not received(inbox)
+
+
+def test_a_suspended_tenant_holds_texts_and_releases_them_in_order_when_resumed(setup, inbox, reseller_admin):
+    from tenants.services import tenant_save
+
+    account, trunk = setup
+    tenant = trunk.tenant
+    tenant.status = "suspended"
+    tenant_save(actor=reseller_admin, tenant=tenant)
+    for n in range(3):
+        webhook(account, f"msg-{n}", text=f"text {n}")
+    relay()
+    assert set(Message.objects.values_list("status", flat=True)) == {"held"} and not received(inbox)
+    tenant.status = "active"
+    tenant_save(actor=reseller_admin, tenant=tenant)
+    services.deliveries_process()
+    assert [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox)] == [
+        "text 0",
+        "text 1",
+        "text 2",
+    ]
+
+
+def test_a_3cx_error_is_retried_later_then_delivered_and_the_trunk_recovers(setup, inbox):
+    account, trunk = setup
+    set_mode(inbox, "500")
+    webhook(account, "msg-1")
+    relay()
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, 500)
+    assert timedelta(seconds=8) < delivery.next_attempt_at - timezone.now() <= timedelta(seconds=10)
+    assert services.deliveries_process() == 0  # not due yet
+    for _ in range(2):
+        make_due()
+        services.deliveries_process()
+    trunk.refresh_from_db()
+    assert not trunk.is_healthy and trunk.forward_error == "HTTP 500 from 3CX"
+    set_mode(inbox, "ok")
+    make_due()
+    services.deliveries_process()
+    trunk.refresh_from_db()
+    assert Delivery.objects.get().status == "delivered" and trunk.is_healthy and trunk.forward_error == ""
+    assert len(received(inbox)) == 4
+
+
+def test_the_retry_schedule_stretches_to_hours_and_stops_after_48h(setup, inbox):
+    account, _ = setup
+    set_mode(inbox, "500")
+    webhook(account, "msg-1")
+    relay()
+    waits = []
+    for _ in range(7):
+        delivery = Delivery.objects.get()
+        waits.append(round((delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()))
+        make_due()
+        services.deliveries_process()
+    assert waits == [10, 60, 300, 1800, 7200, 21600, 21600]
+    Delivery.objects.update(created_at=timezone.now() - timedelta(hours=47, minutes=59))
+    make_due()
+    services.deliveries_process()
+    delivery = Delivery.objects.get()
+    assert delivery.status == "dead" and Message.objects.get().status == "failed"
+
+
+def test_a_3cx_that_refuses_the_text_fails_it_with_the_answer_and_it_can_be_replayed(setup, inbox, operator):
+    account, _ = setup
+    set_mode(inbox, "404")
+    webhook(account, "msg-1")
+    relay()
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.last_status_code, delivery.last_error) == ("failed", 404, "HTTP 404 from 3CX")
+    set_mode(inbox, "ok")
+    assert services.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 1
+    services.deliveries_process()
+    assert Delivery.objects.get().status == "delivered" and Message.objects.get().status == "forwarded"
+    audit = AuditEvent.objects.get(action="delivery.replayed")
+    assert (audit.actor, audit.changes["from"], audit.tenant) == (operator, "failed", delivery.tenant)
+
+
+def test_a_conversation_waits_behind_its_retry_while_others_go_on(setup, inbox):
+    account, _ = setup
+    set_mode(inbox, "500")
+    webhook(account, "a-1", sender="447700900001", text="first")
+    relay()  # fails, waits to be retried
+    set_mode(inbox, "ok")
+    webhook(account, "a-2", sender="447700900001", text="second")
+    webhook(account, "b-1", sender="447700900002", text="other conversation")
+    relay()
+    assert [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox)] == [
+        "first",
+        "other conversation",
+    ]
+    make_due()
+    services.deliveries_process()
+    texts = [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox)]
+    assert texts[-2:] == ["first", "second"]  # the first one, then the one that waited behind it
+
+
+def test_a_leased_delivery_is_not_taken_by_another_worker(setup, inbox):
+    account, _ = setup
+    webhook(account, "msg-1")
+    services.events_process()
+    Delivery.objects.update(lease_until=timezone.now() + timedelta(seconds=60))  # another worker holds it
+    assert services.deliveries_process() == 0
+    Delivery.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # that worker died
+    assert services.deliveries_process() == 1
+
+
+def test_a_3cx_url_inside_a_private_network_is_refused_at_save_and_at_send(setup, inbox, settings):
+    from django.core.exceptions import ValidationError
+
+    account, trunk = setup
+    settings.THREECX_ALLOW_PRIVATE_ADDRESSES = False
+    for url in ("https://169.254.169.254/latest/meta-data/", "https://10.1.2.3/sms", "https://127.0.0.1:8443/sms"):
+        with pytest.raises(ValidationError, match="inside a private network"):
+            Trunk().set_threecx_webhook_url(url)
+    webhook(account, "msg-1")  # the trunk's saved URL is on loopback: allowed before, refused now at send time
+    relay()
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failed" and delivery.last_error.startswith("Refused: ") and not received(inbox)
+
+
+def test_stop_words_record_an_opt_out_and_start_lifts_it_while_texts_still_reach_3cx(setup, inbox):
+    account, trunk = setup
+    webhook(account, "m1", text=" stop ")
+    relay()
+    assert OptOut.objects.filter(tenant=trunk.tenant, number="+447700900001", keyword="STOP").exists()
+    webhook(account, "m2", text="Un Stop")
+    relay()
+    assert not OptOut.objects.exists()
+    assert len(received(inbox)) == 2
+
+
+def test_a_body_that_breaks_processing_is_marked_invalid_not_retried_forever(setup):
+    account, _ = setup
+    event = WebhookEvent.objects.create(account=account, kind="inbound", dedup_key="x", body=b"{not json")
+    relay()
+    event.refresh_from_db()
+    assert event.state == "invalid" and "JSONDecodeError" in event.last_error
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Delivery reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outbound(setup):
+    account, trunk = setup
+    return f.MessageFactory(tenant=trunk.tenant, account=account, status="accepted", wavix_message_id="out-1")
+
+
+def report(outbound, status, **extra):
+    return webhook(outbound.account, "out-1", kind="dlr", status=status, **extra)
+
+
+def test_delivery_reports_move_an_outbound_message_on_and_store_the_details(outbound):
+    report(outbound, "sent", sent="2025-03-21T08:09:02", segments_count=2, charge="0.015")
+    relay()
+    outbound.refresh_from_db()
+    assert (outbound.status, outbound.segments, str(outbound.charge)) == ("sent", 2, "0.01500")
+    assert outbound.sent_at.isoformat() == "2025-03-21T08:09:02+00:00"  # no zone given: UTC
+    report(outbound, "delivered", delivered="2025-03-21T08:09:05Z")
+    relay()
+    outbound.refresh_from_db()
+    assert outbound.status == "delivered" and outbound.completed_at.isoformat() == "2025-03-21T08:09:05+00:00"
+
+
+def test_a_late_or_repeated_report_never_moves_a_final_status_back(outbound):
+    report(outbound, "delivered")
+    relay()
+    report(outbound, "sent")  # arrives after the final one
+    relay()
+    outbound.refresh_from_db()
+    assert outbound.status == "delivered"
+
+
+def test_an_undelivered_report_keeps_wavixs_error(outbound):
+    report(outbound, "undelivered", error="Handset unreachable")
+    relay()
+    outbound.refresh_from_db()
+    assert (outbound.status, outbound.error_message) == ("undelivered", "Handset unreachable")
+
+
+def test_a_report_for_a_message_the_portal_did_not_send_is_kept_and_shown(setup):
+    account, _ = setup
+    event = webhook(account, "sent-by-3cx", kind="dlr", status="delivered")
+    relay()
+    event.refresh_from_db()
+    assert event.state == "unmatched" and "3CX sends some straight to Wavix" in event.last_error
+
+
+def test_a_10dlc_number_status_updates_the_number(setup):
+    account, _ = setup
+    WebhookEvent.objects.create(
+        account=account,
+        kind="10dlc",
+        dedup_key="B:C:14155550100:APPROVED",
+        body=json.dumps({"brand_id": "B", "campaign_id": "C", "number": "14155550100", "status": "approved"}).encode(),
+    )
+    relay()
+    assert PhoneNumber.objects.get().tendlc_status == "APPROVED"
