@@ -119,6 +119,7 @@ def live_server(django_db_setup, live_server):
 @pytest.fixture
 def wavix(live_server, settings):
     """Point the portal at the Wavix sandbox served by a live server, over real HTTP."""
+    from messaging import threecx
     from messaging import wavix as wavix_client
 
     settings.WAVIX_API_URL = f"{live_server.url}/sandbox/wavix"
@@ -129,6 +130,9 @@ def wavix(live_server, settings):
     if wavix_client._http is not None:
         wavix_client._http.close()
         wavix_client._http = None
+    if threecx._session is not None:
+        threecx._session.close()
+        threecx._session = None
 
 
 @pytest.fixture
