@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
@@ -8,7 +9,10 @@ from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 
 from messaging import services
@@ -17,6 +21,7 @@ from messaging.models import (
     CountryRule,
     Delivery,
     Message,
+    OptOut,
     PhoneNumber,
     SenderID,
     SenderIDCountry,
@@ -123,7 +128,7 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
         "inbound_webhook_url",
         "dlr_webhook_url",
     ]
-    actions = ["sync_now", "check_now"]
+    actions = ["sync_now", "check_now", "rotate_webhook_secret"]
 
     @admin.display(description="API key")
     def key_display(self, obj) -> str:
@@ -149,11 +154,17 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
             services.wavix_check_soon(account, wire=False)
         self.message_user(request, f"Check queued for {queryset.count()} account(s).")
 
+    @admin.action(description="Rotate the webhook secret (the old URLs keep working for 24 hours)")
+    def rotate_webhook_secret(self, request, queryset) -> None:
+        for account in queryset:
+            services.webhook_secret_rotate(actor=request.user, account=account)
+        self.message_user(request, "New webhook URLs issued; Wavix is being pointed at them.")
+
     def get_actions(self, request):
         actions = super().get_actions(request)
         if not access.can(request.user, "change", WavixAccount):
-            actions.pop("sync_now", None)
-            actions.pop("check_now", None)
+            for name in ("sync_now", "check_now", "rotate_webhook_secret"):
+                actions.pop(name, None)
         return actions
 
     def get_fields(self, request, obj=None):
@@ -198,6 +209,28 @@ class PhoneNumberAdmin(OwnedAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         services.phone_number_save(number=obj)
+
+
+def forwarding_health(trunk: Trunk):
+    """Whether the trunk's 3CX takes its texts, the last error in words, and what waits or failed."""
+    waiting = Delivery.objects.filter(trunk=trunk, status=Delivery.Status.PENDING).count()
+    failed = Delivery.objects.filter(trunk=trunk, status__in=[Delivery.Status.FAILED, Delivery.Status.DEAD]).count()
+    counts = f"{waiting} waiting, {failed} failed"
+    replay = ""
+    if failed and trunk.pk:
+        url = reverse("admin:messaging_trunk_replay_since", args=[trunk.pk])
+        replay = format_html(' <a class="button" href="{}">Replay failed texts…</a>', url)
+    if trunk.forward_checked_at is None:
+        return format_html("Nothing forwarded yet ({}){}", counts, replay)
+    if trunk.is_healthy:
+        return format_html("Healthy: 3CX took the last text ({}){}", counts, replay)
+    return format_html(
+        '<strong style="color:var(--error-fg)">Unhealthy: {} failures in a row — {}</strong> ({}){}',
+        trunk.forward_failures,
+        trunk.forward_error,
+        counts,
+        replay,
+    )
 
 
 def relay_status(number: PhoneNumber):
@@ -452,8 +485,47 @@ class TrunkAdmin(RelayRepairMixin, OwnedAdmin):
     list_filter = ["sms_template", "sms_enabled", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["tenant", "main_sender"]
     search_fields = ["name", "pbx_fqdn"]
-    readonly_fields = ["webhook_hint", "relay_drift_panel", "created_at", "updated_at"]
+    readonly_fields = ["webhook_hint", "forwarding", "relay_drift_panel", "created_at", "updated_at"]
     inlines = [NumberInline]
+
+    @admin.display(description="Forwarding to 3CX")
+    def forwarding(self, obj):
+        return forwarding_health(obj)
+
+    def get_urls(self):
+        replay = self.admin_site.admin_view(self.replay_since_view)
+        return [
+            path("<int:object_id>/replay-since/", replay, name="messaging_trunk_replay_since"),
+            *super().get_urls(),
+        ]
+
+    def replay_since_view(self, request, object_id: int):
+        """Replay every failed or dead-lettered delivery of this trunk since a time ("3CX was down from 14:00")."""
+        trunk = self.get_object(request, str(object_id))  # 404 for another reseller's trunk
+        if not access.can(request.user, "replay", Delivery):
+            raise PermissionDenied
+        failed = Delivery.objects.filter(trunk=trunk, status__in=[Delivery.Status.FAILED, Delivery.Status.DEAD])
+        since, error = None, None
+        if request.method == "POST":
+            since = parse_datetime(request.POST.get("since", ""))
+            if since is None:
+                error = "Enter when the trouble started, as YYYY-MM-DD HH:MM."
+            else:
+                since = timezone.make_aware(since) if timezone.is_naive(since) else since
+                count = services.delivery_replay(actor=request.user, deliveries=failed.filter(created_at__gte=since))
+                self.message_user(request, f"Replaying {count} message(s) to {trunk}.")
+                return redirect(reverse("admin:messaging_trunk_change", args=[trunk.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Replay failed texts to {trunk}",
+            "trunk": trunk,
+            "failed": failed.select_related("message").order_by("created_at")[:50],
+            "failed_count": failed.count(),
+            "error": error,
+            "default_since": (timezone.localtime() - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M"),
+        }
+        return TemplateResponse(request, "messaging/replay_since.html", context)
 
     @admin.display(description="Current 3CX webhook URL")
     def webhook_hint(self, obj) -> str:
@@ -493,8 +565,8 @@ class MessageAdmin(RecordAdmin):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(RecordAdmin):
-    list_display = ["received_at", "kind", "dedup_key", "state", "account", "tenant", "attempts"]
-    list_filter = ["kind", "state"]
+    list_display = ["received_at", "kind", "dedup_key", "state", "recovered", "account", "tenant", "last_error"]
+    list_filter = ["kind", "state", "recovered"]
     list_select_related = ["account", "tenant"]
     search_fields = ["=dedup_key"]
     exclude = ["body"]
@@ -514,9 +586,33 @@ class WebhookEventAdmin(RecordAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(RecordAdmin):
-    list_display = ["created_at", "message", "trunk", "status", "attempts", "next_attempt_at", "last_status_code"]
-    list_filter = ["status", ("tenant", RelatedOnlyFieldListFilter)]
-    list_select_related = ["message", "trunk"]
+    """Forwards to 3CX; the failed and dead-lettered ones can be replayed."""
+
+    list_display = ["created_at", "remote_number", "trunk", "tenant", "status", "attempts", "next_attempt_at"]
+    list_display += ["last_status_code", "last_error"]
+    list_filter = ["status", ("tenant", RelatedOnlyFieldListFilter), ("trunk", RelatedOnlyFieldListFilter)]
+    list_select_related = ["trunk", "tenant"]
+    search_fields = ["=remote_number", "=message__wavix_message_id"]
+    actions = ["replay"]
+
+    @admin.action(description="Replay the selected failed or dead-lettered deliveries")
+    def replay(self, request, queryset) -> None:
+        count = services.delivery_replay(actor=request.user, deliveries=queryset)
+        self.message_user(request, f"Replaying {count} delivery(ies); the others had not failed.")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not access.can(request.user, "replay", Delivery):
+            actions.pop("replay", None)
+        return actions
+
+
+@admin.register(OptOut)
+class OptOutAdmin(RecordAdmin):
+    list_display = ["created_at", "number", "tenant", "keyword"]
+    list_filter = [("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant"]
+    search_fields = ["=number"]
 
 
 @admin.register(AuditEvent)

@@ -202,6 +202,10 @@ class WavixAccount(models.Model):
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
 
+    def refresh_from_db(self, *args, **kwargs):
+        self._webhook_secret = None  # read again: it may have been rotated
+        super().refresh_from_db(*args, **kwargs)
+
     def webhook_secret(self) -> str:
         """The secret in the URLs the portal gives Wavix: the newest one not being retired."""
         if getattr(self, "_webhook_secret", None) is None:

@@ -743,6 +743,6 @@ def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = 
             actor=actor,
             changes={"old_secrets_retire_in": str(overlap)},
         )
-        account._webhook_secret = None  # the new URLs from now on
+        account.refresh_from_db()  # the new URLs from now on
         numbers_sync_soon(account)  # point the numbers (and a tenant account's defaults) at the new URLs
     return secret

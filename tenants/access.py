@@ -20,7 +20,7 @@ from django.db.models import Model, Q, QuerySet
 
 from tenants.models import Membership, Reseller, Tenant
 
-Action = Literal["view", "add", "change", "delete"]
+Action = Literal["view", "add", "change", "delete", "replay"]
 WRITE_ACTIONS = frozenset({"add", "change", "delete"})
 
 REVIEW_PERMISSION = "messaging.review_senderid"
@@ -58,7 +58,9 @@ RULES: dict[str, Rule] = {
     # Registration status moves only through review (platform staff) and Wavix sync, never by a reseller.
     "messaging.senderidcountry": Rule(("tenant__reseller",), "tenant", writers="nobody"),
     "messaging.message": Rule(("tenant__reseller",), "tenant", writers="nobody"),
-    "messaging.delivery": Rule(("tenant__reseller",), "tenant", writers="nobody"),
+    # Deliveries are records; reseller staff may replay a failed one (the only "write").
+    "messaging.delivery": Rule(("tenant__reseller",), "tenant", actions=frozenset({"replay"})),
+    "messaging.optout": Rule(("tenant__reseller",), "tenant", writers="nobody"),
     # Raw bodies from a shared account may concern several tenants: resellers only.
     "messaging.webhookevent": Rule(("account__reseller",), writers="nobody"),
     "messaging.auditevent": Rule(("reseller",), "tenant", writers="nobody"),

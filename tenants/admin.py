@@ -6,9 +6,10 @@ from django.db.models import Count
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from messaging.admin import RelayRepairMixin
+from messaging.admin import RelayRepairMixin, forwarding_health
 from messaging.models import Trunk, WavixAccount
 from messaging.services import wavix_sub_account_create
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline
@@ -47,10 +48,18 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
     inlines = [TrunkInline]
 
     def get_fields(self, request, obj=None):
-        return self.fields + (["wavix_accounts_panel", "relay_drift_panel"] if obj else [])
+        return self.fields + (["wavix_accounts_panel", "forwarding_panel", "relay_drift_panel"] if obj else [])
 
     def get_readonly_fields(self, request, obj=None):
-        return ["wavix_accounts_panel", "relay_drift_panel"] if obj else []
+        return ["wavix_accounts_panel", "forwarding_panel", "relay_drift_panel"] if obj else []
+
+    @admin.display(description="Forwarding to 3CX")
+    def forwarding_panel(self, obj):
+        # Whoever may see the tenant may see its trunks: no further scoping needed here.
+        trunks = list(Trunk.objects.filter(tenant=obj)) if obj else []
+        if not trunks:
+            return "No trunk yet."
+        return format_html_join(mark_safe("<br>"), "{}: {}", ((t.name, forwarding_health(t)) for t in trunks))
 
     @admin.display(description="Wavix accounts")
     def wavix_accounts_panel(self, obj):

@@ -5,6 +5,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from messaging.models import OptOut
 from tenants.models import ApiToken, Membership
 from tests import factories as f
 
@@ -92,6 +93,7 @@ def build_world(tenant, owner) -> dict[str, object]:
         "messaging.webhookevent": f.WebhookEventFactory(account=account),
         "messaging.delivery": f.DeliveryFactory(message=inbound, trunk=trunk),
         "messaging.auditevent": f.audit_event(tenant, actor=owner),
+        "messaging.optout": OptOut.objects.create(tenant=tenant, number="+447700900001", keyword="STOP"),
     }
 
 

@@ -25,6 +25,7 @@ SCOPED_LABELS = [
     "messaging.webhookevent",
     "messaging.delivery",
     "messaging.auditevent",
+    "messaging.optout",
 ]
 # What a tenant viewer may open read-only; everything else is invisible (404) to them.
 VIEWER_VISIBLE = {
@@ -37,6 +38,7 @@ VIEWER_VISIBLE = {
     "messaging.message",
     "messaging.delivery",
     "messaging.auditevent",
+    "messaging.optout",
 }
 
 
