@@ -154,6 +154,8 @@ class WavixAccount(models.Model):
 
     # Progress of the last number sync, shown in the admin while it runs.
     sync_state = models.CharField(max_length=8, choices=SyncState.choices, default=SyncState.NEVER, editable=False)
+    # Reconciliation: inbound messages Wavix received before this were compared with the webhooks that came.
+    inbound_reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
     sync_note = models.CharField(max_length=300, blank=True, editable=False)
     synced_at = models.DateTimeField(null=True, blank=True, editable=False)
 

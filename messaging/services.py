@@ -15,7 +15,7 @@ from functools import partial
 from celery import current_app
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -746,3 +746,35 @@ def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = 
         account.refresh_from_db()  # the new URLs from now on
         numbers_sync_soon(account)  # point the numbers (and a tenant account's defaults) at the new URLs
     return secret
+
+
+RECONCILE_OVERLAP = timedelta(minutes=10)  # look a little further back than the watermark: clocks and queues lag
+
+
+def inbound_reconcile(account: WavixAccount) -> int:
+    """Create events for inbound texts Wavix received whose webhook never reached the portal; returns how many.
+
+    They flow through the same routing and forwarding, marked as recovered; a webhook that did arrive is
+    deduplicated on its message id as usual.
+    """
+    started = timezone.now()
+    since = (account.inbound_reconciled_at or started - timedelta(days=1)) - RECONCILE_OVERLAP
+    recovered = 0
+    for body in WavixClient.for_account(account).inbound_messages(since):
+        try:
+            with transaction.atomic():
+                WebhookEvent.objects.create(
+                    account=account,
+                    kind=WebhookEvent.Kind.INBOUND,
+                    dedup_key=str(body["message_id"]),
+                    body=json.dumps(body).encode(),
+                    recovered=True,
+                )
+            recovered += 1
+        except IntegrityError:
+            continue  # its webhook came: nothing to recover
+    WavixAccount.objects.filter(pk=account.pk).update(inbound_reconciled_at=started)
+    if recovered:
+        logger.warning("relay: recovered %s inbound text(s) of %s whose webhook never arrived", recovered, account)
+        events_process_soon()
+    return recovered

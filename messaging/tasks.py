@@ -107,3 +107,21 @@ def relay_sweep() -> None:
         services.events_process_soon()
     if Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).exists():
         services.deliveries_process_soon()
+
+
+@shared_task(**WAVIX_RETRY)
+def wavix_inbound_reconcile(account_id: int) -> None:
+    """Find inbound texts whose webhook never arrived, and relay them."""
+    account = WavixAccount.objects.filter(pk=account_id).first()
+    if account is not None:
+        try:
+            services.inbound_reconcile(account)
+        except WavixPermanentError as error:
+            logger.warning("wavix: reconciliation of account %s refused: %s", account_id, error.message)
+
+
+@shared_task
+def wavix_reconcile_all() -> None:
+    """Periodic: reconcile every account's inbound texts."""
+    for account_id in WavixAccount.objects.values_list("pk", flat=True):
+        wavix_inbound_reconcile.delay(account_id)

@@ -198,6 +198,32 @@ class WavixClient:
             label=raw.label or "",
         )
 
+    # -- messages ----------------------------------------------------------------------------------------------
+
+    def inbound_messages(self, since) -> Iterator[dict]:
+        """Inbound messages Wavix received after `since`, as InboundMessage bodies (digits, as Wavix sends them)."""
+        page = 1
+        while True:
+            result = self._call(
+                "listing inbound messages",
+                self._sdk.sms_and_mms.messages.list,
+                type="inbound",
+                sent_after=since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                page=page,
+                per_page=PAGE_SIZE,
+            )
+            for message in result.items:
+                yield {
+                    "message_id": message.message_id,
+                    "from": message.from_,
+                    "to": message.to,
+                    "message_body": {"text": message.message_body.text, "media": message.message_body.media},
+                    "received_at": message.submitted_at,
+                }
+            if page >= result.pagination.total_pages:
+                return
+            page += 1
+
     # -- sender IDs --------------------------------------------------------------------------------------------
 
     def create_sender_id(

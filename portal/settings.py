@@ -279,6 +279,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Retries that fell due, and events stored while the broker was down: at most this late.
     "relay-sweep": {"task": "messaging.tasks.relay_sweep", "schedule": 10.0, "options": {"expires": 9}},
+    "wavix-reconcile-all": {
+        "task": "messaging.tasks.wavix_reconcile_all",
+        "schedule": crontab(minute="*/10"),
+        "options": {"expires": 300},
+    },
     "wavix-check-all": {
         "task": "messaging.tasks.wavix_check_all",
         "schedule": crontab(minute=f"*/{WAVIX_SYNC_MINUTES}"),

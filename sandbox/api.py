@@ -23,6 +23,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxNumber, SandboxSenderID
@@ -396,6 +398,11 @@ def messages(request, account, body):
 
 def _list_messages(request, account):
     rows = account.messages.filter(direction=request.GET["type"]).order_by("-id")
+    if request.GET.get("sent_after"):
+        after = parse_datetime(request.GET["sent_after"])
+        if after is None:
+            raise WavixError(400, "Missing or invalid parameter sent_after")
+        rows = rows.filter(submitted_at__gt=after if timezone.is_aware(after) else timezone.make_aware(after))
     for param, field in (("tag", "tag"), ("from", "from_number"), ("to", "to_number"), ("status", "status")):
         if request.GET.get(param):
             value = request.GET[param]
@@ -424,6 +431,11 @@ def inject(request):
     except (ValueError, KeyError, TypeError, SandboxNumber.DoesNotExist):
         status, data = _error(400, "Missing or invalid parameter to")
         return HttpResponse(data, status=status, content_type="application/json")
-    url, answered, note = inject_inbound(number, str(body.get("from") or "+447700900123"), str(body.get("text") or ""))
+    url, answered, note = inject_inbound(
+        number,
+        str(body.get("from") or "+447700900123"),
+        str(body.get("text") or ""),
+        lose_webhook=bool(body.get("lose_webhook")),
+    )
     data = json.dumps({"relayed_to": url or None, "status": answered, "answer": note}).encode()
     return HttpResponse(data, status=200, content_type="application/json")

@@ -133,12 +133,27 @@ def inbound_message(from_number: str, to_number: str, text: str) -> dict:
     }
 
 
-def inject_inbound(number: SandboxNumber, from_number: str, text: str) -> tuple[str, int | None, str]:
-    """POST an inbound text to the number's relay URL (else the account default). Returns (url, status, note)."""
+def inject_inbound(
+    number: SandboxNumber, from_number: str, text: str, *, lose_webhook: bool = False
+) -> tuple[str, int | None, str]:
+    """Receive a text for the number: keep it (Wavix lists it under GET /v3/messages?type=inbound) and POST it
+    to the number's relay URL, else the account default — unless the webhook is to be lost on the way.
+    Returns (url, status, note)."""
+    body = inbound_message(from_number, number.number, text)
+    SandboxMessage.objects.create(
+        uid=body["message_id"],
+        account=number.account,
+        direction="inbound",
+        from_number=body["from"],
+        to_number=body["to"],
+        text=text,
+        status="delivered",
+    )
     url = number.sms_relay_url or number.account.sms_relay_url
+    if lose_webhook:
+        return url, None, "The webhook was lost on purpose (reconciliation will find the text)."
     if not url:
         return "", None, "The number has no SMS relay URL and the account no default endpoint."
-    body = inbound_message(from_number, number.number, text)
     if problem := schema_problems("InboundMessage", body):
         raise AssertionError(f"sandbox inbound message breaks the Wavix spec: {problem}")
     try:

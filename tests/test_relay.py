@@ -304,3 +304,28 @@ def test_a_10dlc_number_status_updates_the_number(setup):
     )
     relay()
     assert PhoneNumber.objects.get().tendlc_status == "APPROVED"
+
+
+def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant, inbox, sandbox_account):
+    from sandbox.views import inject_inbound
+
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
+    trunk = f.TrunkFactory(tenant=tenant, sms_enabled=True)
+    trunk.set_threecx_webhook_url(f"{wavix.url}/sandbox/3cx/{inbox.token}/")
+    trunk.save()
+    PhoneNumber.objects.create(account=account, tenant=tenant, trunk=trunk, number="+14155550100", wavix_id="1")
+    at_wavix = f.SandboxNumberFactory(
+        account=sandbox_account, number="14155550100", sms_relay_url=account.inbound_webhook_url
+    )
+
+    assert inject_inbound(at_wavix, "+447700900001", "arrived")[1] == 200  # a webhook that came
+    inject_inbound(at_wavix, "+447700900001", "lost one", lose_webhook=True)
+    inject_inbound(at_wavix, "+447700900002", "lost two", lose_webhook=True)
+
+    assert services.inbound_reconcile(account) == 2
+    assert services.inbound_reconcile(account) == 0  # nothing new the second time
+    relay()
+    texts = sorted(json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox))
+    assert texts == ["arrived", "lost one", "lost two"]
+    assert WebhookEvent.objects.filter(recovered=True).count() == 2
+    assert Message.objects.filter(status="forwarded").count() == 3
