@@ -1,12 +1,5 @@
 """A real Celery worker process, on the configured broker (filesystem or Redis) and the test database."""
 
-import os
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -14,78 +7,18 @@ from django.db import connection
 
 from messaging.tasks import worker_heartbeat
 from portal.celery import app
-from tests.conftest import test_database_url
+from tests.processes import WORKER_APP_NAME, Celery, purge_queues, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
-ROOT = Path(__file__).resolve().parent.parent
-WORKER_APP_NAME = "portal-test-worker"
-
-
-def purge_queues() -> None:
-    with app.connection_for_write() as conn:
-        for queue in settings.WORKER_QUEUES:
-            try:
-                conn.default_channel.queue_purge(queue)
-            except Exception:  # a queue that was never declared has nothing to purge
-                pass
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
 def start_worker():
     """Start `celery worker` on all three queues (with extra environment); stop every one started after the test."""
-    started: list[subprocess.Popen] = []
-
-    def start(**extra_env: str) -> list[str]:
-        purge_queues()
-        env = {**os.environ, "DATABASE_URL": test_database_url(), "DB_APPLICATION_NAME": WORKER_APP_NAME}
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "--queues",
-                ",".join(settings.WORKER_QUEUES),
-                "--concurrency",
-                "1",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=ROOT,
-            env={**env, **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        started.append(process)
-        output: list[str] = []
-        threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
-        wait_for(lambda: any(" ready." in line for line in output) or process.poll() is not None, 60, "worker start")
-        assert process.poll() is None, "".join(output)
-        return output
-
-    yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+    celery = Celery()
+    purge_queues()
+    yield lambda **extra_env: celery.worker(**extra_env).output
+    celery.stop_all()
 
 
 @pytest.fixture
