@@ -7,6 +7,7 @@ from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Min
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -209,6 +210,25 @@ class PhoneNumberAdmin(OwnedAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         services.phone_number_save(number=obj)
+
+
+def relay_summary(tenant) -> str:
+    """The tenant's inbound texts over the last day, and how long the oldest one has been waiting."""
+    since = timezone.now() - timedelta(hours=24)
+    counts = dict(
+        Message.objects.filter(tenant=tenant, direction=Message.Direction.INBOUND, created_at__gte=since)
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    waiting = Delivery.objects.filter(tenant=tenant, status=Delivery.Status.PENDING).aggregate(oldest=Min("created_at"))
+    oldest = ""
+    if waiting["oldest"]:
+        oldest = f" · oldest waiting {int((timezone.now() - waiting['oldest']).total_seconds() // 60)} min"
+    received = sum(counts.values())
+    return (
+        f"Last 24 h: {received} received · {counts.get('forwarded', 0)} forwarded · "
+        f"{counts.get('failed', 0)} failed · {counts.get('held', 0)} held{oldest}"
+    )
 
 
 def forwarding_health(trunk: Trunk):

@@ -20,7 +20,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from messaging import threecx
+from messaging import metrics, threecx
 from messaging.models import (
     AuditEvent,
     CountryRule,
@@ -652,12 +652,15 @@ def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
     if outcome.delivered:
         delivery.status, delivery.delivered_at = Delivery.Status.DELIVERED, now
         next_status = Message.Status.FORWARDED
+        metrics.count("forward", "delivered")
     elif outcome.transient and now + _retry_delay(delivery.attempts) < delivery.created_at + RETRY_FOR:
         delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
         next_status = None  # stays received, waiting for the next attempt
+        metrics.count("forward", "retry")
     else:
         delivery.status = Delivery.Status.DEAD if outcome.transient else Delivery.Status.FAILED
         next_status = Message.Status.FAILED
+        metrics.count("forward", delivery.status)
     with transaction.atomic():
         delivery.save()
         if next_status and message.can_transition(next_status):

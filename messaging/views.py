@@ -6,15 +6,16 @@ a body that is not a JSON object or lacks what its kind needs; 503 when the data
 Wavix tries again. A broker outage does not matter here: the periodic sweeper dispatches what was stored.
 """
 
+import hmac
 import json
 import logging
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from messaging import services
+from messaging import metrics, services
 from messaging.models import WebhookEvent, WebhookSecret
 
 logger = logging.getLogger(__name__)
@@ -86,26 +87,48 @@ def wavix_webhook(request, secret: str, kind: str):
         return _answer(404, "Not found.")
     if request.method != "POST":
         return _answer(405, "POST only.")
-    kind = KINDS[kind]
+    outcome, response = _intake(request, secret, KINDS[kind])
+    metrics.count("webhook", KINDS[kind], outcome)
+    return response
+
+
+def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
+    """Store the webhook if it may be stored; returns the outcome (for the metrics) and the answer."""
     try:
         account = WebhookSecret.find_account(secret)
         if account is None or not account.accepts_source(request.META.get("REMOTE_ADDR", "")):
-            return _answer(404, "Not found.")
+            return "not_found", _answer(404, "Not found.")
         try:
             body = _read_body(request)
         except BodyTooLarge:
-            return _answer(413, f"The body is larger than {settings.WEBHOOK_MAX_BYTES} bytes.")
+            return "too_large", _answer(413, f"The body is larger than {settings.WEBHOOK_MAX_BYTES} bytes.")
         payload, problem = _problem(kind, body)
         if problem:
-            return _answer(400, problem)
+            return "bad_request", _answer(400, problem)
         event = WebhookEvent(account=account, kind=kind, dedup_key=_dedup_key(kind, payload), body=body)
         try:
             with transaction.atomic():
                 event.save()
         except IntegrityError:
-            return _answer(200, "Duplicate: already received.")
+            return "duplicate", _answer(200, "Duplicate: already received.")
     except DatabaseError:
         logger.exception("webhook intake: the database could not store a %s webhook", kind)
-        return _answer(503, "Cannot store the webhook right now; please retry.")
+        return "unavailable", _answer(503, "Cannot store the webhook right now; please retry.")
     services.events_process_soon()
-    return _answer(200, "Accepted.")
+    return "accepted", _answer(200, "Accepted.")
+
+
+def prometheus_metrics(request):
+    """The portal's counters and gauges in Prometheus format, for a bearer token or a signed-in platform user."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    allowed = (token and hmac.compare_digest(given.encode(), token.encode())) or (
+        request.user.is_authenticated and request.user.is_active and request.user.is_staff
+    )
+    if not allowed:
+        return _answer(404, "Not found.")
+    registry = CollectorRegistry()
+    registry.register(metrics.PortalCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -183,6 +183,8 @@ WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
 WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
 # First wait before a task retries a call Wavix could not take; it doubles (with jitter) up to 10 minutes.
 WAVIX_RETRY_BACKOFF_SECONDS = env_int("WAVIX_RETRY_BACKOFF_SECONDS", 15)
+# /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>` (or a signed-in platform user).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
 

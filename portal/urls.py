@@ -22,6 +22,7 @@ router.register("countries", messaging_api.CountryRuleViewSet, basename="country
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("webhooks/wavix/<str:secret>/<str:kind>/", messaging_views.wavix_webhook, name="wavix-webhook"),
+    path("metrics", messaging_views.prometheus_metrics, name="metrics"),
     path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

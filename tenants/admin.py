@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from messaging.admin import RelayRepairMixin, forwarding_health
+from messaging.admin import RelayRepairMixin, forwarding_health, relay_summary
 from messaging.models import Trunk, WavixAccount
 from messaging.services import wavix_sub_account_create
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline
@@ -59,7 +59,8 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
         trunks = list(Trunk.objects.filter(tenant=obj)) if obj else []
         if not trunks:
             return "No trunk yet."
-        return format_html_join(mark_safe("<br>"), "{}: {}", ((t.name, forwarding_health(t)) for t in trunks))
+        health = format_html_join(mark_safe("<br>"), "{}: {}", ((t.name, forwarding_health(t)) for t in trunks))
+        return format_html("{}<br>{}", relay_summary(obj), health)
 
     @admin.display(description="Wavix accounts")
     def wavix_accounts_panel(self, obj):

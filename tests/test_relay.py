@@ -329,3 +329,32 @@ def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant
     assert texts == ["arrived", "lost one", "lost two"]
     assert WebhookEvent.objects.filter(recovered=True).count() == 2
     assert Message.objects.filter(status="forwarded").count() == 3
+
+
+def test_metrics_count_webhooks_and_forwards_and_show_the_backlog(client, setup, inbox, settings, operator):
+    from django.contrib.auth import get_user_model
+
+    account, _ = setup
+    settings.METRICS_TOKEN = "scrape-me-0123456789"
+    from django.core.cache import cache
+
+    cache.delete_many([k for k in ("metrics:webhook:inbound:accepted", "metrics:webhook:inbound:duplicate")])
+    body = json.dumps({"message_id": "m-1", "from": "447700900001", "to": "14155550100"})
+    for _ in range(2):
+        client.post(account.inbound_webhook_url, body, content_type="application/json")
+    client.post(account.inbound_webhook_url, "nope", content_type="application/json")
+    set_mode(inbox, "500")
+    relay()
+
+    assert client.get("/metrics").status_code == 404  # no token, no staff session
+    client.force_login(operator)
+    assert client.get("/metrics").status_code == 404  # reseller staff are not platform staff
+    scrape = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me-0123456789").content.decode()
+    assert 'portal_webhooks_total{kind="inbound",outcome="accepted"} 1.0' in scrape
+    assert 'portal_webhooks_total{kind="inbound",outcome="duplicate"} 1.0' in scrape
+    assert 'portal_webhooks_total{kind="inbound",outcome="bad_request"}' in scrape
+    assert 'portal_forwards_total{outcome="retry"}' in scrape
+    assert "portal_retry_backlog 1.0" in scrape and "portal_deliveries_waiting 1.0" in scrape
+    staff = get_user_model().objects.create(username="ops@platform.example", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/metrics").status_code == 200

@@ -72,6 +72,8 @@ def test_trunk_and_tenant_pages_show_forwarding_health_in_words(client, operator
     ):
         page = client.get(url).content.decode()
         assert "Unhealthy: 4 failures in a row — HTTP 503 from 3CX" in page and "0 waiting, 2 failed" in page
+    tenant_page = client.get(reverse("admin:tenants_tenant_change", args=[trunk.tenant_id])).content.decode()
+    assert "Last 24 h: 2 received · 0 forwarded · 2 failed · 0 held" in tenant_page
 
 
 def test_rotating_the_webhook_secret_from_the_admin_is_audited(client, operator, tenant):
