@@ -425,6 +425,15 @@ def _queue_drain(flag: str, task_name: str) -> None:
             pass
 
 
+def _drain_started(flag: str) -> None:
+    """Clear the drain's flag so that what arrives from now on asks for another drain; the cache being down
+    only costs that optimisation (the sweeper still runs), never the drain itself."""
+    try:
+        cache.delete(flag)
+    except Exception:  # noqa: BLE001
+        logger.warning("relay: the cache is unreachable; draining anyway")
+
+
 def events_process_soon() -> None:
     _queue_drain(EVENTS_FLAG, "messaging.tasks.inbound_events_drain")
 
@@ -435,7 +444,7 @@ def deliveries_process_soon() -> None:
 
 def events_process(batch_size: int = 100) -> int:
     """Route every stored webhook event, oldest first; returns how many were processed."""
-    cache.delete(EVENTS_FLAG)
+    _drain_started(EVENTS_FLAG)
     processed = 0
     while True:
         with transaction.atomic():
@@ -600,7 +609,7 @@ def _due_heads(now):
 
 def deliveries_process(limit: int = 200) -> int:
     """Forward due deliveries, the first of each conversation, until none is due; returns how many were tried."""
-    cache.delete(DELIVERIES_FLAG)
+    _drain_started(DELIVERIES_FLAG)
     tried = 0
     while tried < limit:
         now = timezone.now()

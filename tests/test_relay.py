@@ -358,3 +358,18 @@ def test_metrics_count_webhooks_and_forwards_and_show_the_backlog(client, setup,
     staff = get_user_model().objects.create(username="ops@platform.example", is_staff=True)
     client.force_login(staff)
     assert client.get("/metrics").status_code == 200
+
+
+def test_the_drains_work_with_the_cache_down(setup, inbox, settings):
+    account, _ = setup
+    webhook(account, "msg-1")
+    # Django rebuilds its cache handlers when CACHES changes: from here on every cache call fails.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 1},
+        }
+    }
+    assert relay() == 1
+    assert len(received(inbox)) == 1
