@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from datetime import timedelta
 
 import phonenumbers
 from django.conf import settings
@@ -137,6 +138,9 @@ class WavixAccount(models.Model):
     api_key_last4 = models.CharField(max_length=4, editable=False)
     api_key_set_at = models.DateTimeField("API key set at", null=True, editable=False)
     wavix_sub_account_id = models.CharField("Wavix sub-account ID", max_length=64, blank=True)
+    send_rate_per_second = models.PositiveIntegerField(
+        default=5, help_text="Messages per second the portal sends through this account (Wavix's limit for it)."
+    )
     source_ips = models.CharField(
         "accept webhooks only from",
         max_length=200,
@@ -737,6 +741,12 @@ class Message(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True, help_text="When the message reached a final status.")
+    # Outbound sending: the priority lane (a single message, never behind a bulk batch), retries, expiry.
+    priority = models.BooleanField(default=False, help_text="A single message: sent before queued bulk ones.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    send_started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker claimed it to send.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Not sent after this: it would arrive too late.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -750,6 +760,8 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="message_tenant_recent"),
             models.Index(fields=["status", "created_at"], name="message_status_age"),
+            models.Index(fields=["account", "status", "priority", "id"], name="message_outbound_queue"),
+            models.Index(fields=["account", "to_number", "created_at"], name="message_destination_recent"),
         ]
 
     def __str__(self) -> str:
@@ -858,6 +870,25 @@ class Delivery(models.Model):
     def clean(self) -> None:
         if self.message_id and self.trunk_id and self.message.tenant_id != self.trunk.tenant_id:
             raise ValidationError("A delivery goes to a trunk of the message's own tenant.")
+
+
+class IdempotentRequest(models.Model):
+    """A send request made with an Idempotency-Key: the same key within 24 h gets the same answer, nothing new."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    TTL = timedelta(hours=24)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_key_once_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"Idempotency-Key {self.key} of {self.tenant}"
 
 
 class OptOut(models.Model):

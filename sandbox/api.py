@@ -91,7 +91,7 @@ def wavix_endpoint(handler):
             status, data = _error(401, "Unauthorized")
         elif account.is_failing:
             status, data = _error(500, "Internal server error")
-        elif _over_rate_limit(account):
+        elif account.is_throttled or _over_rate_limit(account):
             status, data = _error(429, "Too many requests")
         elif problem := request_problems(spec_request):
             logger.info("sandbox: %s %s refused by the spec: %s", request.method, request.path, problem.details)

@@ -32,6 +32,8 @@ class SandboxAccount(models.Model):
     rate_limit_per_second = models.PositiveIntegerField(default=20)
     # Until then, every API call of this account answers 500: an outage to recover from.
     failing_until = models.DateTimeField(null=True, blank=True)
+    # Until then, every API call answers 429, as Wavix does when an account sends too fast.
+    throttled_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -43,6 +45,10 @@ class SandboxAccount(models.Model):
     @property
     def is_failing(self) -> bool:
         return self.failing_until is not None and self.failing_until > timezone.now()
+
+    @property
+    def is_throttled(self) -> bool:
+        return self.throttled_until is not None and self.throttled_until > timezone.now()
 
 
 class SandboxNumber(models.Model):

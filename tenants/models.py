@@ -143,6 +143,10 @@ class ApiToken(models.Model):
     PREFIX = "pmp"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    # A tenant token (made by a reseller admin for a tenant's integration) sees that tenant only.
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, null=True, blank=True, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100)
     # The public part of the token, shown in lists so a user can tell their tokens apart.
     lookup_id = models.CharField(max_length=16, unique=True, editable=False)
@@ -159,11 +163,13 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.PREFIX}_{self.lookup_id}_…)"
 
     @classmethod
-    def issue(cls, user, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user, name: str, tenant=None) -> tuple["ApiToken", str]:
         """Create a token; returns the row and the plaintext, which is never available again."""
         lookup_id = secrets.token_hex(6)
         plaintext = f"{cls.PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
-        token = cls.objects.create(user=user, name=name, lookup_id=lookup_id, key_hash=_hash_token(plaintext))
+        token = cls.objects.create(
+            user=user, tenant=tenant, name=name, lookup_id=lookup_id, key_hash=_hash_token(plaintext)
+        )
         return token, plaintext
 
     @classmethod

@@ -1,8 +1,5 @@
-"""Writes that span models, leave an audit trail or need Wavix; the admin, the API and the tasks call these.
-
-Calls to Wavix that a person waits for (checking a key, registering or deleting a sender ID, creating a
-sub-account) happen here, before anything is saved: if Wavix refuses or cannot be reached, the person gets
-the reason and nothing is half-saved. Everything else that talks to Wavix runs in Celery tasks.
+"""The inbound relay: webhook events routed to messages and deliveries, forwarded to 3CX, retried, replayed;
+delivery reports applied to outbound messages; texts whose webhook never came recovered from Wavix.
 """
 
 import json
@@ -10,11 +7,9 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import partial
 
 from celery import current_app
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
@@ -23,366 +18,20 @@ from django.utils.dateparse import parse_datetime
 from messaging import metrics, threecx
 from messaging.models import (
     AuditEvent,
-    CountryRule,
     Delivery,
     Message,
     OptOut,
     PhoneNumber,
-    SenderID,
-    SenderIDCountry,
     Trunk,
     WavixAccount,
     WebhookEvent,
     WebhookSecret,
 )
-from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, WavixTransientError
+from messaging.services.wavix_sync import numbers_sync_soon
+from messaging.wavix import WavixClient
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
-
-
-def _wavix_refusal(error: WavixError, what: str, *, doing: str, nothing: str = "saved") -> str:
-    """What to tell a person whose request needed Wavix: its refusal, or that it could not be asked now."""
-    if isinstance(error, WavixTransientError):
-        reason = error.message.rstrip(".")
-        return f"Could not {doing} at Wavix right now ({reason}); nothing was {nothing}. Try again in a minute."
-    return f"Wavix refused {what}: {error.message}"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Accounts
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def wavix_key_check(api_key: str) -> None:
-    """Prove the key works at Wavix (GET /v1/profile), or raise a ValidationError with Wavix's reason."""
-    try:
-        WavixClient(api_key).profile()
-    except WavixError as error:
-        raise ValidationError({"api_key": _wavix_refusal(error, "this key", doing="verify the key")}) from None
-
-
-def wavix_account_save(
-    *, actor, account: WavixAccount, api_key: str | None = None, key_checked: bool = False
-) -> WavixAccount:
-    """Save an account; a new key is checked at Wavix first, then stored encrypted and audited (never the key)."""
-    had_key = account.has_api_key
-    if api_key:
-        account.set_api_key(api_key)
-    elif not had_key:
-        raise ValidationError({"api_key": "Paste the account's Wavix API key."})
-    account.full_clean()
-    if api_key and not key_checked:
-        wavix_key_check(api_key)
-    created = account.pk is None
-    with transaction.atomic():
-        account.save()
-        if api_key:
-            action = AuditEvent.Action.API_KEY_ROTATED if had_key else AuditEvent.Action.API_KEY_SET
-            AuditEvent.record(action, account, actor=actor, changes={"api_key_last4": account.api_key_last4})
-        if created or api_key:
-            numbers_sync_soon(account)
-    return account
-
-
-def numbers_sync_soon(account: WavixAccount, *, wire: bool = True) -> None:
-    """Queue a number sync for after the current transaction commits."""
-    from messaging.tasks import wavix_numbers_sync
-
-    transaction.on_commit(partial(wavix_numbers_sync.delay, account.pk, wire))
-
-
-def wavix_check_soon(account: WavixAccount, *, wire: bool) -> None:
-    """Queue a full comparison with Wavix: numbers (wired, or drift only reported) and sender-ID allow-listings."""
-    from messaging.tasks import wavix_sender_ids_sync
-
-    numbers_sync_soon(account, wire=wire)
-    transaction.on_commit(partial(wavix_sender_ids_sync.delay, account.pk))
-
-
-def wavix_sub_account_create(*, actor, master: WavixAccount, tenant: Tenant) -> WavixAccount:
-    """Create a Wavix sub-account for a tenant under the reseller's master account, wired to the portal."""
-    if master.tenant_id is not None or master.reseller_id != tenant.reseller_id:
-        raise ValidationError("Sub-accounts are created under one of the reseller's own (shared) Wavix accounts.")
-    account = WavixAccount(reseller_id=tenant.reseller_id, tenant=tenant, name=f"{tenant.name} (sub-account)")
-    account.full_clean(exclude=["api_key_encrypted", "api_key_last4"])
-    try:
-        created = WavixClient.for_account(master).create_sub_account(
-            name=tenant.name, sms_url=account.inbound_webhook_url, dlr_url=account.dlr_webhook_url
-        )
-    except WavixError as error:
-        raise ValidationError(_wavix_refusal(error, "the sub-account", doing="create the sub-account")) from None
-    account.wavix_sub_account_id = created.wavix_id
-    return wavix_account_save(actor=actor, account=account, api_key=created.api_key, key_checked=True)
-
-
-def account_defaults_wire(account: WavixAccount, client: WavixClient) -> None:
-    """A tenant's own account sends all its inbound texts and reports to the portal by default.
-
-    A reseller's shared account is left alone: its default endpoint may serve the reseller's other systems.
-    """
-    if account.tenant_id:
-        client.set_default_endpoints(sms_url=account.inbound_webhook_url, dlr_url=account.dlr_webhook_url)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Numbers
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _set_sync(account: WavixAccount, state: str, note: str, **extra) -> None:
-    WavixAccount.objects.filter(pk=account.pk).update(sync_state=state, sync_note=note[:300], **extra)
-
-
-def numbers_sync(account: WavixAccount, *, wire: bool) -> dict[str, int]:
-    """Pull every page of the account's numbers from Wavix, then point the numbers of SMS-enabled trunks at the
-    portal (wire=True) or only report those that point elsewhere (wire=False, the periodic drift check)."""
-    client = WavixClient.for_account(account)
-    _set_sync(account, WavixAccount.SyncState.RUNNING, "Asking Wavix for the numbers…")
-    seen: set[str] = set()
-    try:
-        for page, pages, numbers in client.number_pages():
-            with transaction.atomic():
-                for number in numbers:
-                    _store_number(account, number)
-                    seen.add(number.number)
-            _set_sync(account, WavixAccount.SyncState.RUNNING, f"Page {page} of {pages} · {_numbers(len(seen))}")
-        gone = account.numbers.exclude(number__in=seen).exclude(status="not at Wavix")
-        gone.update(status="not at Wavix", sms_enabled=False)
-        if wire:
-            account_defaults_wire(account, client)
-        counts = _relay_wire(account, client, wire=wire)
-    except WavixError as error:
-        _set_sync(account, WavixAccount.SyncState.FAILED, error.message)
-        raise
-    note = f"{_numbers(len(seen))} · {counts['wired']} pointed at the portal · {counts['drift']} drifted"
-    _set_sync(account, WavixAccount.SyncState.DONE, note, synced_at=timezone.now())
-    return {"numbers": len(seen), **counts}
-
-
-def _numbers(count: int) -> str:
-    return f"{count} number" if count == 1 else f"{count} numbers"
-
-
-def _store_number(account: WavixAccount, number) -> None:
-    values = {
-        "wavix_id": number.wavix_id,
-        "sms_enabled": number.sms_enabled,
-        "status": number.status,
-        "sms_relay_url": number.sms_relay_url,
-        "label": number.label,
-        "country": number.country or "",
-        "synced_at": timezone.now(),
-    }
-    row, created = PhoneNumber.objects.get_or_create(
-        account=account, number=number.number, defaults={**values, "tenant_id": account.tenant_id}
-    )
-    if not created:
-        PhoneNumber.objects.filter(pk=row.pk).update(**values)
-
-
-def _off_target(number: PhoneNumber) -> bool:
-    """Serves an SMS-enabled trunk, but Wavix sends its texts somewhere other than the portal."""
-    expected = number.expected_relay_url
-    return expected is not None and number.sms_relay_url != expected and bool(number.wavix_id)
-
-
-def _relay_wire(account: WavixAccount, client: WavixClient, *, wire: bool) -> dict[str, int]:
-    numbers = list(account.numbers.select_related("trunk", "account"))
-    off_target = [n for n in numbers if _off_target(n)]
-    if wire:
-        _point_at_portal(account, off_target, client)
-        return {"wired": len(off_target), "drift": 0}
-    off_ids = {n.pk for n in off_target}
-    for number in numbers:
-        if (number.pk in off_ids) != number.relay_drift:
-            PhoneNumber.objects.filter(pk=number.pk).update(relay_drift=number.pk in off_ids)
-    return {"wired": 0, "drift": len(off_target)}
-
-
-def _point_at_portal(account: WavixAccount, numbers: list[PhoneNumber], client: WavixClient) -> None:
-    """Every number of an account relays to the same portal URL: one bulk update per hundred numbers."""
-    if not numbers:
-        return
-    updated = client.set_numbers_relay([n.wavix_id for n in numbers], account.inbound_webhook_url)
-    relay_of = {n.wavix_id: n.sms_relay_url for n in updated}
-    now = timezone.now()
-    for number in numbers:
-        number.sms_relay_url = relay_of.get(number.wavix_id, number.sms_relay_url)
-        number.relay_set_at, number.relay_drift = now, False
-    PhoneNumber.objects.bulk_update(numbers, ["sms_relay_url", "relay_set_at", "relay_drift"])
-    logger.info("wavix: pointed %s number(s) of %s at the portal", len(numbers), account)
-
-
-def phone_number_save(*, number: PhoneNumber) -> PhoneNumber:
-    """Save a number's assignment; a number newly serving an SMS-enabled trunk is pointed at the portal soon."""
-    previous_trunk = PhoneNumber.objects.filter(pk=number.pk).values_list("trunk_id", flat=True).first()
-    number.full_clean()
-    with transaction.atomic():
-        number.save()
-        if number.trunk_id and number.trunk_id != previous_trunk and number.trunk.sms_enabled:
-            numbers_sync_soon(number.account)
-    return number
-
-
-def relay_repair(numbers) -> int:
-    """Point drifted numbers back at the portal; returns how many were repaired."""
-    by_account: dict[int, list[PhoneNumber]] = {}
-    for number in numbers.select_related("trunk", "account"):
-        if number.expected_relay_url is not None and number.wavix_id:
-            by_account.setdefault(number.account_id, []).append(number)
-    for account_numbers in by_account.values():
-        account = account_numbers[0].account
-        _point_at_portal(account, account_numbers, WavixClient.for_account(account))
-    return sum(len(n) for n in by_account.values())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Trunks and tenants
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -> Trunk:
-    """Save a trunk, encrypting a new 3CX webhook URL if one is given; enabling SMS wires its numbers."""
-    if threecx_webhook_url is not None:
-        trunk.set_threecx_webhook_url(threecx_webhook_url)
-    trunk.full_clean()
-    with transaction.atomic():
-        trunk.save()
-        if threecx_webhook_url is not None:
-            AuditEvent.record(
-                AuditEvent.Action.WEBHOOK_URL_SET, trunk, actor=actor, changes={"hint": trunk.threecx_webhook_url_hint}
-            )
-        if trunk.sms_enabled:
-            for account in WavixAccount.objects.filter(numbers__trunk=trunk).distinct():
-                numbers_sync_soon(account)
-    return trunk
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sender IDs
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixSenderID | None = None) -> SenderID:
-    """Register a sender ID at Wavix with one registration per destination country, or save nothing at all.
-
-    Local rules first (format, the tenant's numbers, countries that refuse the type), then Wavix — unless
-    `registered` names a registration that already exists there, which is adopted as it is. A country Wavix
-    allow-lists at once starts allow-listed; one that needs paperwork starts at 'needs documents'; the others
-    at 'requested' until Wavix allow-lists them (the periodic sync notices).
-    """
-    errors = {}
-    try:
-        sender.full_clean()
-    except ValidationError as error:
-        errors.update(error.message_dict)
-    try:
-        rules = CountryRule.check_destinations(sender.type, countries)
-    except ValidationError as error:
-        errors["countries"] = error.messages
-    if errors:
-        raise ValidationError(errors)
-    if registered is None:
-        try:
-            registered = WavixClient.for_account(sender.account).create_sender_id(
-                value=sender.value,
-                type=sender.type,
-                countries=sorted(rules),
-                usecase=sender.usecase,
-                samples=sender.samples,
-            )
-        except WavixError as error:
-            raise ValidationError(_wavix_refusal(error, "the sender ID", doing="register the sender ID")) from None
-    sender.wavix_id = registered.wavix_id
-    with transaction.atomic():
-        sender.save()
-        registrations = SenderIDCountry.objects.bulk_create(
-            SenderIDCountry(
-                tenant_id=sender.tenant_id,
-                sender=sender,
-                country=code,
-                status=SenderIDCountry.Status.ALLOWLISTED
-                if code in registered.allowlisted_in
-                else SenderIDCountry.initial_status(rule, sender.type),
-            )
-            for code, rule in sorted(rules.items())
-        )
-        AuditEvent.record(
-            AuditEvent.Action.SENDER_ID_REGISTERED,
-            sender,
-            actor=actor,
-            changes={"type": sender.type, "countries": {r.country: r.status for r in registrations}},
-        )
-    return sender
-
-
-def sender_id_deletion_problem(sender: SenderID) -> str | None:
-    """Why this sender ID cannot be deleted now (checked before Wavix is asked to delete it)."""
-    trunks = list(sender.trunks.values_list("name", flat=True))
-    if trunks:
-        return f"{sender} is the Main Trunk No. of {', '.join(trunks)}; choose another sender there first."
-    return None
-
-
-def sender_id_delete(*, actor, sender: SenderID) -> None:
-    """Delete a sender ID at Wavix, then here; if Wavix cannot be asked, nothing is deleted."""
-    if problem := sender_id_deletion_problem(sender):
-        raise ValidationError(problem)
-    if sender.wavix_id:
-        try:
-            WavixClient.for_account(sender.account).delete_sender_id(sender.wavix_id)
-        except WavixError as error:
-            already_gone = isinstance(error, WavixPermanentError) and error.status == 404  # what we wanted anyway
-            if not already_gone:
-                raise ValidationError(
-                    _wavix_refusal(error, "the deletion", doing="delete the sender ID", nothing="deleted")
-                ) from None
-    with transaction.atomic():
-        AuditEvent.record(
-            AuditEvent.Action.SENDER_ID_DELETED,
-            sender,
-            actor=actor,
-            changes={"value": sender.value, "type": sender.type},
-        )
-        sender.delete()
-
-
-def registration_set_status(*, actor, registration: SenderIDCountry, status: str, note: str = "") -> SenderIDCountry:
-    """Move one country registration along its lifecycle and record who did it and why (None = the system)."""
-    with transaction.atomic():
-        registration = SenderIDCountry.objects.select_for_update().get(pk=registration.pk)
-        previous = registration.move_to(status, actor=actor, note=note)
-        registration.save()
-        AuditEvent.record(
-            AuditEvent.Action.REGISTRATION_STATUS,
-            registration,
-            actor=actor,
-            changes={"country": registration.country, "status": [previous, status], "note": note},
-        )
-    return registration
-
-
-def sender_ids_sync(account: WavixAccount) -> int:
-    """Mark every country Wavix now lists in `allowlisted_in` as allow-listed; returns how many moved."""
-    registered = {s.wavix_id: s for s in WavixClient.for_account(account).sender_ids()}
-    moved = 0
-    # Only moves the lifecycle allows: a rejected registration stays rejected until it is reviewed again.
-    movable = [s for s, nexts in SenderIDCountry.TRANSITIONS.items() if SenderIDCountry.Status.ALLOWLISTED in nexts]
-    waiting = SenderIDCountry.objects.filter(
-        sender__account=account, sender__wavix_id__in=registered, status__in=movable
-    )
-    for registration in waiting.select_related("sender"):
-        if registration.country in registered[registration.sender.wavix_id].allowlisted_in:
-            registration_set_status(
-                actor=None,
-                registration=registration,
-                status=SenderIDCountry.Status.ALLOWLISTED,
-                note="Wavix lists the sender as allow-listed in this country.",
-            )
-            moved += 1
-    return moved
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Inbound relay and delivery reports
@@ -790,3 +439,24 @@ def inbound_reconcile(account: WavixAccount) -> int:
         logger.warning("relay: recovered %s inbound text(s) of %s whose webhook never arrived", recovered, account)
         events_process_soon()
     return recovered
+
+
+__all__ = [
+    "events_process_soon",
+    "deliveries_process_soon",
+    "events_process",
+    "opt_out_apply",
+    "deliveries_process",
+    "delivery_attempt",
+    "delivery_replay",
+    "tenant_held_release",
+    "webhook_secret_rotate",
+    "inbound_reconcile",
+    "STOP_WORDS",
+    "START_WORDS",
+    "RETRY_DELAYS",
+    "RETRY_FOR",
+    "LEASE",
+    "ROUTING_LOCK",
+    "RECONCILE_OVERLAP",
+]

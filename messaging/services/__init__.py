@@ -1,0 +1,13 @@
+"""Writes that span models, leave an audit trail or need Wavix or 3CX; the admin, the API and the tasks call these.
+
+- wavix_sync: accounts, numbers, trunks and sender IDs (keys checked, numbers synced and wired, registrations)
+- relay: inbound webhooks routed and forwarded to 3CX, delivery reports, replays, reconciliation
+- sending: outbound messages validated, queued fairly, sent exactly once
+"""
+
+from messaging.services.relay import *  # noqa: F403
+from messaging.services.relay import __all__ as _relay
+from messaging.services.wavix_sync import *  # noqa: F403
+from messaging.services.wavix_sync import __all__ as _wavix_sync
+
+__all__ = [*_wavix_sync, *_relay]
