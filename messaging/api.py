@@ -1,10 +1,18 @@
 """REST endpoints for accounts, numbers, trunks, sender IDs, messages and country rules."""
 
-from rest_framework import mixins
+from datetime import timedelta
 
-from messaging import serializers
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins
+from rest_framework.response import Response
+
+from messaging import serializers, services
 from messaging.models import CountryRule, Message, PhoneNumber, SenderID, Trunk, WavixAccount
+from tenants import access
 from tenants.api import ScopedViewSet, django_errors_as_400
+from tenants.authentication import token_tenant
+from tenants.models import Tenant
 
 
 class SavingViaServices:
@@ -55,11 +63,65 @@ class SenderIDViewSet(WriteViewSet):
     serializer_class = serializers.SenderIDSerializer
 
 
-class MessageViewSet(ReadViewSet):
-    """Messages in and out, newest first."""
+class MessageViewSet(mixins.CreateModelMixin, ReadViewSet):
+    """Messages in and out, newest first. POST sends: one text to `to`, or to each of `recipients` (bulk)."""
 
     queryset = Message.objects.all()
     serializer_class = serializers.MessageSerializer
+    create_action = "send"
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return serializers.MessageSendSerializer
+        if self.action == "retrieve":
+            return serializers.MessageDetailSerializer
+        return serializers.MessageSerializer
+
+    def _tenant(self, data) -> Tenant:
+        tenant = token_tenant(self.request) or data.get("tenant") or getattr(data.get("trunk"), "tenant", None)
+        if tenant is None:
+            choices = list(access.tenants_for(self.request.user, "change")[:2])
+            if len(choices) != 1:
+                raise ValidationError({"tenant": "Name the tenant to send for."})
+            tenant = choices[0]
+        if not tenant.is_active:
+            raise ValidationError({"tenant": f"{tenant} is suspended: nothing is sent for it."})
+        return tenant
+
+    @extend_schema(
+        request=serializers.MessageSendSerializer,
+        responses={202: serializers.MessageSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", str, OpenApiParameter.HEADER, description="The same key within 24 h: same answer."
+            )
+        ],
+    )
+    def create(self, request, *args, **kwargs):
+        """Queue one message, or one per recipient; 202 with the message (or a result per recipient)."""
+        form = self.get_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        with django_errors_as_400():
+            tenant = self._tenant(data)
+            sender = services.sender_for(tenant, sender=data.get("sender"), trunk=data.get("trunk"))
+            validity = timedelta(seconds=data["validity"]) if data.get("validity") else None
+            common = {"tenant": tenant, "sender": sender, "text": data.get("text", ""), "media": data.get("media", [])}
+
+            def produce() -> tuple[int, dict]:
+                if "to" in data:
+                    message = services.message_send(to=data["to"], validity=validity, **common)
+                    return 202, serializers.MessageSerializer(message).data
+                results = services.message_send_bulk(recipients=data["recipients"], validity=validity, **common)
+                queued = sum("id" in r for r in results)
+                return 202, {"queued": queued, "refused": len(results) - queued, "results": results}
+
+            key = request.headers.get("Idempotency-Key", "").strip()[:200] or None
+            status, body, replayed = services.idempotent(tenant, key, request.data, produce)
+        response = Response(body, status=status)
+        if replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
 
 
 class CountryRuleViewSet(ReadViewSet):

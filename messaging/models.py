@@ -664,7 +664,7 @@ class Message(models.Model):
         sending  ──permanent error────────────────────────> failed
         sending  ──timeout or worker died mid-call────────> unknown
         unknown  ──found at Wavix by tag──────────────────> accepted
-        unknown  ──not at Wavix: a resend is safe─────────> queued   (or failed, if it may no longer go)
+        unknown  ──not at Wavix: a resend is safe─────────> queued   (or expired, if its validity passed)
         accepted ──> pending ──> sent ──> delivered | undelivered | expired | rejected | dlr_expired
 
       Delivery reports may skip steps, repeat or arrive out of order: a move back is ignored and a final
@@ -706,7 +706,7 @@ class Message(models.Model):
     TRANSITIONS = {
         S.QUEUED: {S.SENDING, S.EXPIRED, S.FAILED},
         S.SENDING: {S.ACCEPTED, S.QUEUED, S.UNKNOWN, S.FAILED},
-        S.UNKNOWN: {S.ACCEPTED, S.QUEUED, S.FAILED},
+        S.UNKNOWN: {S.ACCEPTED, S.QUEUED, S.EXPIRED, S.FAILED},
         S.ACCEPTED: {S.PENDING, S.SENT, S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED},
         S.PENDING: {S.SENT, S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED},
         S.SENT: {S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED},

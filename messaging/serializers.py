@@ -1,7 +1,20 @@
+import json
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from messaging.models import CountryRule, Message, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging.models import (
+    CountryRule,
+    Message,
+    PhoneNumber,
+    SenderID,
+    SenderIDCountry,
+    Trunk,
+    WavixAccount,
+    WebhookEvent,
+)
 from messaging.services import sender_id_register, trunk_save, wavix_account_save
+from messaging.wavix import explain
 from tenants.models import Reseller, Tenant
 from tenants.serializers import ScopedRelatedField
 
@@ -189,6 +202,8 @@ class SenderIDSerializer(serializers.ModelSerializer):
 
 
 class MessageSerializer(serializers.ModelSerializer):
+    error_explanation = serializers.SerializerMethodField(help_text="What the error means and what to do.")
+
     class Meta:
         model = Message
         fields = [
@@ -208,11 +223,70 @@ class MessageSerializer(serializers.ModelSerializer):
             "error_code",
             "error_message",
             "charge",
+            "error_explanation",
+            "priority",
+            "attempts",
             "created_at",
             "sent_at",
             "completed_at",
+            "expires_at",
         ]
         read_only_fields = fields
+
+    def get_error_explanation(self, message) -> str:
+        return explain(message.error_message)
+
+
+class DeliveryReportSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    received_at = serializers.DateTimeField()
+    error = serializers.CharField(allow_null=True)
+
+
+class MessageDetailSerializer(MessageSerializer):
+    reports = serializers.SerializerMethodField(help_text="Delivery reports from Wavix, oldest first.")
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "reports"]
+        read_only_fields = fields
+
+    @extend_schema_field(DeliveryReportSerializer(many=True))
+    def get_reports(self, message) -> list[dict]:
+        if not message.wavix_message_id:
+            return []
+        events = WebhookEvent.objects.filter(
+            account_id=message.account_id,
+            kind=WebhookEvent.Kind.DLR,
+            dedup_key__startswith=f"{message.wavix_message_id}:",
+        ).order_by("received_at", "id")
+        reports = []
+        for event in events:
+            try:
+                body = json.loads(bytes(event.body))
+            except ValueError:
+                continue
+            reports.append({"status": body.get("status"), "received_at": event.received_at, "error": body.get("error")})
+        return reports
+
+
+class MessageSendSerializer(serializers.Serializer):
+    """One text to `to`, or the same text to each of `recipients` (bulk, up to 1,000)."""
+
+    tenant = ScopedRelatedField(queryset=Tenant.objects.all(), required=False, help_text="Needed if you see several.")
+    sender = serializers.CharField(required=False, help_text="A sender ID of the tenant: its id or its value.")
+    trunk = ScopedRelatedField(queryset=Trunk.objects.all(), required=False, help_text="Send from its Main Trunk No.")
+    to = serializers.CharField(required=False, max_length=40)
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=1000, allow_empty=False
+    )
+    text = serializers.CharField(required=False, allow_blank=True, max_length=5000, trim_whitespace=False)
+    media = serializers.ListField(child=serializers.CharField(max_length=500), required=False, max_length=10)
+    validity = serializers.IntegerField(required=False, min_value=60, max_value=7 * 86400, help_text="Seconds.")
+
+    def validate(self, attrs):
+        if ("to" in attrs) == ("recipients" in attrs):
+            raise serializers.ValidationError({"to": "Give either `to` (one message) or `recipients` (bulk)."})
+        return attrs
 
 
 class CountryRuleSerializer(serializers.ModelSerializer):

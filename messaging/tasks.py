@@ -125,3 +125,21 @@ def wavix_reconcile_all() -> None:
     """Periodic: reconcile every account's inbound texts."""
     for account_id in WavixAccount.objects.values_list("pk", flat=True):
         wavix_inbound_reconcile.delay(account_id)
+
+
+@shared_task(soft_time_limit=90, time_limit=120)
+def outbound_drain(account_id: int) -> int:
+    """Send a Wavix account's due messages, fairly across tenants, at the account's rate."""
+    return services.outbound_drain(account_id)
+
+
+@shared_task(**WAVIX_RETRY)
+def outbound_reconcile(message_id: int) -> None:
+    """Ask Wavix whether a send with a lost outcome arrived, and settle the message accordingly."""
+    services.outbound_reconcile(message_id)
+
+
+@shared_task
+def outbound_sweep() -> None:
+    """Periodic: settle sends whose worker died, and drain accounts whose messages are due."""
+    services.outbound_sweep()

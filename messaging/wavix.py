@@ -66,6 +66,16 @@ class WavixSenderID:
 
 
 @dataclass(frozen=True)
+class WavixSent:
+    """Wavix's answer to a send (or what a lookup by tag found)."""
+
+    wavix_id: str
+    status: str
+    segments: int | None
+    charge: str | None
+
+
+@dataclass(frozen=True)
 class WavixSubAccount:
     wavix_id: str
     api_key: str
@@ -200,6 +210,37 @@ class WavixClient:
 
     # -- messages ----------------------------------------------------------------------------------------------
 
+    def send_message(
+        self, *, sender: str, to: str, text: str, media: list[str], callback_url: str, tag: str, validity: int
+    ) -> WavixSent:
+        """POST /v3/messages: the report for it comes to callback_url, carrying `tag` (our message id)."""
+        sent = self._call(
+            "sending a message",
+            self._sdk.sms_and_mms.messages.send,
+            from_=to_wavix_number(sender) if sender.startswith("+") else sender,
+            to=to_wavix_number(to),
+            message_body={"text": text, "media": media or None},
+            callback_url=callback_url,
+            tag=tag,
+            validity=validity,
+        )
+        return WavixSent(
+            wavix_id=sent.message_id, status=sent.status or "accepted", segments=sent.segments, charge=sent.charge
+        )
+
+    def find_sent(self, tag: str) -> WavixSent | None:
+        """The outbound message Wavix holds with this tag, if any: the answer for a send whose outcome was lost."""
+        found = self._call(
+            "looking up a message by tag", self._sdk.sms_and_mms.messages.list, type="outbound", tag=tag, per_page=10
+        )
+        matches = [m for m in found.items if m.tag == tag]
+        if not matches:
+            return None
+        first = matches[-1]  # the oldest, should there ever be two
+        return WavixSent(
+            wavix_id=first.message_id, status=str(first.status), segments=first.segments, charge=first.charge
+        )
+
     def inbound_messages(self, since) -> Iterator[dict]:
         """Inbound messages Wavix received after `since`, as InboundMessage bodies (digits, as Wavix sends them)."""
         page = 1
@@ -255,3 +296,52 @@ class WavixClient:
         return WavixSenderID(
             wavix_id=str(raw.id), value=value, type=str(raw.type), allowlisted_in=frozenset(raw.allowlisted_in or [])
         )
+
+
+# Wavix's errors (numbers from its docs; its messages vary) and what a reseller can do about each.
+_EXPLANATIONS = (
+    (
+        ("not provisioned", "allowlist", "allow-list", " 5 "),
+        "The sender ID is not allow-listed for this country at "
+        "Wavix. Add the country to the sender ID and wait for it to be allow-listed, or send from another sender.",
+    ),
+    (
+        ("flood", " 7 ", "blocked"),
+        "Wavix's anti-flooding rule: too many identical messages, or too many from one "
+        "sender, to this number within an hour. Wait an hour before texting it again.",
+    ),
+    (("unsubscribed", "opt", " 9 "), "The recipient unsubscribed (texted STOP); they must text START first."),
+    (("mms", " 12 "), "MMS can only be sent to the US and Canada."),
+    (("1 mb", "too large", " 13 "), "A media file is over 1 MB."),
+    (("media type", "file type", " 14 "), "A media file is of a type Wavix cannot send."),
+    (("attachments", " 21 "), "More than 5 media files."),
+    (
+        ("sender id not found", "sender_id", " 22 "),
+        "Wavix does not know this sender ID on the account: "
+        "register it (Sender IDs) or check the account it belongs to.",
+    ),
+    (("far-end", "carrier", " 23 "), "The recipient's carrier refused the message."),
+    (
+        ("too many requests", "per second", " 26 "),
+        "Sent faster than the account's limit; the portal slows down and retries by itself.",
+    ),
+    (("too long", " 41 "), "The text is longer than Wavix accepts (1,630 GSM-7 or 670 UCS-2 characters)."),
+    (
+        ("handset", "unreachable", "undelivered"),
+        "The phone could not be reached (off, out of coverage, or not a mobile). Try again later.",
+    ),
+    (("unauthorized",), "Wavix refused the account's API key: paste a valid key on the Wavix account."),
+    (("not provisioned for your account", "service"), "SMS is not enabled on this Wavix account; ask Wavix."),
+    (("validity", "too late"), "It was not sent in time (its validity passed), so it was not sent at all."),
+)
+
+
+def explain(error: str) -> str:
+    """A plain-language explanation of a Wavix error message, with what to do; "" when there is no error."""
+    if not error:
+        return ""
+    text = f" {error.lower()} "
+    for needles, explanation in _EXPLANATIONS:
+        if any(needle in text for needle in needles):
+            return explanation
+    return "Wavix gave this reason; if it is unclear, send it to Wavix support with the message id."

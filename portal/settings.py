@@ -281,6 +281,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Retries that fell due, and events stored while the broker was down: at most this late.
     "relay-sweep": {"task": "messaging.tasks.relay_sweep", "schedule": 10.0, "options": {"expires": 9}},
+    "outbound-sweep": {"task": "messaging.tasks.outbound_sweep", "schedule": 10.0, "options": {"expires": 9}},
     "wavix-reconcile-all": {
         "task": "messaging.tasks.wavix_reconcile_all",
         "schedule": crontab(minute="*/10"),
@@ -328,6 +329,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.AccessPermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.authentication.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_token": env_str("API_TOKEN_RATE", "600/min")},
     # Keyset pagination: no COUNT(*) over a million messages, stable under inserts.
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 50,
@@ -347,7 +350,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"CountryPolicyEnum": "messaging.models.CountryRule.Policy"},
+    "ENUM_NAME_OVERRIDES": {
+        "CountryPolicyEnum": "messaging.models.CountryRule.Policy",
+        "MessageStatusEnum": "messaging.models.Message.Status",
+        "RegistrationStatusEnum": "messaging.models.SenderIDCountry.Status",
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
+    },
 }
 
 # --------------------------------------------------------------------------------------------------------------

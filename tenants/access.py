@@ -20,7 +20,7 @@ from django.db.models import Model, Q, QuerySet
 
 from tenants.models import Membership, Reseller, Tenant
 
-Action = Literal["view", "add", "change", "delete", "replay"]
+Action = Literal["view", "add", "change", "delete", "replay", "send"]
 WRITE_ACTIONS = frozenset({"add", "change", "delete"})
 
 REVIEW_PERMISSION = "messaging.review_senderid"
@@ -37,7 +37,8 @@ class Rule:
     tenant_path: str | None = None  # lookup to its tenant; None = tenant viewers never see these rows
     user_path: str | None = None  # lookup to a user: rows that belong to the requesting person
     readers: Level = "managers"  # which reseller staff read the rows reached through reseller_paths
-    writers: Level | Literal["owner", "nobody"] = "managers"  # owner = the person user_path names
+    # owner = the person user_path names; owner_or_admins adds the admins of the row's reseller
+    writers: Level | Literal["owner", "owner_or_admins", "nobody"] = "managers"
     actions: frozenset[str] = WRITE_ACTIONS  # which writes the writers get
 
 
@@ -48,8 +49,15 @@ RULES: dict[str, Rule] = {
     "tenants.membership": Rule(
         ("reseller", "tenant__reseller"), readers="admins", writers="admins", actions=frozenset({"add", "change"})
     ),
-    # A token acts as its person: each person creates and revokes their own.
-    "tenants.apitoken": Rule(user_path="user", writers="owner", actions=frozenset({"add", "change"})),
+    # A token acts as its person: each person creates and revokes their own. A tenant token (for a tenant's
+    # integration) is also visible to, and revocable by, the admins of that tenant's reseller.
+    "tenants.apitoken": Rule(
+        ("tenant__reseller",),
+        user_path="user",
+        readers="admins",
+        writers="owner_or_admins",
+        actions=frozenset({"add", "change"}),
+    ),
     "messaging.wavixaccount": Rule(("reseller",), "tenant"),
     # Numbers come from Wavix (sync); resellers assign them to tenants and trunks, nothing more.
     "messaging.phonenumber": Rule(("account__reseller",), "tenant", actions=frozenset({"change"})),
@@ -57,7 +65,8 @@ RULES: dict[str, Rule] = {
     "messaging.senderid": Rule(("tenant__reseller",), "tenant"),
     # Registration status moves only through review (platform staff) and Wavix sync, never by a reseller.
     "messaging.senderidcountry": Rule(("tenant__reseller",), "tenant", writers="nobody"),
-    "messaging.message": Rule(("tenant__reseller",), "tenant", writers="nobody"),
+    # Messages are records; reseller staff send new ones (the only "write"), viewers read.
+    "messaging.message": Rule(("tenant__reseller",), "tenant", actions=frozenset({"send"})),
     # Deliveries are records; reseller staff may replay a failed one (the only "write").
     "messaging.delivery": Rule(("tenant__reseller",), "tenant", actions=frozenset({"replay"})),
     "messaging.optout": Rule(("tenant__reseller",), "tenant", writers="nobody"),
@@ -164,6 +173,8 @@ def _write_scope(user, rule: Rule) -> Q | None:
         return None
     if rule.writers == "owner":
         return _scope(rule, resellers=frozenset(), user=user) if grants(user).any else None
+    if rule.writers == "owner_or_admins":
+        return _scope(rule, resellers=grants(user).admin_resellers, user=user) if grants(user).any else None
     return _scope(rule, resellers=grants(user).resellers(rule.writers))
 
 
@@ -223,6 +234,20 @@ def can(user, action: Action, model_or_obj) -> bool:
     if obj is None or action == "add":
         return True
     return changeable(user, model).filter(pk=obj.pk).exists()
+
+
+def only_tenant(model_or_qs, tenant) -> QuerySet:
+    """Narrow rows to one tenant (a tenant API token's whole world); rows of no tenant are not in it."""
+    qs = _as_queryset(model_or_qs)
+    label = _label(qs.model)
+    if label == "tenants.tenant":
+        return qs.filter(pk=tenant.pk)
+    rule = RULES.get(label)
+    if label in PUBLIC_READ:
+        return qs
+    if rule is None or not rule.tenant_path:
+        return qs.none()
+    return qs.filter(**{rule.tenant_path: tenant})
 
 
 def resellers_for(user, action: Action = "view") -> QuerySet[Reseller]:

@@ -7,6 +7,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.pagination import CursorPagination
 
 from tenants import access
+from tenants.authentication import token_tenant
 from tenants.serializers import TenantSerializer
 
 
@@ -24,7 +25,9 @@ class ScopedViewSet(viewsets.GenericViewSet):
     pagination_class = NewestFirstPagination
 
     def get_queryset(self):
-        return access.visible(self.request.user, super().get_queryset())
+        rows = access.visible(self.request.user, super().get_queryset())
+        tenant = token_tenant(self.request)
+        return access.only_tenant(rows, tenant) if tenant else rows
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.throttling import SimpleRateThrottle
 
 from tenants import access
 from tenants.models import ApiToken
@@ -25,7 +26,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         if len(parts) != 2:
             raise AuthenticationFailed("Send the header as `Authorization: Token <token>`.")
         token = ApiToken.authenticate(parts[1].decode("latin-1"))
-        if token is None or not token.user.is_active:
+        if token is None or not token.user.is_active or (token.tenant_id and token.tenant.status != "active"):
             raise AuthenticationFailed("Unknown or revoked token.")
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
@@ -56,7 +57,10 @@ class AccessPermission(BasePermission):
             return access.can(user, "view", queryset.model)
         if view.lookup_url_kwarg in view.kwargs or view.lookup_field in view.kwargs:
             return True  # decided per object, after the 404 check
-        return access.can(user, _ACTION_OF_METHOD.get(request.method, "change"), queryset.model)
+        action = _ACTION_OF_METHOD.get(request.method, "change")
+        if action == "add":
+            action = getattr(view, "create_action", "add")  # e.g. messages are sent, not added
+        return access.can(user, action, queryset.model)
 
     def has_object_permission(self, request, view, obj) -> bool:
         if request.method in SAFE_METHODS:
@@ -77,3 +81,20 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Token pmp_…` — create one under API tokens in the portal.",
         }
+
+
+def token_tenant(request):
+    """The tenant a tenant API token is limited to, or None (a personal token, or a browser session)."""
+    token = getattr(request, "auth", None)
+    return token.tenant if isinstance(token, ApiToken) and token.tenant_id else None
+
+
+class TokenRateThrottle(SimpleRateThrottle):
+    """Requests per token (or per user, for a browser session): API_TOKEN_RATE."""
+
+    scope = "api_token"
+
+    def get_cache_key(self, request, view):
+        token = getattr(request, "auth", None)
+        ident = f"token-{token.pk}" if isinstance(token, ApiToken) else f"user-{request.user.pk}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}

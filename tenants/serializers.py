@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from tenants import access
+from tenants.authentication import token_tenant
 from tenants.models import Reseller, Tenant
 from tenants.services import tenant_save
 
@@ -12,11 +13,13 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
     """
 
     def get_queryset(self):
-        user = self.context["request"].user
+        request = self.context["request"]
         model = self.queryset.model
         if model is Reseller:
-            return access.resellers_for(user, "add")
-        return access.changeable(user, model)
+            return access.resellers_for(request.user, "add")
+        rows = access.changeable(request.user, model)
+        tenant = token_tenant(request)
+        return access.only_tenant(rows, tenant) if tenant else rows
 
 
 class TenantSerializer(serializers.ModelSerializer):

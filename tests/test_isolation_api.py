@@ -77,7 +77,8 @@ def test_tenant_viewer_cannot_create_or_change(worlds, viewer, prefix, viewset):
     obj = mine[label_of(viewset)]
     before = type(obj).objects.filter(pk=obj.pk).values().get()
     assert client.post(f"/api/v1/{prefix}/", {"name": "new"}, format="json").status_code == 403
-    assert client.patch(f"/api/v1/{prefix}/{obj.pk}/", {"name": "changed"}, format="json").status_code == 403
+    patched = client.patch(f"/api/v1/{prefix}/{obj.pk}/", {"name": "changed"}, format="json").status_code
+    assert patched == (403 if hasattr(viewset, "update") else 405)  # messages are sent, never edited
     assert type(obj).objects.filter(pk=obj.pk).values().get() == before
 
 

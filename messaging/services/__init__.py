@@ -7,7 +7,9 @@
 
 from messaging.services.relay import *  # noqa: F403
 from messaging.services.relay import __all__ as _relay
+from messaging.services.sending import *  # noqa: F403
+from messaging.services.sending import __all__ as _sending
 from messaging.services.wavix_sync import *  # noqa: F403
 from messaging.services.wavix_sync import __all__ as _wavix_sync
 
-__all__ = [*_wavix_sync, *_relay]
+__all__ = [*_wavix_sync, *_relay, *_sending]

@@ -1,0 +1,479 @@
+"""Outbound messages: validated before anything is queued, sent fairly per Wavix account, and never twice.
+
+- Validation names the field and the reason (destination, sender registration, encoding and length, MMS
+  rules, opt-outs, Wavix's 20-per-day limit); nothing is stored when a message is refused.
+- The database is the queue. One drain per Wavix account sends at a time: single messages first (the
+  priority lane), then round-robin across tenants, so one tenant's bulk batch cannot starve another's. Each
+  send first takes a token from the account's bucket (messaging/ratelimit.py).
+- Exactly once: a message is claimed with a conditional update (queued → sending). If the outcome of a send is
+  unknown — the answer timed out, or a worker died mid-call (the sweeper finds it "sending" too long) — the
+  message goes to "unknown" and only a lookup at Wavix by tag (our message id) decides what happens next.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from functools import partial
+from urllib.parse import urlsplit
+
+from celery import current_app
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from messaging import ratelimit
+from messaging.models import (
+    CountryRule,
+    IdempotentRequest,
+    Message,
+    OptOut,
+    SenderID,
+    SenderIDCountry,
+    WavixAccount,
+    country_of,
+    to_e164,
+)
+from messaging.wavix import WavixClient, WavixPermanentError, WavixTransientError
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")  # each takes two septets (an escape, then the character)
+LIMITS = {Message.Encoding.GSM7: 1630, Message.Encoding.UCS2: 670}
+MMS_COUNTRIES = frozenset({"US", "CA"})
+MMS_TYPES = frozenset("jpg jpeg png bmp gif wav mp3 amr aac midi mid 3gpp vcf".split())
+MAX_MEDIA = 5
+DAILY_LIMIT = 20  # Wavix: messages to one destination per 24 h
+BULK_LIMIT = 1000
+DEFAULT_VALIDITY = timedelta(hours=24)
+MAX_SEND_ATTEMPTS = 8
+UNKNOWN_AFTER = timedelta(minutes=2)  # "sending" this long: its worker died mid-call
+DRAIN_BUDGET_SECONDS = 40  # under the task's soft time limit; the drain queues itself again if work remains
+
+
+def text_size(text: str) -> tuple[str, int, int]:
+    """(encoding, length in units Wavix counts, segments): GSM-7 with its extension table, else UCS-2."""
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
+        units = sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
+        single, part, encoding = 160, 153, Message.Encoding.GSM7
+    else:
+        units = len(text.encode("utf-16-le")) // 2  # characters outside the BMP (emoji) take two
+        single, part, encoding = 70, 67, Message.Encoding.UCS2
+    return encoding, units, 1 if units <= single else math.ceil(units / part)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message that passed every check, ready to queue."""
+
+    tenant: Tenant
+    sender: SenderID
+    to: str
+    text: str
+    media: tuple[str, ...]
+    encoding: str
+    segments: int
+
+
+def sender_for(tenant: Tenant, *, sender=None, trunk=None) -> SenderID:
+    """The sender ID a request names (its id or value), or a trunk's Main Trunk No. — the tenant's own only."""
+    if trunk is not None:
+        if trunk.tenant_id != tenant.pk or trunk.main_sender_id is None:
+            raise ValidationError({"trunk": "This trunk has no Main Trunk No. (sender ID) yet."})
+        return trunk.main_sender
+    if sender in (None, ""):
+        raise ValidationError({"sender": "Name the sender ID (or a trunk) to send from."})
+    found = SenderID.objects.filter(tenant=tenant).filter(
+        Q(pk=int(sender)) if str(sender).isdigit() and len(str(sender)) < 10 else Q(value=str(sender).strip())
+    )
+    found = found.select_related("account").first()
+    if found is None:
+        raise ValidationError({"sender": f"{sender} is not one of {tenant}'s sender IDs."})
+    return found
+
+
+def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, media=()) -> Draft:
+    """Check one message against every rule; raise a ValidationError naming the field, or return the draft."""
+    try:
+        destination = to_e164(to, tenant.default_country or None)
+    except ValidationError as error:
+        raise ValidationError({"to": error.messages}) from None
+    country = country_of(destination)
+    rule = CountryRule.objects.filter(country=country).first()
+    place = f"{rule.name} ({country})" if rule else country
+    if rule and rule.policy_for(sender.type) == CountryRule.Policy.UNSUPPORTED:
+        raise ValidationError(
+            {"sender": f"{sender.get_type_display().split(' (')[0]} sender IDs are not supported in {place}."}
+        )
+    registration = SenderIDCountry.objects.filter(sender=sender, country=country).first()
+    if registration is None:
+        raise ValidationError({"sender": f"{sender} is not registered for {place}; add the country to it first."})
+    if not registration.can_send:
+        note = f" Latest note: {registration.note}" if registration.note else ""
+        raise ValidationError(
+            {
+                "sender": f"{sender} is not allow-listed for {place}: its registration is "
+                f"{registration.get_status_display().lower()}.{note}"
+            }
+        )
+    text, media = text or "", tuple(media or ())
+    if not text.strip() and not media:
+        raise ValidationError({"text": "Write the message (or attach media)."})
+    encoding, units, segments = text_size(text)
+    if units > LIMITS[encoding]:
+        raise ValidationError(
+            {
+                "text": f"The text is {units} {Message.Encoding(encoding).label} characters; Wavix takes at most "
+                f"{LIMITS[encoding]}."
+            }
+        )
+    if media:
+        _check_media(sender, country, place, media)
+    opted_out = OptOut.objects.filter(tenant=tenant, number=destination).first()
+    if opted_out:
+        raise ValidationError(
+            {
+                "to": f"{destination} opted out ({opted_out.keyword}, {opted_out.created_at:%Y-%m-%d}); "
+                "they must text START before they can be messaged again."
+            }
+        )
+    recent = Message.objects.filter(
+        account_id=sender.account_id,
+        direction=Message.Direction.OUTBOUND,
+        to_number=destination,
+        created_at__gte=timezone.now() - timedelta(hours=24),
+    ).exclude(status__in=[Message.Status.FAILED, Message.Status.REJECTED, Message.Status.EXPIRED])
+    if recent.count() >= DAILY_LIMIT:
+        raise ValidationError(
+            {"to": f"{destination} already has {DAILY_LIMIT} messages in the last 24 hours (Wavix's limit)."}
+        )
+    return Draft(tenant, sender, destination, text, media, encoding, 1 if media else segments)
+
+
+def _check_media(sender: SenderID, country: str, place: str, media) -> None:
+    if sender.type != SenderID.Type.NUMERIC:
+        raise ValidationError({"media": "MMS goes only from a numeric sender ID (a phone number)."})
+    if country not in MMS_COUNTRIES:
+        raise ValidationError({"media": f"MMS is possible only to the US and Canada, not to {place}."})
+    if len(media) > MAX_MEDIA:
+        raise ValidationError({"media": f"{len(media)} attachments; at most {MAX_MEDIA}."})
+    for url in media:
+        parts = urlsplit(str(url))
+        extension = parts.path.rsplit(".", 1)[-1].lower() if "." in parts.path else ""
+        if parts.scheme != "https" or not parts.netloc:
+            raise ValidationError({"media": f"{url} is not an https:// URL."})
+        if extension not in MMS_TYPES:
+            raise ValidationError(
+                {"media": f"{url}: .{extension or '?'} files cannot be sent; use {', '.join(sorted(MMS_TYPES))}."}
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Queueing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _queue(draft: Draft, *, priority: bool, validity: timedelta, trunk) -> Message:
+    now = timezone.now()
+    return Message.objects.create(
+        tenant=draft.tenant,
+        account_id=draft.sender.account_id,
+        trunk=trunk,
+        sender=draft.sender,
+        direction=Message.Direction.OUTBOUND,
+        from_number=draft.sender.value,
+        to_number=draft.to,
+        text=draft.text,
+        media=list(draft.media),
+        encoding=draft.encoding,
+        segments=draft.segments,
+        status=Message.Status.QUEUED,
+        priority=priority,
+        next_attempt_at=now,
+        expires_at=now + validity,
+    )
+
+
+def message_send(*, tenant: Tenant, sender: SenderID, to: str, text: str, media=(), validity=None) -> Message:
+    """Validate and queue one message (the priority lane); raises ValidationError with the field and reason."""
+    draft = message_validate(tenant=tenant, sender=sender, to=to, text=text, media=media)
+    with transaction.atomic():
+        message = _queue(draft, priority=True, validity=validity or DEFAULT_VALIDITY, trunk=sender.trunks.first())
+        transaction.on_commit(partial(drain_soon, sender.account_id))
+    return message
+
+
+def message_send_bulk(
+    *, tenant: Tenant, sender: SenderID, recipients, text: str, media=(), validity=None
+) -> list[dict]:
+    """One text to up to 1,000 recipients: a message each, and a result per recipient (queued, or why not)."""
+    recipients = list(recipients)
+    if not recipients or len(recipients) > BULK_LIMIT:
+        raise ValidationError({"recipients": f"Give between 1 and {BULK_LIMIT} recipients."})
+    results, trunk = [], sender.trunks.first()
+    with transaction.atomic():
+        for recipient in recipients:
+            try:
+                draft = message_validate(tenant=tenant, sender=sender, to=str(recipient), text=text, media=media)
+            except ValidationError as error:
+                results.append({"to": str(recipient), "errors": error.message_dict})
+                continue
+            message = _queue(draft, priority=False, validity=validity or DEFAULT_VALIDITY, trunk=trunk)
+            results.append({"to": message.to_number, "id": message.pk, "status": message.status})
+        transaction.on_commit(partial(drain_soon, sender.account_id))
+    return results
+
+
+def idempotent(tenant: Tenant, key: str | None, request_body, produce) -> tuple[int, dict, bool]:
+    """Answer a request once per Idempotency-Key (24 h): (status, response, replayed). `produce` makes a new one."""
+    if not key:
+        status, response = produce()
+        return status, response, False
+    digest = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
+    IdempotentRequest.objects.filter(
+        tenant=tenant, key=key, created_at__lt=timezone.now() - IdempotentRequest.TTL
+    ).delete()
+    previous = IdempotentRequest.objects.filter(tenant=tenant, key=key).first()
+    if previous:
+        if previous.request_hash != digest:
+            raise ValidationError(
+                {"Idempotency-Key": "This key was used for a different request in the last 24 hours."}
+            )
+        return previous.response_status, previous.response, True
+    with transaction.atomic():
+        status, response = produce()
+        try:
+            with transaction.atomic():
+                IdempotentRequest.objects.create(
+                    tenant=tenant, key=key, request_hash=digest, response_status=status, response=response
+                )
+        except IntegrityError:  # the same key, at the same moment, from another request: it won; undo ours
+            raise ValidationError({"Idempotency-Key": "A request with this key is being handled; retry it."}) from None
+    return status, response, False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sending
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def drain_soon(account_id: int) -> None:
+    """Ask a worker to drain the account's queue, unless one is already asked for (the sweeper covers outages)."""
+    try:
+        if cache.add(f"outbound:drain-queued:{account_id}", 1, timeout=30):
+            current_app.send_task("messaging.tasks.outbound_drain", args=(account_id,), queue="outbound", retry=False)
+    except Exception:  # noqa: BLE001 - the broker or cache is down: the message is queued in the database
+        logger.warning("outbound: could not queue a drain for account %s; the sweeper will", account_id)
+
+
+def _due(account_id: int):
+    now = timezone.now()
+    return Message.objects.filter(account_id=account_id, status=Message.Status.QUEUED).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def _next_message(account_id: int, last_served: dict[int, float]) -> int | None:
+    """The next message to send: the oldest single message, else the next tenant in turn (least recently served)."""
+    due = _due(account_id)
+    single = due.filter(priority=True).order_by("id").values_list("pk", flat=True).first()
+    if single:
+        return single
+    tenants = set(due.values_list("tenant_id", flat=True).distinct())
+    if not tenants:
+        return None
+    tenant = min(tenants, key=lambda t: (last_served.get(t, 0.0), t))
+    return due.filter(tenant_id=tenant).order_by("id").values_list("pk", flat=True).first()
+
+
+def outbound_drain(account_id: int) -> int:
+    """Send the account's due messages at its rate, fairly, for up to DRAIN_BUDGET_SECONDS; returns how many."""
+    try:
+        cache.delete(f"outbound:drain-queued:{account_id}")
+        if not cache.add(f"outbound:draining:{account_id}", 1, timeout=DRAIN_BUDGET_SECONDS + 60):
+            return 0  # another drain is sending for this account; it will see our messages
+    except Exception:  # noqa: BLE001 - without the cache, claims still keep every message single
+        logger.warning("outbound: cache unreachable, draining account %s without its lock", account_id)
+    account = WavixAccount.objects.filter(pk=account_id).first()
+    sent, last_served, deadline = 0, {}, time.monotonic() + DRAIN_BUDGET_SECONDS
+    try:
+        client = WavixClient.for_account(account) if account else None
+        while account and time.monotonic() < deadline:
+            pk = _next_message(account_id, last_served)
+            if pk is None:
+                break
+            wait = ratelimit.take(account_id, account.send_rate_per_second)
+            if wait > 0:
+                time.sleep(min(wait, 1.0))
+                continue
+            message = _claim(pk)
+            if message is None:
+                continue
+            last_served[message.tenant_id] = time.monotonic()
+            _send(message, client)
+            sent += 1
+    finally:
+        try:
+            cache.delete(f"outbound:draining:{account_id}")
+        except Exception:  # noqa: BLE001
+            pass
+    if account and _due(account_id).exists():
+        drain_soon(account_id)  # the budget ran out with work left, or a retry is due
+    return sent
+
+
+EXPIRED_NOTE = "Not sent within its validity: it would have arrived too late."
+
+
+def _claim(pk: int) -> Message | None:
+    """Take the message for sending, or None if another worker did (the one place that makes sends single)."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = Message.objects.select_for_update().filter(pk=pk, status=Message.Status.QUEUED, expires_at__lte=now)
+        for message in expired:
+            _finish(message, Message.Status.EXPIRED, error=EXPIRED_NOTE)
+            return None
+    claimed = Message.objects.filter(pk=pk, status=Message.Status.QUEUED).update(
+        status=Message.Status.SENDING, send_started_at=now, attempts=F("attempts") + 1
+    )
+    return Message.objects.select_related("account", "sender").get(pk=pk) if claimed else None
+
+
+def _finish(message: Message, status: str, **fields) -> None:
+    message.transition(status)
+    for name, value in fields.items():
+        setattr(message, name if name != "error" else "error_message", value)
+    message.save()
+
+
+def _send(message: Message, client: WavixClient) -> None:
+    remaining = int((message.expires_at - timezone.now()).total_seconds()) if message.expires_at else 86400
+    try:
+        sent = client.send_message(
+            sender=message.from_number,
+            to=message.to_number,
+            text=message.text,
+            media=message.media,
+            callback_url=message.account.dlr_webhook_url,
+            tag=str(message.pk),
+            validity=max(remaining, 60),
+        )
+    except WavixTransientError as error:
+        _after_transient(message, error)
+        return
+    except WavixPermanentError as error:
+        _finish(message, Message.Status.FAILED, error=error.message[:500], error_code=str(error.status or ""))
+        return
+    _accepted(message, sent)
+
+
+def _accepted(message: Message, sent) -> None:
+    message.wavix_message_id = sent.wavix_id
+    if sent.segments:
+        message.segments = sent.segments
+    if sent.charge not in (None, ""):
+        message.charge = Decimal(str(sent.charge))
+    message.sent_at = message.sent_at or timezone.now()
+    _finish(message, Message.Status.ACCEPTED)
+
+
+def _after_transient(message: Message, error: WavixTransientError) -> None:
+    if error.may_have_arrived:
+        _finish(message, Message.Status.UNKNOWN, error=error.message[:500])
+        reconcile_soon(message.pk)
+        return
+    if error.status == 429:
+        ratelimit.slow_down(message.account_id)  # Wavix says slower: slow down, do not fail the message
+        delay, attempts = timedelta(seconds=1), message.attempts - 1  # a 429 is not a failed attempt
+    else:
+        delay = timedelta(seconds=min(600, 5 * 2**message.attempts) * random.uniform(0.8, 1.2))
+        attempts = message.attempts
+        if attempts >= MAX_SEND_ATTEMPTS:
+            _finish(
+                message,
+                Message.Status.FAILED,
+                error=f"Wavix could not take it after {attempts} attempts: {error.message}",
+            )
+            return
+    message.attempts, message.next_attempt_at, message.error_message = (
+        attempts,
+        timezone.now() + delay,
+        error.message[:500],
+    )
+    _finish(message, Message.Status.QUEUED)
+
+
+def reconcile_soon(message_id: int, countdown: int = 10) -> None:
+    current_app.send_task(
+        "messaging.tasks.outbound_reconcile", args=(message_id,), queue="outbound", countdown=countdown
+    )
+
+
+def outbound_reconcile(message_id: int) -> str | None:
+    """Settle a message whose send may or may not have reached Wavix, by asking Wavix for its tag."""
+    message = Message.objects.select_related("account").filter(pk=message_id, status=Message.Status.UNKNOWN).first()
+    if message is None:
+        return None
+    found = WavixClient.for_account(message.account).find_sent(str(message.pk))  # transient errors: the task retries
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message_id)
+        if message.status != Message.Status.UNKNOWN:
+            return message.status
+        if found:
+            _accepted(message, found)
+        elif message.expires_at and message.expires_at <= timezone.now():
+            _finish(message, Message.Status.EXPIRED, error=EXPIRED_NOTE)
+        else:
+            message.next_attempt_at = timezone.now()
+            _finish(message, Message.Status.QUEUED)  # Wavix never got it: sending it now cannot make two
+    if message.status == Message.Status.QUEUED:
+        transaction.on_commit(partial(drain_soon, message.account_id))
+    return message.status
+
+
+def outbound_sweep() -> None:
+    """Periodic: settle sends whose worker died, retry what fell due, and drain accounts with waiting messages."""
+    stale = timezone.now() - UNKNOWN_AFTER
+    for pk in Message.objects.filter(status=Message.Status.SENDING, send_started_at__lt=stale).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            message = Message.objects.select_for_update().get(pk=pk)
+            if message.status == Message.Status.SENDING:
+                _finish(message, Message.Status.UNKNOWN, error="The worker sending it stopped; checking with Wavix.")
+        reconcile_soon(pk, countdown=0)
+    for pk in Message.objects.filter(status=Message.Status.UNKNOWN, updated_at__lt=stale).values_list("pk", flat=True):
+        reconcile_soon(pk, countdown=0)  # a reconciliation that was lost with the broker
+    now = timezone.now()
+    due = Message.objects.filter(status=Message.Status.QUEUED).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    for account_id in due.values_list("account_id", flat=True).distinct():
+        drain_soon(account_id)
+
+
+__all__ = [
+    "BULK_LIMIT",
+    "Draft",
+    "idempotent",
+    "message_send",
+    "message_send_bulk",
+    "message_validate",
+    "outbound_drain",
+    "outbound_reconcile",
+    "outbound_sweep",
+    "sender_for",
+    "text_size",
+]
