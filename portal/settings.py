@@ -185,6 +185,8 @@ WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
 WAVIX_RETRY_BACKOFF_SECONDS = env_int("WAVIX_RETRY_BACKOFF_SECONDS", 15)
 # /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>` (or a signed-in platform user).
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# A message "sending" longer than this lost its worker mid-call: it is settled by asking Wavix (by tag).
+OUTBOUND_UNKNOWN_AFTER_SECONDS = env_int("OUTBOUND_UNKNOWN_AFTER_SECONDS", 120)
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
 

@@ -23,6 +23,7 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from celery import current_app
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -59,7 +60,7 @@ DAILY_LIMIT = 20  # Wavix: messages to one destination per 24 h
 BULK_LIMIT = 1000
 DEFAULT_VALIDITY = timedelta(hours=24)
 MAX_SEND_ATTEMPTS = 8
-UNKNOWN_AFTER = timedelta(minutes=2)  # "sending" this long: its worker died mid-call
+
 DRAIN_BUDGET_SECONDS = 40  # under the task's soft time limit; the drain queues itself again if work remains
 
 
@@ -445,7 +446,8 @@ def outbound_reconcile(message_id: int) -> str | None:
 
 def outbound_sweep() -> None:
     """Periodic: settle sends whose worker died, retry what fell due, and drain accounts with waiting messages."""
-    stale = timezone.now() - UNKNOWN_AFTER
+    # "Sending" for longer than any call can take: its worker died mid-call.
+    stale = timezone.now() - timedelta(seconds=settings.OUTBOUND_UNKNOWN_AFTER_SECONDS)
     for pk in Message.objects.filter(status=Message.Status.SENDING, send_started_at__lt=stale).values_list(
         "pk", flat=True
     ):
