@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from messaging import services
 from messaging.models import (
@@ -30,6 +31,7 @@ from messaging.models import (
     WavixAccount,
     WebhookEvent,
 )
+from messaging.wavix import explain
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline
 from tenants import access
 from tenants.models import Reseller
@@ -575,12 +577,122 @@ class RecordAdmin(ScopedAdmin):
         return [f.name for f in self.model._meta.fields]
 
 
+class SendForm(forms.Form):
+    sender = forms.ModelChoiceField(queryset=SenderID.objects.none(), help_text="One of a tenant's sender IDs.")
+    recipients = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One number per line (E.164, or national if the tenant has a default country). Several: a bulk send.",
+    )
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, strip=False)
+    media = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="MMS (US/Canada): https URLs, one per line."
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        senders = access.changeable(user, SenderID).select_related("tenant").order_by("tenant__name", "value")
+        self.fields["sender"].queryset = senders
+        self.fields["sender"].label_from_instance = lambda s: f"{s.tenant} › {s.value}"
+
+
 @admin.register(Message)
 class MessageAdmin(RecordAdmin):
-    list_display = ["created_at", "direction", "from_number", "to_number", "status", "tenant", "trunk", "segments"]
-    list_filter = ["direction", "status", ("tenant", RelatedOnlyFieldListFilter)]
+    list_display = ["created_at", "direction", "from_number", "to_number", "status", "tenant", "segments", "charge"]
+    list_filter = ["direction", "status", "priority", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["tenant", "trunk"]
     search_fields = ["=from_number", "=to_number", "=wavix_message_id"]
+    change_list_template = "messaging/message_change_list.html"
+
+    def get_fields(self, request, obj=None):
+        return [
+            "progress",
+            "error_explanation",
+            "reports",
+            "tenant",
+            "direction",
+            "from_number",
+            "to_number",
+            "text",
+        ] + ["media", "encoding", "segments", "charge", "wavix_message_id", "trunk", "sender", "priority", "attempts"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        steps = [("Created", obj.created_at)]
+        if obj.direction == Message.Direction.OUTBOUND:
+            steps += [("Sent to Wavix", obj.sent_at), (obj.get_status_display(), obj.completed_at)]
+        else:
+            steps += [(obj.get_status_display(), obj.completed_at)]
+        return format_html_join(
+            " → ",
+            "<strong>{}</strong> {}",
+            ((name, timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S") if at else "…") for name, at in steps),
+        )
+
+    @admin.display(description="What went wrong")
+    def error_explanation(self, obj):
+        if not obj.error_message:
+            return "—"
+        return format_html("{}<br><small>Wavix said: {}</small>", explain(obj.error_message), obj.error_message)
+
+    @admin.display(description="Delivery reports")
+    def reports(self, obj):
+        from messaging.serializers import MessageDetailSerializer
+
+        rows = MessageDetailSerializer().get_reports(obj)
+        if not rows:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} at {}{}",
+            (
+                (
+                    r["status"],
+                    timezone.localtime(r["received_at"]).strftime("%H:%M:%S"),
+                    f" ({r['error']})" if r["error"] else "",
+                )
+                for r in rows
+            ),
+        )
+
+    def get_urls(self):
+        send = self.admin_site.admin_view(self.send_view)
+        return [path("send/", send, name="messaging_message_send"), *super().get_urls()]
+
+    def send_view(self, request):
+        """Send one message, or the same text to many recipients (a bulk send), as the API does."""
+        if not access.can(request.user, "send", Message):
+            raise PermissionDenied
+        form = SendForm(request.POST or None, user=request.user)
+        results = None
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            sender = data["sender"]
+            recipients = [line.strip() for line in data["recipients"].splitlines() if line.strip()]
+            media = [line.strip() for line in data["media"].splitlines() if line.strip()]
+            try:
+                if len(recipients) == 1:
+                    message = services.message_send(
+                        tenant=sender.tenant, sender=sender, to=recipients[0], text=data["text"], media=media
+                    )
+                    self.message_user(request, f"Queued for {message.to_number}: it goes out in a moment.")
+                    return redirect(reverse("admin:messaging_message_change", args=[message.pk]))
+                results = services.message_send_bulk(
+                    tenant=sender.tenant, sender=sender, recipients=recipients, text=data["text"], media=media
+                )
+            except ValidationError as error:
+                for field, errors in error.message_dict.items():
+                    form.add_error(field if field in form.fields else "recipients" if field == "to" else None, errors)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Send a message",
+            "form": form,
+            "results": results,
+        }
+        return TemplateResponse(request, "messaging/send.html", context)
 
 
 @admin.register(WebhookEvent)

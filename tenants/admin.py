@@ -289,15 +289,15 @@ class MembershipAdmin(ScopedAdmin):
 class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
-        fields = ["name"]
+        fields = ["name", "tenant"]
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(ScopedAdmin):
-    list_display = ["name", "token_prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["name", "token_prefix", "tenant", "user", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
-    list_select_related = ["user"]
-    readonly_fields = ["token_prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    list_select_related = ["user", "tenant"]
+    readonly_fields = ["token_prefix", "tenant", "user", "created_at", "last_used_at", "revoked_at"]
     form = ApiTokenForm
     actions = ["revoke"]
 
@@ -305,14 +305,28 @@ class ApiTokenAdmin(ScopedAdmin):
     def token_prefix(self, obj) -> str:
         return f"{ApiToken.PREFIX}_{obj.lookup_id}_…"
 
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else []
+
     def get_fields(self, request, obj=None):
-        return ["name"] if obj is None else ["name", *self.readonly_fields]
+        if obj is None:
+            # Reseller admins may make a token for a tenant's integration; everyone may make their own.
+            return ["name", "tenant"] if access.people_resellers(request.user).exists() else ["name"]
+        return ["name", *self.readonly_fields]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "tenant":
+            kwargs["queryset"] = Tenant.objects.filter(reseller__in=access.people_resellers(request.user))
+            kwargs["help_text"] = "Empty: a token for yourself. A tenant: a token for its integration, seeing it only."
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # a token is created or revoked, never edited
 
     def save_model(self, request, obj, form, change) -> None:
-        token, plaintext = services.api_token_create(actor=request.user, name=form.cleaned_data["name"])
+        token, plaintext = services.api_token_create(
+            actor=request.user, name=form.cleaned_data["name"], tenant=form.cleaned_data.get("tenant")
+        )
         obj.pk = token.pk
         obj._plaintext = plaintext
 

@@ -163,16 +163,21 @@ def member_set_active(*, actor, membership: Membership, active: bool) -> Members
     return membership
 
 
-def api_token_create(*, actor, name: str) -> tuple[ApiToken, str]:
-    """Issue an API token for the actor; the plaintext is returned once and never stored."""
+def api_token_create(*, actor, name: str, tenant: Tenant | None = None) -> tuple[ApiToken, str]:
+    """Issue an API token: the actor's own, or (reseller admins) one for a tenant's integration, which sees that
+    tenant only. The plaintext is returned once and never stored."""
     if not access.can(actor, "add", ApiToken):
         raise PermissionDenied("You cannot create API tokens.")
+    if tenant is not None and not access.people_resellers(actor).filter(pk=tenant.reseller_id).exists():
+        raise PermissionDenied("Only the reseller's admins create tokens for its tenants.")
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Name the token after what will use it, e.g. 'billing export'."})
     with transaction.atomic():
-        token, plaintext = ApiToken.issue(actor, name)
-        AuditEvent.record(AuditEvent.Action.TOKEN_CREATED, token, actor=actor, changes={"name": name})
+        token, plaintext = ApiToken.issue(actor, name, tenant=tenant)
+        AuditEvent.record(
+            AuditEvent.Action.TOKEN_CREATED, token, actor=actor, changes={"name": name, "tenant": str(tenant or "")}
+        )
     return token, plaintext
 
 
