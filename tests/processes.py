@@ -97,3 +97,6 @@ class Celery:
     def stop_all(self) -> None:
         for process in self.started:
             process.stop()
+        if os.environ.get("PORTAL_TEST_PROCESS_LOGS"):  # for debugging a failing run: keep what they printed
+            for n, process in enumerate(self.started):
+                Path(os.environ["PORTAL_TEST_PROCESS_LOGS"], f"celery-{n}.log").write_text("".join(process.output))
