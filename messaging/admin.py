@@ -101,7 +101,7 @@ class WavixAccountForm(forms.ModelForm):
 
     class Meta:
         model = WavixAccount
-        fields = ["reseller", "tenant", "name", "api_key", "wavix_sub_account_id"]
+        fields = ["reseller", "tenant", "name", "api_key", "send_rate_per_second", "wavix_sub_account_id"]
 
     def clean_api_key(self) -> str:
         key = self.cleaned_data["api_key"]
@@ -171,7 +171,7 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
         return actions
 
     def get_fields(self, request, obj=None):
-        fields = ["reseller", "tenant", "name", "api_key", "wavix_sub_account_id"]
+        fields = ["reseller", "tenant", "name", "api_key", "send_rate_per_second", "wavix_sub_account_id"]
         return fields + (self.readonly_fields if obj else [])
 
     def get_form(self, request, obj=None, **kwargs):
@@ -691,6 +691,7 @@ class MessageAdmin(RecordAdmin):
             "title": "Send a message",
             "form": form,
             "results": results,
+            "queued": sum("id" in result for result in results or ()),
         }
         return TemplateResponse(request, "messaging/send.html", context)
 

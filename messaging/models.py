@@ -14,7 +14,7 @@ from datetime import timedelta
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -139,7 +139,11 @@ class WavixAccount(models.Model):
     api_key_set_at = models.DateTimeField("API key set at", null=True, editable=False)
     wavix_sub_account_id = models.CharField("Wavix sub-account ID", max_length=64, blank=True)
     send_rate_per_second = models.PositiveIntegerField(
-        default=5, help_text="Messages per second the portal sends through this account (Wavix's limit for it)."
+        "sending rate (messages per second)",
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="How fast the portal sends through this account, shared fairly by its tenants (Wavix's limit "
+        "for it; a 429 from Wavix slows it down further for a while).",
     )
     source_ips = models.CharField(
         "accept webhooks only from",

@@ -43,6 +43,7 @@ class WavixAccountSerializer(serializers.ModelSerializer):
             "name",
             "api_key",
             "api_key_last4",
+            "send_rate_per_second",
             "wavix_sub_account_id",
             "inbound_webhook_url",
             "dlr_webhook_url",

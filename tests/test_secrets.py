@@ -55,7 +55,8 @@ def test_a_key_saved_in_the_admin_appears_in_no_page_and_no_log(client, reseller
     f.SandboxAccountFactory(api_key=API_KEY)
     client.force_login(reseller_admin)
     response = client.post(
-        reverse("admin:messaging_wavixaccount_add"), {"reseller": reseller.pk, "name": "Main", "api_key": API_KEY}
+        reverse("admin:messaging_wavixaccount_add"),
+        {"reseller": reseller.pk, "name": "Main", "api_key": API_KEY, "send_rate_per_second": 5},
     )
     assert response.status_code == 302
     account = WavixAccount.objects.get()

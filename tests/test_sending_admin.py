@@ -38,7 +38,7 @@ def test_several_recipients_make_a_bulk_send_with_a_result_each(client, operator
         {"sender": sender.pk, "recipients": "+14155550123\nnope\n+14155550124", "text": "Sale"},
     )
     page = response.content.decode()
-    assert "3 recipient(s)" in page and "&#x27;nope&#x27; is not in E.164 format" in page
+    assert "2 of 3 queued; the others were refused" in page and "&#x27;nope&#x27; is not in E.164 format" in page
     assert Message.objects.filter(priority=False).count() == 2
 
 

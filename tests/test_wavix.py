@@ -92,6 +92,17 @@ def test_an_account_with_a_good_key_is_saved(operator, sandbox_account, reseller
     assert WavixAccount.objects.get().get_api_key() == sandbox_account.api_key
 
 
+def test_an_accounts_sending_rate_is_set_per_account_within_bounds(operator, account):
+    client = token_client(operator)
+    refused = client.patch(f"/api/v1/wavix-accounts/{account.pk}/", {"send_rate_per_second": 0}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {"send_rate_per_second": ["Ensure this value is greater than or equal to 1."]}
+    accepted = client.patch(f"/api/v1/wavix-accounts/{account.pk}/", {"send_rate_per_second": 40}, format="json")
+    assert accepted.status_code == 200, accepted.json()
+    account.refresh_from_db()
+    assert account.send_rate_per_second == 40
+
+
 def test_a_rejected_key_is_refused_with_wavixs_reason_and_nothing_saved(operator, wavix, reseller):
     response = token_client(operator).post(
         "/api/v1/wavix-accounts/", {"name": "Main", "api_key": "sbx_not_a_real_key"}, format="json"

@@ -16,7 +16,8 @@ pytestmark = live_db
 
 def add_account(client, reseller, key):
     return client.post(
-        reverse("admin:messaging_wavixaccount_add"), {"reseller": reseller.pk, "name": "Main", "api_key": key}
+        reverse("admin:messaging_wavixaccount_add"),
+        {"reseller": reseller.pk, "name": "Main", "api_key": key, "send_rate_per_second": 12},
     )
 
 
@@ -31,7 +32,8 @@ def test_a_wrong_key_shows_wavixs_reason_on_the_form(client, operator, reseller,
 def test_a_good_key_saves_the_account(client, operator, reseller, sandbox_account):
     client.force_login(operator)
     assert add_account(client, reseller, sandbox_account.api_key).status_code == 302
-    assert WavixAccount.objects.get().api_key_last4 == sandbox_account.api_key[-4:]
+    saved = WavixAccount.objects.get()
+    assert (saved.api_key_last4, saved.send_rate_per_second) == (sandbox_account.api_key[-4:], 12)
 
 
 @pytest.fixture
