@@ -4,7 +4,7 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import RelatedOnlyFieldListFilter
-from django.contrib.admin.options import csrf_protect_m
+from django.contrib.admin.options import IncorrectLookupParameters, csrf_protect_m
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Min
@@ -17,7 +17,8 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from messaging import services
+from messaging import message_log, services
+from messaging.admin_setup import TrunkSetupMixin
 from messaging.models import (
     AuditEvent,
     CountryRule,
@@ -500,14 +501,14 @@ class NumberInline(ScopedReadOnlyInline):
 
 
 @admin.register(Trunk)
-class TrunkAdmin(RelayRepairMixin, OwnedAdmin):
+class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
     drift_filter = "trunk"
     form = TrunkForm
-    list_display = ["name", "tenant", "pbx_fqdn", "main_sender", "sms_template", "sms_enabled", "webhook_hint"]
+    list_display = ["name", "tenant", "pbx_fqdn", "main_sender", "sms_enabled", "webhook_hint", "sms_setup"]
     list_filter = ["sms_template", "sms_enabled", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["tenant", "main_sender"]
     search_fields = ["name", "pbx_fqdn"]
-    readonly_fields = ["webhook_hint", "forwarding", "relay_drift_panel", "created_at", "updated_at"]
+    readonly_fields = ["sms_setup", "webhook_hint", "forwarding", "relay_drift_panel", "created_at", "updated_at"]
     inlines = [NumberInline]
 
     @admin.display(description="Forwarding to 3CX")
@@ -597,11 +598,38 @@ class SendForm(forms.Form):
 
 @admin.register(Message)
 class MessageAdmin(RecordAdmin):
+    """The message log (see messaging.message_log): searched, filtered and exported without scanning every row."""
+
     list_display = ["created_at", "direction", "from_number", "to_number", "status", "tenant", "segments", "charge"]
-    list_filter = ["direction", "status", "priority", ("tenant", RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "direction",
+        "status",
+        "priority",
+        message_log.CreatedDateRangeFilter,
+        ("tenant", message_log.TenantListFilter),
+    ]
     list_select_related = ["tenant", "trunk"]
-    search_fields = ["=from_number", "=to_number", "=wavix_message_id"]
+    search_fields = ["from_number", "to_number", "text", "wavix_message_id"]  # shows the box; see get_search_results
+    search_help_text = "A number in any format (or part of one), words of the text, or a Wavix message ID."
     change_list_template = "messaging/message_change_list.html"
+    paginator = message_log.CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would scan the whole table each time
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(message_log.message_search(search_term)), False
+
+    def export_csv_view(self, request):
+        """Export the log exactly as filtered and searched on screen, as a streamed CSV file."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)  # the same filters, search and scope as the list
+        except IncorrectLookupParameters:
+            return redirect(f"{reverse('admin:messaging_message_changelist')}?e=1")
+        filename = f"messages-{timezone.localtime():%Y%m%d-%H%M}.csv"
+        return message_log.messages_csv_response(changelist.queryset, filename)
 
     def get_fields(self, request, obj=None):
         return [
@@ -659,7 +687,12 @@ class MessageAdmin(RecordAdmin):
 
     def get_urls(self):
         send = self.admin_site.admin_view(self.send_view)
-        return [path("send/", send, name="messaging_message_send"), *super().get_urls()]
+        export = self.admin_site.admin_view(self.export_csv_view)
+        return [
+            path("send/", send, name="messaging_message_send"),
+            path("export.csv", export, name="messaging_message_export"),
+            *super().get_urls(),
+        ]
 
     def send_view(self, request):
         """Send one message, or the same text to many recipients (a bulk send), as the API does."""

@@ -9,14 +9,15 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from messaging import crypto
@@ -766,6 +767,10 @@ class Message(models.Model):
             models.Index(fields=["status", "created_at"], name="message_status_age"),
             models.Index(fields=["account", "status", "priority", "id"], name="message_outbound_queue"),
             models.Index(fields=["account", "to_number", "created_at"], name="message_destination_recent"),
+            # The dashboard: a tenant's latest inbound text, its outbound texts of the last 24 h (index seeks).
+            models.Index(fields=["tenant", "direction", "-created_at"], name="message_tenant_direction"),
+            # The daily rollup's GROUP BY over recent days reads only these columns (an index-only scan).
+            models.Index(fields=["created_at", "tenant", "direction", "status"], name="message_rollup"),
         ]
 
     def __str__(self) -> str:
@@ -866,6 +871,8 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
             models.Index(fields=["trunk", "remote_number", "status", "id"], name="delivery_conversation"),
+            # The dashboard: a tenant's failing deliveries (counted) and its latest successful forward (a seek).
+            models.Index(fields=["tenant", "status", "-delivered_at"], name="delivery_tenant_status"),
         ]
 
     def __str__(self) -> str:
@@ -999,3 +1006,56 @@ class AuditEvent(models.Model):
             object_repr=str(obj)[:200],
             changes=changes or {},
         )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dashboard rollup
+# --------------------------------------------------------------------------------------------------------------
+
+
+class DailyMessageCount(models.Model):
+    """How many messages a tenant had per day, direction and status: what the dashboard charts read.
+
+    Derived data, recomputed for recent days by a periodic task (recompute()); the dashboard never counts
+    the message table itself, which may hold millions of rows.
+    """
+
+    # Derived and recomputable: it must not keep a tenant from being deleted, unlike the records it counts.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    direction = models.CharField(max_length=8, choices=Message.Direction.choices)
+    status = models.CharField(max_length=16, choices=Message.Status.choices)
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "direction", "status"], name="daily_count_once"),
+        ]
+        # The unique constraint's index serves per-tenant reads; this one the "every day since" deletes.
+        indexes = [models.Index(fields=["day"], name="daily_count_day")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} {self.direction} {self.status}: {self.count}"
+
+    @classmethod
+    def recompute(cls, days: int) -> int:
+        """Count again the last `days` days (today included), replacing their rows; returns the rows written.
+
+        Running it twice gives the same rows. Late status changes (delivery reports come hours later) are
+        picked up by recomputing a day again, which is why whole days are replaced rather than incremented.
+        """
+        first_day = timezone.localdate() - timedelta(days=days - 1)
+        since = timezone.make_aware(datetime.combine(first_day, time.min))
+        # One GROUP BY over a created_at range: the message_rollup index covers every column it reads.
+        counted = (
+            Message.objects.filter(created_at__gte=since)
+            .annotate(day=TruncDate("created_at"))
+            .values_list("tenant_id", "day", "direction", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        rows = [cls(tenant_id=t, day=d, direction=direction, status=s, count=n) for t, d, direction, s, n in counted]
+        with transaction.atomic():
+            cls.objects.filter(day__gte=first_day).delete()
+            cls.objects.bulk_create(rows, batch_size=1000)
+        return len(rows)

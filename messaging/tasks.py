@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from messaging import services
-from messaging.models import PhoneNumber, SenderID, WavixAccount
+from messaging.models import DailyMessageCount, PhoneNumber, SenderID, WavixAccount
 from messaging.wavix import WavixPermanentError, WavixTransientError
 
 logger = logging.getLogger(__name__)
@@ -143,3 +143,25 @@ def outbound_reconcile(message_id: int) -> None:
 def outbound_sweep() -> None:
     """Periodic: settle sends whose worker died, and drain accounts whose messages are due."""
     services.outbound_sweep()
+
+
+@shared_task
+def setup_sandbox_reply(trunk_id: int) -> str:
+    """The setup wizard's "reply from your phone" in the sandbox (the sandbox then calls the portal's webhook)."""
+    from messaging.services import setup
+
+    return setup.sandbox_reply_inject(trunk_id)
+
+
+@shared_task
+def message_counts_rollup(days: int = 2) -> int:
+    """Periodic: count the last days' messages per tenant, day, direction and status for the dashboard."""
+    # Two runs at once (the frequent and the hourly one) would both insert the same days: the second skips,
+    # and the next run catches up.
+    lock = "lock:message-counts-rollup"
+    if not cache.add(lock, "running", timeout=600):
+        return 0
+    try:
+        return DailyMessageCount.recompute(days)
+    finally:
+        cache.delete(lock)

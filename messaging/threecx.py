@@ -8,6 +8,8 @@
   address, unless THREECX_ALLOW_PRIVATE_ADDRESSES (the sandbox's fake 3CX lives on loopback). It is checked
   when the URL is saved and again before every POST, since DNS answers change.
 - One pooled requests.Session per worker process; connect and read timeouts on every call.
+- probe(): the setup wizard's reachability check — DNS, the address guard, TLS and certificate expiry, then
+  a test POST — each step reported in words, stopping at the first that fails.
 """
 
 import ipaddress
@@ -15,6 +17,8 @@ import json
 import os
 import re
 import socket
+import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -144,3 +148,70 @@ def _short(error: Exception) -> str:
     text = re.sub(r"<[^>]+>: ", "", text)  # object reprs such as <urllib3.connection...>
     caused = re.search(r"Caused by \w+\((.*)\)\)?$", text)
     return (caused.group(1) if caused else text).strip("'\" )")[:200] or type(error).__name__
+
+
+CERTIFICATE_WARNING_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def probe(url: str, body: bytes, test_id: str) -> list[Check]:
+    """Can the portal reach this 3CX webhook URL? DNS, address, TLS and certificate, then a test POST of `body`.
+
+    Stops at the first check that fails: what follows could only fail for the same reason.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    checks = []
+    try:
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    except (socket.gaierror, UnicodeError):
+        return [Check("DNS", False, f"{host} does not resolve. Check the PBX's FQDN in 3CX and its DNS record.")]
+    checks.append(Check("DNS", True, f"{host} resolves to {', '.join(addresses[:3])}"))
+    try:
+        check_destination(url)
+    except UnsafeDestination as refusal:
+        return [*checks, Check("Address", False, f"Refused: {refusal}.")]
+    if parts.scheme == "https":
+        tls = _certificate_check(host, port)
+        checks.append(tls)
+        if not tls.ok:
+            return checks
+    else:
+        checks.append(Check("TLS", True, "plain http: accepted only in development and the sandbox"))
+    outcome = forward(url, body, test_id)
+    if outcome.delivered:
+        detail = f"3CX answered HTTP {outcome.status_code}" + (
+            f": {outcome.response[:120]}" if outcome.response else ""
+        )
+    elif outcome.status_code in (401, 403, 404):
+        detail = (
+            f"3CX answered HTTP {outcome.status_code}: the URL's token is not one 3CX knows. Copy the Webhook URL "
+            "again from the trunk's SMS tab in 3CX, whole."
+        )
+    else:
+        detail = outcome.error + (f" ({outcome.response[:120]})" if outcome.response else "")
+    checks.append(Check("Test POST", outcome.delivered, detail))
+    return checks
+
+
+def _certificate_check(host: str, port: int) -> Check:
+    context = ssl.create_default_context()
+    try:
+        with socket.create_connection((host, port), timeout=settings.THREECX_CONNECT_TIMEOUT) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                certificate = tls.getpeercert()
+    except ssl.SSLCertVerificationError as error:
+        return Check("TLS", False, f"The certificate is not trusted: {error.verify_message}. 3CX needs a valid one.")
+    except (OSError, ssl.SSLError) as error:
+        return Check("TLS", False, f"No TLS connection to {host}:{port}: {_short(error)}")
+    expires = ssl.cert_time_to_seconds(certificate["notAfter"])
+    days = int((expires - time.time()) // 86400)
+    until = time.strftime("%Y-%m-%d", time.gmtime(expires))
+    soon = " — renew it soon, or texts stop reaching 3CX" if days < CERTIFICATE_WARNING_DAYS else ""
+    return Check("TLS", True, f"certificate valid until {until} ({days} days){soon}")

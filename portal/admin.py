@@ -40,6 +40,24 @@ class PortalAdminSite(admin.AdminSite):
     def has_permission(self, request) -> bool:
         return access.has_portal_access(request.user)
 
+    def get_urls(self):
+        from django.urls import path
+
+        dashboard = path("dashboard/", self.admin_view(self.dashboard), name="dashboard")
+        return [dashboard, *super().get_urls()]  # before the catch-all app pages
+
+    def index(self, request, extra_context=None):
+        # Resellers and tenant viewers land on their tenants' dashboard; platform staff keep the list of
+        # models (their work is review queues) and open the dashboard of every tenant from the top bar.
+        if request.user.is_staff or request.user.is_superuser:
+            return super().index(request, extra_context)
+        return self.dashboard(request)
+
+    def dashboard(self, request):
+        from messaging.dashboard import dashboard_view  # messaging's models load after this module
+
+        return dashboard_view(request, self)
+
 
 class ScopedAdmin(admin.ModelAdmin):
     """A model admin whose rows, choices and permissions all come from tenants.access.

@@ -294,6 +294,20 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=f"*/{WAVIX_SYNC_MINUTES}"),
         "options": {"expires": 120},
     },
+    # The dashboard's daily counts: today and yesterday often (new texts, delivery reports), the fortnight its
+    # charts show hourly (reports that came days late).
+    "message-counts-recent": {
+        "task": "messaging.tasks.message_counts_rollup",
+        "schedule": crontab(minute="*/5"),
+        "args": (2,),
+        "options": {"queue": "sync", "expires": 240},
+    },
+    "message-counts-fortnight": {
+        "task": "messaging.tasks.message_counts_rollup",
+        "schedule": crontab(minute=17),
+        "args": (15,),
+        "options": {"queue": "sync", "expires": 1800},
+    },
 }
 
 # --------------------------------------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ RULES: dict[str, Rule] = {
     # Raw bodies from a shared account may concern several tenants: resellers only.
     "messaging.webhookevent": Rule(("account__reseller",), writers="nobody"),
     "messaging.auditevent": Rule(("reseller",), "tenant", writers="nobody"),
+    # The dashboard's per-day counts: derived from messages, so readable by whoever reads those messages.
+    "messaging.dailymessagecount": Rule(("tenant__reseller",), "tenant", writers="nobody"),
 }
 # Reference data every signed-in member may read and only platform staff may edit.
 PUBLIC_READ = frozenset({"messaging.countryrule"})

@@ -1,0 +1,187 @@
+"""Browser test: a new reseller takes a tenant from nothing to a verified two-way SMS trunk, in Chromium.
+
+Log in, add a tenant, its Wavix account (the sandbox's key), a trunk; then the wizard: a numeric sender,
+the US, the 3CX values, the fake 3CX's webhook URL, a test text seen delivered, the sandbox phone's reply seen
+forwarded to 3CX. Real Celery worker and beat, the sandbox over HTTP. Screenshots of every step go to
+var/test-artifacts/browser/ (PORTAL_TEST_ARTIFACTS overrides); the test fails if any step shows an error.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from messaging.models import Message, PhoneNumber, Trunk
+from sandbox.models import FakePbxInbox, FakePbxRequest
+from tests import factories as f
+from tests.conftest import live_db
+from tests.processes import Celery, purge_queues, wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.browser, live_db]
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("PORTAL_TEST_ARTIFACTS", settings.BASE_DIR / "var" / "test-artifacts")) / "browser"
+PASSWORD = "fresh-reseller-2026"
+ERRORS = ".errornote, .field-error, .errorlist, ul.messagelist li.error"
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(20_000)
+        yield page
+        page.screenshot(path=str(ARTIFACTS / "last.png"), full_page=True)  # where it ended, failed or not
+        browser.close()
+
+
+@pytest.fixture
+def celery(wavix):
+    purge_queues()
+    processes = Celery()
+    env = {"PUBLIC_BASE_URL": wavix.url, "WAVIX_API_URL": f"{wavix.url}/sandbox/wavix"}
+    processes.worker(concurrency=2, **env)
+    processes.beat(**env)
+    yield processes
+    processes.stop_all()
+
+
+class Walk:
+    """The page, with a screenshot after every step and no error allowed on it."""
+
+    def __init__(self, page, base: str):
+        self.page, self.base, self.shots = page, base, 0
+
+    def go(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def shot(self, name: str) -> None:
+        self.shots += 1
+        self.page.screenshot(path=str(ARTIFACTS / f"{self.shots:02d}-{name}.png"), full_page=True)
+
+    def no_errors(self, name: str) -> None:
+        self.shot(name)
+        shown = [e.inner_text() for e in self.page.locator(ERRORS).all() if e.is_visible() and e.inner_text().strip()]
+        assert not shown, f"{name}: the page shows {shown}"
+
+
+def test_a_new_reseller_sets_up_a_two_way_sms_trunk_in_the_wizard(wavix, celery, browser_page):
+    reseller = f.ResellerFactory(name="Harbor Telecom")
+    user = f.UserFactory(email="owner@harbor.example", username="owner@harbor.example", password=PASSWORD)
+    f.MembershipFactory(user=user, reseller=reseller, role="reseller_admin")
+    at_wavix = f.SandboxAccountFactory(name="Harbor at Wavix", rate_limit_per_second=1000)
+    f.SandboxNumberFactory(account=at_wavix, number="14155550300")  # bought and SMS-enabled at Wavix
+    inbox = FakePbxInbox.objects.create(label="Harbor Clinic PBX")
+    page = browser_page
+    walk = Walk(page, wavix.url)
+
+    walk.go("/admin/login/")
+    page.fill("#id_username", "owner@harbor.example")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    walk.no_errors("signed-in")
+
+    walk.go("/admin/tenants/tenant/add/")
+    page.fill("#id_name", "Harbor Clinic")
+    if page.locator("#id_default_country").count():
+        page.fill("#id_default_country", "US")
+    page.click("input[name=_save]")
+    walk.no_errors("tenant-added")
+
+    walk.go("/admin/messaging/wavixaccount/add/")
+    page.select_option("#id_tenant", label="Harbor Clinic")
+    page.fill("#id_name", "Harbor Clinic at Wavix")
+    page.fill("#id_api_key", at_wavix.api_key)
+    page.click("input[name=_save]")
+    walk.no_errors("wavix-account-added")
+    wait_for(lambda: PhoneNumber.objects.filter(number="+14155550300").exists(), 60, "the number sync")
+
+    walk.go("/admin/messaging/trunk/add/")
+    page.select_option("#id_tenant", label="Harbor Clinic")
+    page.fill("#id_name", "Front desk")
+    page.fill("#id_pbx_fqdn", "harbor-clinic.3cx.example")
+    page.click("input[name=_save]")
+    page.wait_for_url("**/setup/sender/")
+    walk.no_errors("wizard-1-sender")
+    trunk = Trunk.objects.get(name="Front desk")
+
+    # 1. Sender ID: the tenant's number, shown with its Wavix status.
+    page.check("input[name=kind][value=numeric]")
+    page.check("input[name=number]")
+    page.click("text=Next: destination countries")
+    page.wait_for_url("**/setup/countries/")
+    walk.no_errors("wizard-2-countries")
+
+    # 2. Countries: the US, reviewed, then submitted to Wavix.
+    page.fill("#country-filter", "united states")
+    page.check("input[name=countries][value=US]")
+    page.click("button[value=review]")
+    assert "Allow-listed at once" in page.inner_text("#review")
+    walk.no_errors("wizard-2-review")
+    page.click("button[value=submit]")
+    page.wait_for_url("**/setup/threecx/")
+    walk.no_errors("wizard-3-threecx")
+
+    # 3. What to type in 3CX: Main Trunk No. = the sender ID.
+    assert "+14155550300" in page.inner_text("#threecx-values")
+    page.click("text=I have entered these in 3CX")
+    page.wait_for_url("**/setup/enable/")
+
+    # 4. Enable SMS: the key is checked, the URL probed (DNS, TLS, a test POST), the Wavix side wired.
+    page.fill("#id_threecx_webhook_url", f"{wavix.url}/sandbox/3cx/{inbox.token}/")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#probe")
+    assert "3CX answered HTTP 200" in page.inner_text("#probe")
+    page.wait_for_function("document.querySelector('#wiring-list').innerText.includes('texts go to the portal')")
+    walk.no_errors("wizard-4-enabled")
+
+    # 5. Verify: the test text goes out and its status moves live to Delivered, without a reload.
+    walk.go(f"/admin/messaging/trunk/{trunk.pk}/setup/verify/")
+    page.fill("#id_to", "(415) 555-0142")  # national format: the tenant's default country is the US
+    with page.expect_navigation():
+        page.click("input[value='Send a test text']")
+    page.wait_for_selector("#test-status:not([hidden])")
+    page.wait_for_function("document.querySelector('[data-test-status]').innerText === 'Delivered'", timeout=60_000)
+    walk.no_errors("wizard-5-delivered")
+    page.click("#sandbox-reply")
+    page.wait_for_function(
+        "document.querySelector('[data-reply]').innerText.includes('Forwarded to 3CX')", timeout=60_000
+    )
+    assert "3CX answered HTTP 200" in page.inner_text("[data-reply]")
+    badge = page.locator("#setup-steps li[data-step=verify] [data-badge]")
+    page.wait_for_function(
+        "document.querySelector('#setup-steps li[data-step=verify] [data-badge]').innerText === 'done'"
+    )
+    assert badge.inner_text() == "done"
+    walk.no_errors("wizard-5-reply-forwarded")
+
+    # 6. Troubleshoot: every check passes.
+    walk.go(f"/admin/messaging/trunk/{trunk.pk}/setup/troubleshoot/")
+    assert page.locator("#checks .check-fail").count() == 0
+    walk.no_errors("wizard-6-troubleshoot")
+    walk.go(f"/admin/messaging/trunk/{trunk.pk}/3cx-pack/")
+    walk.no_errors("threecx-pack")
+
+    # What really happened behind the pages.
+    test = Message.objects.get(direction="outbound", tenant=trunk.tenant)
+    assert (test.to_number, test.status) == ("+14155550142", "delivered")
+    reply = Message.objects.get(direction="inbound", tenant=trunk.tenant)
+    assert (reply.from_number, reply.status) == ("+14155550142", "forwarded")
+    bodies = [bytes(r.body) for r in FakePbxRequest.objects.filter(inbox=inbox)]
+    assert any(b"connection test" in body for body in bodies) and any(b"Got it!" in body for body in bodies)
+    trunk.refresh_from_db()
+    assert trunk.setup_progress["steps_done"] == ["sender", "countries", "threecx", "enable", "verify", "troubleshoot"]
