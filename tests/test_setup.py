@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import threecx
+from messaging import services, threecx
 from messaging.models import PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
 from messaging.services import setup
 from sandbox.models import FakePbxInbox, FakePbxRequest, SandboxAccount
@@ -320,3 +320,12 @@ def test_a_certificate_that_expires_soon_passes_with_a_warning(https_pbx, settin
     assert "(9 days) — renew it soon" in checks[1].detail or "(10 days) — renew it soon" in checks[1].detail
     assert checks[2].detail == "3CX answered HTTP 200: OK"
     threecx._session = None
+
+
+def test_a_trunk_set_up_by_hand_shows_its_progress_too(operator, line, tenant):
+    trunk, account, number = line
+    sender = f.SenderIDFactory(tenant=tenant, account=account, type="numeric", value=number.number)
+    f.SenderIDCountryFactory(sender=sender, country="US", status="allowlisted")
+    trunk.main_sender = sender
+    services.trunk_save(actor=operator, trunk=trunk)
+    assert Trunk.objects.get(pk=trunk.pk).setup_progress["steps_done"] == ["sender", "countries"]

@@ -234,6 +234,9 @@ def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -
         if trunk.sms_enabled:
             for account in WavixAccount.objects.filter(numbers__trunk=trunk).distinct():
                 numbers_sync_soon(account)
+    from messaging.services.setup import setup_refresh  # setup builds on this module
+
+    setup_refresh(trunk)  # a trunk set up by hand shows its setup progress too
     return trunk
 
 
