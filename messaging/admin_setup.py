@@ -274,6 +274,7 @@ class TrunkSetupMixin:
             "form": form,
             "reply_error": reply_error,
             "sandbox_reply": setup.sandbox_reply_possible(trunk),
+            "reply_requested": bool(setup.progress(trunk).get("reply_requested_at")),
             "two_way": bool(trunk.main_sender and trunk.main_sender.type == SenderID.Type.NUMERIC),
             "status": setup.verify_status(trunk),
         }

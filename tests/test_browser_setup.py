@@ -146,7 +146,9 @@ def test_a_new_reseller_sets_up_a_two_way_sms_trunk_in_the_wizard(wavix, celery,
     page.click("input[type=submit]")
     page.wait_for_selector("#probe")
     assert "3CX answered HTTP 200" in page.inner_text("#probe")
-    page.wait_for_function("document.querySelector('#wiring-list').innerText.includes('texts go to the portal')")
+    page.wait_for_function(
+        "(document.querySelector('#wiring-list')?.innerText || '').includes('texts go to the portal')"
+    )
     walk.no_errors("wizard-4-enabled")
 
     # 5. Verify: the test text goes out and its status moves live to Delivered, without a reload.
@@ -155,16 +157,17 @@ def test_a_new_reseller_sets_up_a_two_way_sms_trunk_in_the_wizard(wavix, celery,
     with page.expect_navigation():
         page.click("input[value='Send a test text']")
     page.wait_for_selector("#test-status:not([hidden])")
-    page.wait_for_function("document.querySelector('[data-test-status]').innerText === 'Delivered'", timeout=60_000)
+    page.wait_for_function("document.querySelector('[data-test-status]')?.innerText === 'Delivered'", timeout=60_000)
     walk.no_errors("wizard-5-delivered")
-    page.click("#sandbox-reply")
+    with page.expect_navigation():
+        page.click("#sandbox-reply")
     page.wait_for_function(
-        "document.querySelector('[data-reply]').innerText.includes('Forwarded to 3CX')", timeout=60_000
+        "(document.querySelector('[data-reply]')?.innerText || '').includes('Forwarded to 3CX')", timeout=60_000
     )
     assert "3CX answered HTTP 200" in page.inner_text("[data-reply]")
     badge = page.locator("#setup-steps li[data-step=verify] [data-badge]")
     page.wait_for_function(
-        "document.querySelector('#setup-steps li[data-step=verify] [data-badge]').innerText === 'done'"
+        "document.querySelector('#setup-steps li[data-step=verify] [data-badge]')?.innerText === 'done'"
     )
     assert badge.inner_text() == "done"
     walk.no_errors("wizard-5-reply-forwarded")
