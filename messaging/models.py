@@ -569,6 +569,63 @@ class SenderIDCountry(models.Model):
         return previous
 
 
+class RegistrationEvent(models.Model):
+    """One entry on a registration's timeline, shown to the reseller and the tenant: who moved it where, when,
+    and the note. Written only by services.registration_set_status (and the registration itself)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    registration = models.ForeignKey(SenderIDCountry, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=SenderIDCountry.Status.choices, blank=True)
+    to_status = models.CharField(max_length=16, choices=SenderIDCountry.Status.choices)
+    note = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=254, help_text="Who, at the time: an e-mail, or 'system'.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["registration", "created_at"], name="registration_timeline")]
+
+    def __str__(self) -> str:
+        return f"{self.registration}: {self.from_status or 'submitted'} → {self.to_status}"
+
+
+def _private_storage():
+    # Outside the web root and without a URL: documents are served only through a view that checks access.
+    from django.core.files.storage import FileSystemStorage
+
+    return FileSystemStorage(location=settings.PRIVATE_MEDIA_ROOT, base_url=None)
+
+
+def _document_path(document: "RegistrationDocument", filename: str) -> str:
+    # Never the uploader's file name on disk: a random name in the tenant's folder.
+    extension = {"application/pdf": ".pdf", "image/png": ".png", "image/jpeg": ".jpg"}.get(document.content_type, "")
+    return f"registrations/{document.tenant_id}/{secrets.token_hex(16)}{extension}"
+
+
+class RegistrationDocument(models.Model):
+    """Paperwork a country asks for (PDF, PNG or JPEG), kept outside the web root."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    registration = models.ForeignKey(SenderIDCountry, on_delete=models.CASCADE, related_name="documents")
+    file = models.FileField(storage=_private_storage, upload_to=_document_path, max_length=200)
+    name = models.CharField(max_length=200, help_text="The file's name as uploaded.")
+    content_type = models.CharField(max_length=32)
+    size = models.PositiveIntegerField()
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["uploaded_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 3CX trunks
 # --------------------------------------------------------------------------------------------------------------
@@ -952,6 +1009,8 @@ class AuditEvent(models.Model):
         TENANT_STATUS = "tenant.status", "Tenant status changed"
         REPLAY = "delivery.replayed", "Delivery replayed"
         WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated", "Webhook secret rotated"
+        DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
+        RETENTION_PURGED = "retention.purged", "Old message content purged"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

@@ -132,6 +132,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Uploaded registration documents: outside the web root and the static files, served only by a checked view.
+PRIVATE_MEDIA_ROOT = Path(env_str("PRIVATE_MEDIA_ROOT") or VAR_DIR / "private").resolve()
+REGISTRATION_DOCUMENT_MAX_BYTES = env_int("REGISTRATION_DOCUMENT_MAX_BYTES", 5 * 1024 * 1024)
+# The daily digest to platform staff lists registrations waiting longer than this many days.
+REGISTRATION_DIGEST_AFTER_DAYS = env_int("REGISTRATION_DIGEST_AFTER_DAYS", 3)
 STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -65,6 +65,10 @@ RULES: dict[str, Rule] = {
     "messaging.senderid": Rule(("tenant__reseller",), "tenant"),
     # Registration status moves only through review (platform staff) and Wavix sync, never by a reseller.
     "messaging.senderidcountry": Rule(("tenant__reseller",), "tenant", writers="nobody"),
+    # The timeline of each registration: the reseller and the tenant read it; only services write it.
+    "messaging.registrationevent": Rule(("tenant__reseller",), "tenant", writers="nobody"),
+    # Paperwork: the owning reseller's staff upload and read it (and platform reviewers); tenants never see it.
+    "messaging.registrationdocument": Rule(("tenant__reseller",), actions=frozenset({"add"})),
     # Messages are records; reseller staff send new ones (the only "write"), viewers read.
     "messaging.message": Rule(("tenant__reseller",), "tenant", actions=frozenset({"send"})),
     # Deliveries are records; reseller staff may replay a failed one (the only "write").
