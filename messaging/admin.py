@@ -17,7 +17,8 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from messaging import message_log, services
+from messaging import audit_log, message_log, services
+from messaging.admin_review import RegistrationPagesMixin
 from messaging.admin_setup import TrunkSetupMixin
 from messaging.models import (
     AuditEvent,
@@ -455,7 +456,7 @@ class SenderIDAdmin(CallsWavixAdmin, OwnedAdmin):
 
 
 @admin.register(SenderIDCountry)
-class SenderIDCountryAdmin(ScopedAdmin):
+class SenderIDCountryAdmin(RegistrationPagesMixin, ScopedAdmin):
     list_display = ["sender", "tenant", "country", "status", "status_changed_at"]
     list_filter = ["status", "country", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["sender", "tenant"]
@@ -743,6 +744,8 @@ class WebhookEventAdmin(RecordAdmin):
     @admin.display(description="Body as received")
     def body_text(self, obj):
         raw = bytes(obj.body)
+        if not raw:
+            return "— (purged after the reseller's retention period)"
         try:
             shown = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
         except ValueError:
@@ -783,7 +786,40 @@ class OptOutAdmin(RecordAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(RecordAdmin):
+    """The audit trail (see messaging.audit_log): read-only for everyone, superusers included."""
+
     list_display = ["created_at", "actor_label", "action", "object_repr", "tenant", "reseller"]
-    list_filter = ["action", ("tenant", RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "action",
+        audit_log.ActorListFilter,
+        ("tenant", message_log.TenantListFilter),
+        ("reseller", audit_log.ResellerListFilter),
+        message_log.CreatedDateRangeFilter,
+    ]
     list_select_related = ["tenant", "reseller"]
     search_fields = ["actor_label", "object_repr"]
+    change_list_template = "messaging/audit_change_list.html"
+    show_facets = admin.ShowFacets.NEVER
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        export = self.admin_site.admin_view(self.export_csv_view)
+        return [path("export.csv", export, name="messaging_auditevent_export"), *super().get_urls()]
+
+    def export_csv_view(self, request):
+        """Export the audit trail exactly as filtered and searched on screen, as a streamed CSV file."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)  # the same filters, search and scope as the list
+        except IncorrectLookupParameters:
+            return redirect(f"{reverse('admin:messaging_auditevent_changelist')}?e=1")
+        return audit_log.audit_csv_response(changelist.queryset)

@@ -7,6 +7,7 @@ Wavix account (a reseller may share one key across tenants, or dedicate one to a
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from datetime import datetime, time, timedelta
@@ -14,6 +15,7 @@ from datetime import datetime, time, timedelta
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.storage import FileSystemStorage
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
 from django.db.models import Count, Q
@@ -332,6 +334,8 @@ class PhoneNumber(models.Model):
     tendlc_status = models.CharField(
         "10DLC status", max_length=16, choices=TenDLCStatus.choices, blank=True, default=""
     )
+    tendlc_brand_id = models.CharField("10DLC brand", max_length=64, blank=True, editable=False)
+    tendlc_campaign_id = models.CharField("10DLC campaign", max_length=64, blank=True, editable=False)
     synced_at = models.DateTimeField(null=True, blank=True, editable=False)
     relay_set_at = models.DateTimeField(
         "relay URL set at", null=True, blank=True, editable=False, help_text="When the portal pointed it at itself."
@@ -569,6 +573,34 @@ class SenderIDCountry(models.Model):
         return previous
 
 
+class TenDLCRegistration(models.Model):
+    """A US 10DLC brand or campaign on a Wavix account, with the status Wavix's 10DLC webhooks report.
+
+    Numbers carry their own status (PhoneNumber.tendlc_status) and the brand and campaign they belong to.
+    """
+
+    class Kind(models.TextChoices):
+        BRAND = "brand", "Brand"
+        CAMPAIGN = "campaign", "Campaign"
+
+    account = models.ForeignKey("WavixAccount", on_delete=models.CASCADE, related_name="tendlc")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    brand_id = models.CharField(max_length=64)
+    campaign_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=PhoneNumber.TenDLCStatus.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "10DLC registration"
+        constraints = [
+            models.UniqueConstraint(fields=["account", "kind", "brand_id", "campaign_id"], name="tendlc_once")
+        ]
+
+    def __str__(self) -> str:
+        which = self.campaign_id if self.kind == self.Kind.CAMPAIGN else self.brand_id
+        return f"{self.get_kind_display()} {which}: {self.get_status_display()}"
+
+
 class RegistrationEvent(models.Model):
     """One entry on a registration's timeline, shown to the reseller and the tenant: who moved it where, when,
     and the note. Written only by services.registration_set_status (and the registration itself)."""
@@ -592,11 +624,21 @@ class RegistrationEvent(models.Model):
         return f"{self.registration}: {self.from_status or 'submitted'} → {self.to_status}"
 
 
-def _private_storage():
-    # Outside the web root and without a URL: documents are served only through a view that checks access.
-    from django.core.files.storage import FileSystemStorage
+class PrivateStorage(FileSystemStorage):
+    """Files outside the web root, with no URL: documents are served only through a view that checks access.
+    The location is read from settings at each use, not frozen when the model loads."""
 
-    return FileSystemStorage(location=settings.PRIVATE_MEDIA_ROOT, base_url=None)
+    @property
+    def base_location(self):
+        return settings.PRIVATE_MEDIA_ROOT
+
+    @property
+    def location(self):
+        return os.path.abspath(self.base_location)
+
+
+def _private_storage():
+    return PrivateStorage()
 
 
 def _document_path(document: "RegistrationDocument", filename: str) -> str:
@@ -1043,10 +1085,19 @@ class AuditEvent(models.Model):
         raise PermissionError("the audit trail is append-only")
 
     @classmethod
-    def record(cls, action: str, obj: models.Model, *, actor=None, changes: dict | None = None) -> "AuditEvent":
-        """Append one event about obj; its tenant and reseller are read off the object."""
+    def record(
+        cls,
+        action: str,
+        obj: models.Model,
+        *,
+        actor=None,
+        changes: dict | None = None,
+        reseller: Reseller | None = None,
+    ) -> "AuditEvent":
+        """Append one event about obj; its tenant and reseller are read off the object (or the reseller is given,
+        for an object that belongs to none, so that the reseller's people still see the event)."""
         tenant = obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None)
-        reseller = obj if isinstance(obj, Reseller) else getattr(obj, "reseller", None)
+        reseller = reseller or (obj if isinstance(obj, Reseller) else getattr(obj, "reseller", None))
         if reseller is None and tenant is not None:
             reseller = tenant.reseller
         if reseller is None and getattr(obj, "account", None) is not None:

@@ -15,6 +15,7 @@ from django.db import connection
 
 from messaging import services
 from messaging.models import DailyMessageCount, PhoneNumber, SenderID, WavixAccount
+from messaging.services import retention
 from messaging.wavix import WavixPermanentError, WavixTransientError
 
 logger = logging.getLogger(__name__)
@@ -163,5 +164,25 @@ def message_counts_rollup(days: int = 2) -> int:
         return 0
     try:
         return DailyMessageCount.recompute(days)
+    finally:
+        cache.delete(lock)
+
+
+@shared_task
+def registrations_review_digest() -> int:
+    """Daily: e-mail the reviewers the registrations waiting longer than REGISTRATION_DIGEST_AFTER_DAYS."""
+    return services.review_digest()
+
+
+# Longer limits than other tasks: the first run over a large history purges many batches (each commits, so a
+# run cut short loses nothing and the next one carries on where it stopped).
+@shared_task(soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
+def retention_purge() -> int:
+    """Periodic (daily): purge message content past each reseller's retention period."""
+    lock = "lock:retention-purge"
+    if not cache.add(lock, "running", timeout=3 * 3600 + 300):
+        return 0  # yesterday's run is still going
+    try:
+        return retention.retention_purge()
     finally:
         cache.delete(lock)

@@ -43,8 +43,10 @@ class PortalAdminSite(admin.AdminSite):
     def get_urls(self):
         from django.urls import path
 
+        from messaging.admin_review import review_urls  # messaging's models load after this module
+
         dashboard = path("dashboard/", self.admin_view(self.dashboard), name="dashboard")
-        return [dashboard, *super().get_urls()]  # before the catch-all app pages
+        return [dashboard, *review_urls(self), *super().get_urls()]  # before the catch-all app pages
 
     def index(self, request, extra_context=None):
         # Resellers and tenant viewers land on their tenants' dashboard; platform staff keep the list of

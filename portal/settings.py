@@ -194,6 +194,11 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 OUTBOUND_UNKNOWN_AFTER_SECONDS = env_int("OUTBOUND_UNKNOWN_AFTER_SECONDS", 120)
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
+# Message texts, media links and raw webhook bodies are purged after each reseller's retention period
+# (Reseller.message_retention_days, default 90); this is the longest a reseller may choose.
+MESSAGE_RETENTION_MAX_DAYS = env_int("MESSAGE_RETENTION_MAX_DAYS", 365)
+if MESSAGE_RETENTION_MAX_DAYS < 1:
+    raise ImproperlyConfigured(f"MESSAGE_RETENTION_MAX_DAYS={MESSAGE_RETENTION_MAX_DAYS} must be at least 1.")
 
 # Forwarding to 3CX. Private, loopback and link-local destinations are refused (SSRF guard) unless allowed:
 # the sandbox's fake 3CX inboxes live on loopback.
@@ -312,6 +317,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
         "args": (15,),
         "options": {"queue": "sync", "expires": 1800},
+    },
+    # Message content past each reseller's retention period, purged in small batches at a quiet hour.
+    "retention-purge": {
+        "task": "messaging.tasks.retention_purge",
+        "schedule": crontab(hour=3, minute=41),
+        "options": {"queue": "sync", "expires": 6 * 3600},
+    },
+    # Reviewers get one e-mail a morning listing registrations that have waited too long.
+    "registrations-review-digest": {
+        "task": "messaging.tasks.registrations_review_digest",
+        "schedule": crontab(hour=7, minute=0),
+        "options": {"queue": "sync", "expires": 3600},
     },
 }
 

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,9 +20,15 @@ from tenants.models import ApiToken, Membership, Reseller, Tenant
 
 @admin.register(Reseller)
 class ResellerAdmin(ScopedAdmin):
-    list_display = ["name", "slug", "tenant_count", "created_at"]
+    list_display = ["name", "slug", "tenant_count", "message_retention_days", "created_at"]
     search_fields = ["name"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "message_retention_days":
+            field.help_text = f"{field.help_text} At most {settings.MESSAGE_RETENTION_MAX_DAYS} days."
+        return field
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(tenant_count=Count("tenants"))

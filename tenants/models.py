@@ -9,6 +9,7 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -19,6 +20,15 @@ class Reseller(models.Model):
 
     name = models.CharField(max_length=120, unique=True)
     slug = models.SlugField(max_length=60, unique=True)
+    # The platform's maximum is a setting, checked in clean(): as a validator its value would be frozen into a
+    # migration, and changing the environment would then look like a model change.
+    message_retention_days = models.PositiveIntegerField(
+        "message retention (days)",
+        default=90,
+        validators=[MinValueValidator(1)],
+        help_text="Message texts, media links and raw webhook bodies older than this are purged every night; "
+        "status, segments, charges, numbers and times are kept for counts and billing.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -26,6 +36,21 @@ class Reseller(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        limit = settings.MESSAGE_RETENTION_MAX_DAYS
+        if self.message_retention_days is not None and self.message_retention_days > limit:
+            raise ValidationError(
+                {
+                    "message_retention_days": f"At most {limit} days: the platform keeps message content no "
+                    f"longer than that."
+                }
+            )
+
+    @property
+    def retention_days(self) -> int:
+        """The retention in force: the reseller's choice, capped by the platform's maximum (which may have dropped)."""
+        return min(self.message_retention_days, settings.MESSAGE_RETENTION_MAX_DAYS)
 
 
 class Tenant(models.Model):

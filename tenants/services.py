@@ -10,6 +10,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
@@ -139,6 +140,8 @@ def member_change_role(*, actor, membership: Membership, role: str) -> Membershi
         return membership
     with transaction.atomic():
         membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        if membership.role == role:
+            return membership  # changed by a request that held the lock first (a double submit): one audit row
         member_check_change(membership, role=role, active=membership.is_active)
         previous, membership.role = membership.role, role
         membership.save(update_fields=["role"])
@@ -155,12 +158,23 @@ def member_set_active(*, actor, membership: Membership, active: bool) -> Members
         return membership
     with transaction.atomic():
         membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        if membership.is_active == active:
+            return membership  # done by a request that held the lock first: no second audit row
         member_check_change(membership, role=membership.role, active=active)
         membership.is_active = active
         membership.save(update_fields=["is_active"])
         action = AuditEvent.Action.MEMBER_REACTIVATED if active else AuditEvent.Action.MEMBER_DEACTIVATED
         AuditEvent.record(action, membership, actor=actor, changes={"is_active": [not active, active]})
     return membership
+
+
+def _token_reseller(token: ApiToken) -> Reseller | None:
+    """Whose audit trail a token's events belong to: its tenant's reseller, else the one reseller its person works
+    for (platform staff, and people of several resellers, leave it to the platform's trail)."""
+    if token.tenant_id:
+        return None  # read off the tenant
+    ids = {m.owning_reseller_id for m in token.user.memberships.filter(is_active=True).select_related("tenant")}
+    return Reseller.objects.get(pk=ids.pop()) if len(ids) == 1 else None
 
 
 def api_token_create(*, actor, name: str, tenant: Tenant | None = None) -> tuple[ApiToken, str]:
@@ -176,7 +190,11 @@ def api_token_create(*, actor, name: str, tenant: Tenant | None = None) -> tuple
     with transaction.atomic():
         token, plaintext = ApiToken.issue(actor, name, tenant=tenant)
         AuditEvent.record(
-            AuditEvent.Action.TOKEN_CREATED, token, actor=actor, changes={"name": name, "tenant": str(tenant or "")}
+            AuditEvent.Action.TOKEN_CREATED,
+            token,
+            actor=actor,
+            changes={"name": name, "tenant": str(tenant or "")},
+            reseller=_token_reseller(token),
         )
     return token, plaintext
 
@@ -185,8 +203,16 @@ def api_token_revoke(*, actor, token: ApiToken) -> None:
     """Revoke a token; requests carrying it are refused from now on."""
     if not access.can(actor, "change", token):
         raise PermissionDenied("You cannot revoke this token.")
-    if not token.is_active:
-        return
     with transaction.atomic():
-        token.revoke()
-        AuditEvent.record(AuditEvent.Action.TOKEN_REVOKED, token, actor=actor)
+        # Claimed with a conditional update: two revocations at once (a double click) leave one audit row.
+        now = timezone.now()
+        if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+            return
+        token.revoked_at = now
+        AuditEvent.record(
+            AuditEvent.Action.TOKEN_REVOKED,
+            token,
+            actor=actor,
+            changes={"name": token.name, "revoked_at": [None, now.isoformat()]},
+            reseller=_token_reseller(token),
+        )

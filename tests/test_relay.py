@@ -303,7 +303,25 @@ def test_a_10dlc_number_status_updates_the_number(setup):
         body=json.dumps({"brand_id": "B", "campaign_id": "C", "number": "14155550100", "status": "approved"}).encode(),
     )
     relay()
-    assert PhoneNumber.objects.get().tendlc_status == "APPROVED"
+    number = PhoneNumber.objects.get()
+    assert (number.tendlc_status, number.tendlc_brand_id, number.tendlc_campaign_id) == ("APPROVED", "B", "C")
+
+
+def test_10dlc_brand_and_campaign_statuses_are_kept_and_follow_their_webhooks(setup):
+    from messaging.models import TenDLCRegistration
+
+    account, _ = setup
+    for key, body in (
+        ("B:PENDING", {"brand_id": "B", "status": "pending"}),
+        ("B:C:PENDING", {"brand_id": "B", "campaign_id": "C", "status": "PENDING"}),
+        ("B:APPROVED", {"brand_id": "B", "status": "approved"}),
+    ):
+        WebhookEvent.objects.create(account=account, kind="10dlc", dedup_key=key, body=json.dumps(body).encode())
+        relay()
+    assert sorted(TenDLCRegistration.objects.values_list("kind", "brand_id", "campaign_id", "status")) == [
+        ("brand", "B", "", "APPROVED"),
+        ("campaign", "B", "C", "PENDING"),
+    ]
 
 
 def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant, inbox, sandbox_account):

@@ -92,7 +92,9 @@ def test_a_pending_10dlc_campaign_holds_a_us_number_back(client, operator, line)
     PhoneNumber.objects.filter(pk=number.pk).update(tendlc_status="PENDING")
     client.force_login(operator)
     response = client.post(url(trunk, "sender"), {"kind": "numeric", "number": number.pk})
-    assert "Its 10DLC campaign is pending" in response.context["form"].errors["number"][0]
+    assert response.context["form"].errors["number"] == [
+        "+14155550300: 10DLC: number pending. US numbers text once brand, campaign and number are approved."
+    ]
 
 
 def test_step_two_greys_out_countries_the_type_cannot_text_and_reviews_before_submitting(client, operator, line):

@@ -2,58 +2,161 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import messaging.models
 from django.conf import settings
 from django.db import migrations, models
 
+import messaging.models
+
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('messaging', '0014_dashboard'),
-        ('tenants', '0002_tenant_api_tokens'),
+        ("messaging", "0014_dashboard"),
+        ("tenants", "0002_tenant_api_tokens"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('api_key.set', 'Wavix API key set'), ('api_key.rotated', 'Wavix API key replaced'), ('threecx_url.set', '3CX webhook URL set'), ('secrets.reencrypted', 'Secrets re-encrypted with a new key'), ('sender_id.registered', 'Sender ID registered'), ('sender_id.deleted', 'Sender ID deleted'), ('registration.status', 'Registration status changed'), ('member.invited', 'Member invited'), ('member.role_changed', 'Member role changed'), ('member.deactivated', 'Member deactivated'), ('member.reactivated', 'Member reactivated'), ('token.created', 'API token created'), ('token.revoked', 'API token revoked'), ('tenant.status', 'Tenant status changed'), ('delivery.replayed', 'Delivery replayed'), ('webhook_secret.rotated', 'Webhook secret rotated'), ('registration.document', 'Registration document uploaded'), ('retention.purged', 'Old message content purged')], max_length=32),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("api_key.set", "Wavix API key set"),
+                    ("api_key.rotated", "Wavix API key replaced"),
+                    ("threecx_url.set", "3CX webhook URL set"),
+                    ("secrets.reencrypted", "Secrets re-encrypted with a new key"),
+                    ("sender_id.registered", "Sender ID registered"),
+                    ("sender_id.deleted", "Sender ID deleted"),
+                    ("registration.status", "Registration status changed"),
+                    ("member.invited", "Member invited"),
+                    ("member.role_changed", "Member role changed"),
+                    ("member.deactivated", "Member deactivated"),
+                    ("member.reactivated", "Member reactivated"),
+                    ("token.created", "API token created"),
+                    ("token.revoked", "API token revoked"),
+                    ("tenant.status", "Tenant status changed"),
+                    ("delivery.replayed", "Delivery replayed"),
+                    ("webhook_secret.rotated", "Webhook secret rotated"),
+                    ("registration.document", "Registration document uploaded"),
+                    ("retention.purged", "Old message content purged"),
+                ],
+                max_length=32,
+            ),
         ),
         migrations.CreateModel(
-            name='RegistrationDocument',
+            name="RegistrationDocument",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.FileField(max_length=200, storage=messaging.models._private_storage, upload_to=messaging.models._document_path)),
-                ('name', models.CharField(help_text="The file's name as uploaded.", max_length=200)),
-                ('content_type', models.CharField(max_length=32)),
-                ('size', models.PositiveIntegerField()),
-                ('uploaded_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('registration', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='messaging.senderidcountry')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenants.tenant')),
-                ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "file",
+                    models.FileField(
+                        max_length=200,
+                        storage=messaging.models._private_storage,
+                        upload_to=messaging.models._document_path,
+                    ),
+                ),
+                ("name", models.CharField(help_text="The file's name as uploaded.", max_length=200)),
+                ("content_type", models.CharField(max_length=32)),
+                ("size", models.PositiveIntegerField()),
+                ("uploaded_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "registration",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="documents",
+                        to="messaging.senderidcountry",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['uploaded_at', 'id'],
+                "ordering": ["uploaded_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='RegistrationEvent',
+            name="RegistrationEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(blank=True, choices=[('requested', 'Requested'), ('allowlisted', 'Allow-listed'), ('needs_documents', 'Needs documents'), ('in_review', 'In review'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('not_supported', 'Not supported')], max_length=16)),
-                ('to_status', models.CharField(choices=[('requested', 'Requested'), ('allowlisted', 'Allow-listed'), ('needs_documents', 'Needs documents'), ('in_review', 'In review'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('not_supported', 'Not supported')], max_length=16)),
-                ('note', models.TextField(blank=True)),
-                ('actor_label', models.CharField(help_text="Who, at the time: an e-mail, or 'system'.", max_length=254)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('registration', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='messaging.senderidcountry')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "from_status",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("requested", "Requested"),
+                            ("allowlisted", "Allow-listed"),
+                            ("needs_documents", "Needs documents"),
+                            ("in_review", "In review"),
+                            ("approved", "Approved"),
+                            ("rejected", "Rejected"),
+                            ("not_supported", "Not supported"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "to_status",
+                    models.CharField(
+                        choices=[
+                            ("requested", "Requested"),
+                            ("allowlisted", "Allow-listed"),
+                            ("needs_documents", "Needs documents"),
+                            ("in_review", "In review"),
+                            ("approved", "Approved"),
+                            ("rejected", "Rejected"),
+                            ("not_supported", "Not supported"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                (
+                    "actor_label",
+                    models.CharField(help_text="Who, at the time: an e-mail, or 'system'.", max_length=254),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "registration",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="messaging.senderidcountry",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
-                'indexes': [models.Index(fields=['registration', 'created_at'], name='registration_timeline')],
+                "ordering": ["created_at", "id"],
+                "indexes": [models.Index(fields=["registration", "created_at"], name="registration_timeline")],
             },
         ),
     ]

@@ -22,6 +22,7 @@ from messaging.models import (
     Message,
     OptOut,
     PhoneNumber,
+    TenDLCRegistration,
     Trunk,
     WavixAccount,
     WebhookEvent,
@@ -232,10 +233,17 @@ def _apply_report(event: WebhookEvent, payload: dict) -> None:
 
 
 def _apply_tendlc(event: WebhookEvent, payload: dict) -> None:
-    """A 10DLC number status (brand and campaign statuses are kept as events for the review issue)."""
+    """A 10DLC status from Wavix: a number's (with its brand and campaign), a campaign's or a brand's."""
+    status = str(payload["status"]).upper()[:16]
+    brand, campaign = str(payload.get("brand_id") or "")[:64], str(payload.get("campaign_id") or "")[:64]
     if payload.get("number"):
         PhoneNumber.objects.filter(account=event.account, number=_e164(payload["number"])).update(
-            tendlc_status=str(payload["status"]).upper()[:16]
+            tendlc_status=status, tendlc_brand_id=brand, tendlc_campaign_id=campaign
+        )
+    elif brand:
+        kind = TenDLCRegistration.Kind.CAMPAIGN if campaign else TenDLCRegistration.Kind.BRAND
+        TenDLCRegistration.objects.update_or_create(
+            account=event.account, kind=kind, brand_id=brand, campaign_id=campaign, defaults={"status": status}
         )
     event.state = WebhookEvent.State.PROCESSED
 
@@ -345,18 +353,17 @@ def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now) -> None:
 def delivery_replay(*, actor, deliveries) -> int:
     """Try failed or dead-lettered deliveries again from now, each replay written to the audit trail."""
     replayed = 0
-    for delivery in deliveries.filter(status__in=[Delivery.Status.FAILED, Delivery.Status.DEAD]).select_related(
-        "message", "trunk"
-    ):
+    replayable = [Delivery.Status.FAILED, Delivery.Status.DEAD]
+    for delivery in deliveries.filter(status__in=replayable).select_related("message", "trunk"):
         with transaction.atomic():
-            previous = delivery.status
-            delivery.status, delivery.next_attempt_at, delivery.lease_until = (
-                Delivery.Status.PENDING,
-                timezone.now(),
-                None,
+            previous, now = delivery.status, timezone.now()
+            # Claimed with a conditional update: the same replay asked twice at once (a double click, two people)
+            # replays it once, with one audit row. created_at moves: the 48 h of retries start again.
+            claimed = Delivery.objects.filter(pk=delivery.pk, status__in=replayable).update(
+                status=Delivery.Status.PENDING, next_attempt_at=now, lease_until=None, created_at=now
             )
-            delivery.created_at = timezone.now()  # the 48 h of retries start again
-            delivery.save(update_fields=["status", "next_attempt_at", "lease_until", "created_at"])
+            if not claimed:
+                continue
             if delivery.message.can_transition(Message.Status.RECEIVED):
                 delivery.message.transition(Message.Status.RECEIVED)
                 delivery.message.save(update_fields=["status", "updated_at"])

@@ -27,6 +27,7 @@ from messaging.models import (
     PhoneNumber,
     SenderID,
     SenderIDCountry,
+    TenDLCRegistration,
     Trunk,
     WavixAccount,
     alphanumeric_problems,
@@ -263,23 +264,33 @@ def _reply_message(trunk: Trunk) -> Message | None:
 
 
 def sender_candidates(trunk: Trunk):
-    """The tenant's numbers a numeric sender can be, with what stops the others (for step 1's list)."""
-    rows = []
-    for number in (
+    """The tenant's numbers a numeric sender can be, with their 10DLC state and what stops the others."""
+    numbers = list(
         PhoneNumber.objects.filter(tenant_id=trunk.tenant_id).select_related("account", "trunk").order_by("number")
-    ):
+    )
+    tendlc = {
+        (r.account_id, r.kind, r.brand_id, r.campaign_id): r
+        for r in TenDLCRegistration.objects.filter(account__in={n.account_id for n in numbers})
+    }
+    held = (PhoneNumber.TenDLCStatus.PENDING, PhoneNumber.TenDLCStatus.REJECTED)
+    rows = []
+    for number in numbers:
+        brand = tendlc.get((number.account_id, "brand", number.tendlc_brand_id, ""))
+        campaign = tendlc.get((number.account_id, "campaign", number.tendlc_brand_id, number.tendlc_campaign_id))
+        parts = [f"number {number.get_tendlc_status_display().lower()}"] if number.tendlc_status else []
+        parts += [f"campaign {campaign.get_status_display().lower()}"] if campaign else []
+        parts += [f"brand {brand.get_status_display().lower()}"] if brand else []
         problem = ""
         if not number.sms_enabled:
             problem = "SMS is not enabled on this number at Wavix."
-        elif number.country == "US" and number.tendlc_status in (
-            PhoneNumber.TenDLCStatus.PENDING,
-            PhoneNumber.TenDLCStatus.REJECTED,
+        elif number.country == "US" and (
+            number.tendlc_status in held or (campaign and campaign.status in held) or (brand and brand.status in held)
         ):  # Wavix reports 10DLC by webhook; a number it never reported on is not held back
-            status = number.get_tendlc_status_display().lower()
-            problem = f"Its 10DLC campaign is {status}: US numbers text once it is approved."
+            problem = f"10DLC: {', '.join(parts)}. US numbers text once brand, campaign and number are approved."
         elif number.trunk_id and number.trunk_id != trunk.pk:
             problem = f"Already serves the trunk {number.trunk}."
-        rows.append(SimpleNamespace(number=number, problem=problem))
+        tendlc_text = ", ".join(parts) if parts else ("not reported" if number.country == "US" else "—")
+        rows.append(SimpleNamespace(number=number, problem=problem, tendlc=tendlc_text))
     return rows
 
 

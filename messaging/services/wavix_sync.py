@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging.models import AuditEvent, CountryRule, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging.services.registrations import registration_set_status, registrations_submitted
 from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, WavixTransientError
 from tenants.models import Tenant
 
@@ -289,6 +290,7 @@ def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixS
             )
             for code, rule in sorted(rules.items())
         )
+        registrations_submitted(actor, registrations)
         AuditEvent.record(
             AuditEvent.Action.SENDER_ID_REGISTERED,
             sender,
@@ -329,21 +331,6 @@ def sender_id_delete(*, actor, sender: SenderID) -> None:
         sender.delete()
 
 
-def registration_set_status(*, actor, registration: SenderIDCountry, status: str, note: str = "") -> SenderIDCountry:
-    """Move one country registration along its lifecycle and record who did it and why (None = the system)."""
-    with transaction.atomic():
-        registration = SenderIDCountry.objects.select_for_update().get(pk=registration.pk)
-        previous = registration.move_to(status, actor=actor, note=note)
-        registration.save()
-        AuditEvent.record(
-            AuditEvent.Action.REGISTRATION_STATUS,
-            registration,
-            actor=actor,
-            changes={"country": registration.country, "status": [previous, status], "note": note},
-        )
-    return registration
-
-
 def sender_ids_sync(account: WavixAccount) -> int:
     """Mark every country Wavix now lists in `allowlisted_in` as allow-listed; returns how many moved."""
     registered = {s.wavix_id: s for s in WavixClient.for_account(account).sender_ids()}
@@ -379,6 +366,5 @@ __all__ = [
     "sender_id_register",
     "sender_id_deletion_problem",
     "sender_id_delete",
-    "registration_set_status",
     "sender_ids_sync",
 ]

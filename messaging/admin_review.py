@@ -1,0 +1,232 @@
+"""Registration pages: the reviewers' queue (platform staff), and on each registration its timeline and the
+reseller's paperwork (upload, submit). Decisions and rules live in messaging/services/registrations.py."""
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from messaging.models import CountryRule, RegistrationDocument, SenderIDCountry
+from messaging.services import registrations
+from tenants import access
+from tenants.models import Reseller
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[(key, key) for key in registrations.DECISIONS])
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False)
+
+
+class DocumentForm(forms.Form):
+    file = forms.FileField(required=False, help_text="PDF, PNG or JPEG.")
+
+
+def _age(moment) -> str:
+    days = (timezone.now() - moment).days
+    return "today" if days == 0 else f"{days} day{'s' if days != 1 else ''}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The review queue (site-level pages: /admin/review/)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def review_urls(site):
+    wrap = site.admin_view
+    return [
+        path("review/", wrap(lambda request: review_queue_view(request, site)), name="review_queue"),
+        path("review/<int:pk>/", wrap(lambda request, pk: review_detail_view(request, site, pk)), name="review_detail"),
+        path("documents/<int:pk>/", wrap(document_view), name="registration_document"),
+    ]
+
+
+def _reviewer_or_404(request) -> None:
+    # Not a reviewer: the queue does not exist for you (404, as for another reseller's rows).
+    if not access.is_reviewer(request.user):
+        raise Http404("No such page.")
+
+
+def review_queue_view(request, site):
+    _reviewer_or_404(request)
+    queue = registrations.review_queue()
+    filters = {key: request.GET.get(key, "") for key in ("country", "reseller", "status")}
+    if filters["country"]:
+        queue = queue.filter(country=filters["country"].upper())
+    if filters["reseller"]:
+        queue = queue.filter(tenant__reseller_id=filters["reseller"])
+    if filters["status"]:
+        queue = queue.filter(status=filters["status"])
+    page = Paginator(queue.prefetch_related("documents"), 50).get_page(request.GET.get("page"))
+    names = dict(CountryRule.objects.values_list("country", "name"))
+    rows = [
+        {
+            "registration": r,
+            "country_name": names.get(r.country, r.country),
+            "age": _age(r.status_changed_at),
+            "documents": list(r.documents.all()),
+        }
+        for r in page
+    ]
+    context = {
+        **site.each_context(request),
+        "title": "Sender-ID registrations to review",
+        "rows": rows,
+        "page": page,
+        "filters": filters,
+        "query": urlencode({k: v for k, v in filters.items() if v}),
+        "statuses": [(s, SenderIDCountry.Status(s).label) for s in registrations.QUEUE_STATUSES],
+        "resellers": Reseller.objects.order_by("name"),
+        "countries": sorted({(r.country, names.get(r.country, r.country)) for r in registrations.review_queue()}),
+    }
+    return TemplateResponse(request, "messaging/review_queue.html", context)
+
+
+def review_detail_view(request, site, pk: int):
+    _reviewer_or_404(request)
+    registration = SenderIDCountry.objects.select_related("sender", "tenant__reseller").filter(pk=pk).first()
+    if registration is None:
+        raise Http404("No such registration.")
+    form = DecisionForm(request.POST or None)
+    problem = registrations.review_problem(request.user, registration)
+    if request.method == "POST" and form.is_valid():
+        try:
+            registrations.registration_decide(
+                reviewer=request.user,
+                registration=registration,
+                decision=form.cleaned_data["decision"],
+                note=form.cleaned_data["note"],
+            )
+        except PermissionDenied as refusal:
+            form.add_error(None, str(refusal))
+        except ValidationError as error:
+            for field, problems in error.message_dict.items():
+                form.add_error(field if field in form.fields else None, problems)
+        else:
+            registration.refresh_from_db()
+            messages.success(request, f"{registration}: recorded; the reseller's admins are told by e-mail.")
+            return redirect(reverse("admin:review_queue"))
+    context = {
+        **site.each_context(request),
+        "title": f"Review: {registration.sender.value} → {registration.country}",
+        "registration": registration,
+        "allowed": [
+            decision
+            for decision, (status, _) in registrations.DECISIONS.items()
+            if status in registration.TRANSITIONS[registration.status]
+        ],
+        "problem": problem,
+        "form": form,
+        "events": registration.events.all(),
+        "documents": registration.documents.all(),
+        "age": _age(registration.status_changed_at),
+    }
+    return TemplateResponse(request, "messaging/review_detail.html", context)
+
+
+def document_view(request, pk: int):
+    """A document, to its reseller's staff and reviewers only (404 to anyone else), never inline-rendered."""
+    document = registrations.document_for(request.user, pk)
+    if document is None:
+        raise Http404("No such document.")
+    response = FileResponse(document.file.open("rb"), content_type=document.content_type, as_attachment=True)
+    response["Content-Disposition"] = f'attachment; filename="{document.name.replace(chr(34), "")}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On each registration (resellers and tenants): timeline, documents
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RegistrationPagesMixin:
+    """The registration's change page shows its timeline and paperwork; resellers upload and submit there."""
+
+    @admin.display(description="Timeline")
+    def timeline(self, obj):
+        events = obj.events.all() if obj and obj.pk else []
+        if not events:
+            return "—"
+        return format_html(
+            "<ol class='timeline'>{}</ol>",
+            format_html_join(
+                "",
+                "<li><strong>{}</strong> {} by {}{}</li>",
+                (
+                    (
+                        e.get_to_status_display(),
+                        timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M"),
+                        e.actor_label,
+                        format_html(" — {}", e.note) if e.note else "",
+                    )
+                    for e in events
+                ),
+            ),
+        )
+
+    @admin.display(description="Documents")
+    def paperwork(self, obj):
+        if not obj or not obj.pk:
+            return "—"
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> ({} KB, {})</li>',
+            (
+                (reverse("admin:registration_document", args=[d.pk]), d.name, max(1, d.size // 1024), d.content_type)
+                for d in obj.documents.all()
+            ),
+        )
+        link = reverse("admin:messaging_senderidcountry_documents", args=[obj.pk])
+        return format_html('<ul>{}</ul><a class="button" href="{}">Upload or submit documents</a>', rows, link)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = [*super().get_readonly_fields(request, obj), "timeline"]
+        # Paperwork is the reseller's and the reviewers' business: tenant users see the timeline only.
+        return fields + ["paperwork"] if access.can(request.user, "view", RegistrationDocument) else fields
+
+    def get_urls(self):
+        documents = self.admin_site.admin_view(self.documents_view)
+        return [
+            path("<int:object_id>/documents/", documents, name="messaging_senderidcountry_documents"),
+            *super().get_urls(),
+        ]
+
+    def documents_view(self, request, object_id: int):
+        registration = self.get_object(request, str(object_id))  # 404 for another reseller's
+        if not access.can(request.user, "add", registration.documents.model):
+            raise PermissionDenied
+        form = DocumentForm(request.POST or None, request.FILES or None)
+        if request.method == "POST":
+            try:
+                if request.POST.get("action") == "submit":
+                    registrations.documents_submit(actor=request.user, registration=registration)
+                    self.message_user(request, "Submitted for review: the platform's reviewers have been told.")
+                    return redirect(reverse("admin:messaging_senderidcountry_change", args=[registration.pk]))
+                if form.is_valid() and not form.cleaned_data["file"]:
+                    form.add_error("file", "Choose the file to upload.")
+                elif form.is_valid():
+                    document = registrations.document_upload(
+                        actor=request.user, registration=registration, upload=form.cleaned_data["file"]
+                    )
+                    self.message_user(request, f"{document.name} uploaded. Submit when every document is here.")
+                    return redirect(reverse("admin:messaging_senderidcountry_documents", args=[registration.pk]))
+            except ValidationError as error:
+                for field, problems in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, problems)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Documents: {registration.sender.value} → {registration.country}",
+            "registration": registration,
+            "documents": registration.documents.all(),
+            "form": form,
+        }
+        return TemplateResponse(request, "messaging/registration_documents.html", context)
