@@ -27,8 +27,15 @@ def count(*parts: str) -> None:
     """Add one to a shared counter; a cache outage loses a count, never a webhook."""
     key = _key(*parts)
     try:
-        cache.add(key, 0, timeout=None)
-        cache.incr(key)
+        redis = getattr(cache, "_cache", None)
+        if hasattr(redis, "get_client"):
+            # Redis's INCR creates a missing counter at 0: one round trip on every webhook's path, where
+            # Django's add() + incr() take three (its incr() asks EXISTS first). Same key, same stored integer.
+            full_key = cache.make_and_validate_key(key)
+            redis.get_client(full_key, write=True).incr(full_key)
+        else:
+            cache.add(key, 0, timeout=None)
+            cache.incr(key)
     except Exception:  # noqa: BLE001 - counting must never break the work being counted
         logger.debug("metrics: could not count %s", key)
 
