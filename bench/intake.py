@@ -44,7 +44,9 @@ def main() -> None:
 
     django.setup()
     webhook_path = prepare()
-    gunicorn = "gunicorn bench.ceiling_app:application --workers 2 --threads 4 --access-logfile -".split()
+    gunicorn = os.environ.get(
+        "BENCH_GUNICORN", "gunicorn bench.ceiling_app:application --workers 2 --threads 4 --access-logfile -"
+    ).split()
     web = subprocess.Popen(
         [sys.executable, "-m", *gunicorn, "--bind", f"127.0.0.1:{PORT}"],
         cwd=ROOT,

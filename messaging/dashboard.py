@@ -15,7 +15,9 @@ from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 from messaging.models import DailyMessageCount, Delivery, Message, PhoneNumber, SenderIDCountry, Trunk
 from tenants import access
@@ -102,6 +104,24 @@ class Chart:
     width: int
     height: int
     peak: int
+    bar: int = 4  # a bar's width
+
+    def marks(self) -> str:
+        """Each day's pair of bars with its tooltip, as SVG. Built here rather than in a template loop: a page of
+        50 tenants draws 2,100 of them, which the template language took ~100 ms to render (bench/scale.py)."""
+        return mark_safe(
+            "".join(
+                f"<g><title>{escape(dateformat.format(column.day, 'D j M'))}: {column.inbound} in, "
+                f"{column.outbound} out</title>"
+                + "".join(
+                    f'<rect class="bar-{bar.direction}" x="{bar.x}" y="{bar.y}" width="{self.bar}" '
+                    f'height="{bar.height}" />'
+                    for bar in column.bars
+                )
+                + "</g>"
+                for column in self.columns
+            )
+        )
 
 
 def build_chart(per_day: dict[date, dict[str, int]], days: list[date], *, bar: int, gap: int, height: int) -> Chart:
@@ -121,7 +141,7 @@ def build_chart(per_day: dict[date, dict[str, int]], days: list[date], *, bar: i
                 day, counts.get(Message.Direction.INBOUND, 0), counts.get(Message.Direction.OUTBOUND, 0), x, tuple(bars)
             )
         )
-    return Chart(columns, len(days) * (2 * bar + gap), height, peak)
+    return Chart(columns, len(days) * (2 * bar + gap), height, peak, bar)
 
 
 @dataclass

@@ -102,7 +102,8 @@ def _problem(kind: str, body: bytes) -> tuple[dict | None, str | None]:
     for field in OPTIONAL.get(kind, ()):
         if payload.get(field) is not None and (problem := _field_problem(field, payload[field])):
             return None, problem
-    if kind == WebhookEvent.Kind.INBOUND and not str(payload["to"]).lstrip("+").isdigit():
+    to = str(payload.get("to", "")).lstrip("+")
+    if kind == WebhookEvent.Kind.INBOUND and not (to.isascii() and to.isdigit()):  # "²" is a digit to isdigit()
         return None, "to is not a phone number."
     return payload, None
 

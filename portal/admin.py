@@ -5,9 +5,29 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.http import Http404
+from django.http import Http404, HttpResponse
+from django.template.response import TemplateResponse
 
 from tenants import access
+
+
+def lockout_username(request, credentials: dict | None) -> str:
+    """The e-mail a sign-in attempt is counted against: trimmed and lower-cased, as PortalLoginForm reads it."""
+    raw = (credentials or {}).get("username") or request.POST.get("username") or ""
+    return str(raw).strip().lower()
+
+
+def locked_out(request, original_response=None, credentials=None) -> HttpResponse:
+    """The page django-axes shows instead of the login form while an e-mail is locked out here (429)."""
+    from django.conf import settings
+
+    site = admin.site
+    context = {
+        **site.each_context(request),
+        "title": "Sign-in locked",
+        "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+    }
+    return TemplateResponse(request, "admin/locked_out.html", context, status=429).render()
 
 
 class PortalLoginForm(AdminAuthenticationForm):

@@ -6,6 +6,7 @@ without its secrets. Every variable is listed in .env.example and the README.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -89,6 +90,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",  # sign-in lockout after repeated failures (see Auth, API)
     "tenants",
     "messaging",
     "sandbox",
@@ -103,6 +105,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes requires: it turns a refused sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -348,6 +353,24 @@ if not FIELD_ENCRYPTION_KEYS:
 # Auth, API
 # --------------------------------------------------------------------------------------------------------------
 
+# django-axes refuses sign-ins after LOGIN_FAILURE_LIMIT failures for one e-mail from one address (the pair,
+# so a stranger cannot lock a colleague out of the office's shared address), for LOGIN_LOCKOUT_MINUTES; a new
+# failure during the lockout starts it again. Its backend only watches: ModelBackend still checks passwords.
+# API tokens and Wavix's webhooks never call authenticate(), so they are unaffected. Tests sign in hundreds of
+# times, so lockout is off under pytest unless a test turns it on.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env_bool("LOGIN_LOCKOUT_ENABLED", not TESTING)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_USERNAME_CALLABLE = "portal.admin.lockout_username"  # the e-mail as the login form reads it: trimmed, lower
+AXES_LOCKOUT_CALLABLE = "portal.admin.locked_out"
+AXES_RESET_ON_SUCCESS = True
+# Successful sign-ins are not logged to the database (a table nobody purges); failures are, in AccessAttempt.
+AXES_DISABLE_ACCESS_LOG = True
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured(f"LOGIN_FAILURE_LIMIT={AXES_FAILURE_LIMIT} must be at least 1.")
+
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"
 AUTH_PASSWORD_VALIDATORS = [
@@ -424,7 +447,11 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Only directives that need no change to the pages: the setup wizard and the API docs use inline scripts, so
+# script-src stays open; no framing, no plugins, no <base> hijack, forms post only to the portal.
+CONTENT_SECURITY_POLICY = "base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
@@ -444,10 +471,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # Webhook URLs carry their secret in the path, which Django logs for every 4xx and 5xx answer.
+    "filters": {"webhook_secrets": {"()": "portal.logging.WebhookSecretFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # httpx logs every request at INFO; the portal logs what each Wavix call meant instead.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "django.request": {"filters": ["webhook_secrets"]},
+        # httpx logs every request at INFO; the portal logs what each Wavix call meant instead.
+        "httpx": {"level": "WARNING"},
+        # axes.apps announces its configuration at every start of every process.
+        "axes.apps": {"level": "WARNING"},
+    },
 }
 
 # --------------------------------------------------------------------------------------------------------------

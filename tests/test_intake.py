@@ -191,3 +191,32 @@ def test_odd_but_acceptable_bodies_are_stored_not_crashed_on(client, account, bo
 def test_a_nul_character_is_refused_not_a_database_error(client, account):
     response = post(client, account.inbound_webhook_url, {"message_id": "a\u0000b", "to": "447712345661"})
     assert (response.status_code, response.json()["detail"]) == (400, "message_id contains a NUL character.")
+
+
+def test_a_report_whose_key_would_not_fit_its_column_is_stored_under_a_digest(client, account):
+    body = {"message_id": "m" * 100, "status": "s" * 100}  # each part at its limit; together 201 characters
+    assert post(client, account.dlr_webhook_url, body).status_code == 200
+    key = WebhookEvent.objects.get().dedup_key
+    assert len(key) <= 200 and key.startswith("m" * 100 + ":sha256:")
+    assert post(client, account.dlr_webhook_url, body).json()["detail"] == "Duplicate: already received."
+
+
+@pytest.mark.parametrize(
+    "body,reason",
+    [
+        (b"[" * 5000 + b"]" * 5000, "The body is nested too deeply."),
+        ({"status": "ok", "brand_id": "b\u0000"}, "brand_id contains a NUL character."),
+        ({"status": "ok", "campaign_id": "c" * 101}, "campaign_id is too long."),
+        ({"status": "ok", "number": {"n": 1}}, "Missing or invalid number."),
+    ],
+)
+def test_bodies_that_once_got_a_500_or_503_get_400_with_the_reason(client, account, body, reason):
+    url = account.inbound_webhook_url if isinstance(body, bytes) else account.tendlc_webhook_url
+    response = post(client, url, body)
+    assert (response.status_code, response.json()["detail"]) == (400, reason)
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_recipient_in_superscript_digits_is_not_a_phone_number(client, account):
+    response = post(client, account.inbound_webhook_url, {"message_id": "m1", "to": "\u00b2\u00b3"})
+    assert (response.status_code, response.json()["detail"]) == (400, "to is not a phone number.")

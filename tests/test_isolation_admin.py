@@ -10,7 +10,8 @@ from tests.conftest import build_world
 pytestmark = pytest.mark.django_db
 
 # Platform-only admins (Django's users and groups): resellers never reach them.
-PLATFORM_ONLY = {"auth.user", "auth.group"}
+# django-axes's sign-in attempts: platform staff lift lockouts there.
+PLATFORM_ONLY = {"auth.user", "auth.group", "axes.accessattempt", "axes.accessfailurelog", "axes.accesslog"}
 SCOPED_LABELS = [
     "tenants.reseller",
     "tenants.tenant",

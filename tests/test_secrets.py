@@ -167,3 +167,58 @@ def test_error_reports_hide_secret_post_fields():
     shown = SecretsReporterFilter().get_post_parameters(request)
     assert shown["api_key"] != API_KEY and shown["threecx_webhook_url"] != WEBHOOK_URL
     assert shown["name"] == "x"
+
+
+THREECX_TOKEN = "c0ffee1234567890deadbeef"  # the secret part of WEBHOOK_URL
+
+
+def test_no_page_json_or_log_line_shows_a_key_a_3cx_url_or_a_webhook_secret(
+    client, reseller_admin, tenant, other_world, captured_logs, settings
+):
+    from tests.conftest import build_world
+    from tests.crawl import admin_urls, api_urls, body_of
+
+    settings.WAVIX_API_URL = "http://127.0.0.1:1/wavix"  # pages that ask Wavix get "unreachable", never a real call
+    world = build_world(tenant, reseller_admin)
+    account, trunk = world["messaging.wavixaccount"], world["messaging.trunk"]
+    account.set_api_key(API_KEY)
+    account.save()
+    trunk.set_threecx_webhook_url(WEBHOOK_URL)
+    trunk.main_sender = world["messaging.senderid"]
+    trunk.save()
+    secret = account.inbound_webhook_url.rstrip("/").split("/")[-2]
+    # Webhooks, answered and refused: Django logs the path (secret and all) of every 4xx answer.
+    for kind, body in [("inbound", b'{"message_id": "m1", "to": "14155550100"}'), ("dlr", b"[]"), ("nope", b"{}")]:
+        client.generic("POST", f"/webhooks/wavix/{secret}/{kind}/", body, content_type="application/json")
+    client.get(f"/webhooks/wavix/{secret}/inbound/")
+    client.post(f"/webhooks/wavix/{secret}/")  # no such URL: Django's own 404
+
+    client.force_login(reseller_admin)
+    shown_by_design = []  # the account's webhook URLs, on its own pages, for the reseller to paste into Wavix
+    pages = 0
+    for url in [*admin_urls(reseller_admin), *api_urls(client)]:
+        response = client.get(url)
+        assert response.status_code < 500, url
+        text = body_of(response)
+        pages += 1
+        assert API_KEY not in text, url
+        assert THREECX_TOKEN not in text, url
+        if secret in text:
+            shown_by_design.append(url)
+    api = token_client(reseller_admin)
+    for url in api_urls(api):
+        text = body_of(api.get(url))
+        assert API_KEY not in text and THREECX_TOKEN not in text, url
+        if secret in text:
+            shown_by_design.append(url)
+
+    assert pages > 60  # the crawl reached the custom pages too, not only the changelists
+    assert set(shown_by_design) == {
+        reverse("admin:messaging_wavixaccount_change", args=[account.pk]),
+        "/api/v1/wavix-accounts/",
+        f"/api/v1/wavix-accounts/{account.pk}/",
+    }
+    logged = everything_logged(captured_logs)
+    assert "/webhooks/wavix/***/" in logged  # the refused webhooks were logged, masked
+    for needle in (API_KEY, THREECX_TOKEN, secret):
+        assert needle not in logged

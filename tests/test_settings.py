@@ -51,6 +51,8 @@ def test_production_refuses_to_start_without_a_secret(missing):
     [
         ("DEBUG", "maybe", "DEBUG='maybe' is not a boolean"),
         ("DB_CONN_MAX_AGE", "ten", "DB_CONN_MAX_AGE='ten' is not an integer"),
+        ("LOGIN_LOCKOUT_ENABLED", "maybe", "LOGIN_LOCKOUT_ENABLED='maybe' is not a boolean"),
+        ("LOGIN_FAILURE_LIMIT", "0", "LOGIN_FAILURE_LIMIT=0 must be at least 1"),
         ("FIELD_ENCRYPTION_KEYS", "short", "entry #1 is not a Fernet key"),
     ],
 )

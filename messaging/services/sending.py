@@ -97,7 +97,10 @@ def sender_for(tenant: Tenant, *, sender=None, trunk=None) -> SenderID:
     if sender in (None, ""):
         raise ValidationError({"sender": "Name the sender ID (or a trunk) to send from."})
     found = SenderID.objects.filter(tenant=tenant).filter(
-        Q(pk=int(sender)) if str(sender).isdigit() and len(str(sender)) < 10 else Q(value=str(sender).strip())
+        # isascii(): "²" is a digit to isdigit() but not to int().
+        Q(pk=int(sender))
+        if str(sender).isascii() and str(sender).isdigit() and len(str(sender)) < 10
+        else Q(value=str(sender).strip())
     )
     found = found.select_related("account").first()
     if found is None:
