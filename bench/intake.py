@@ -8,6 +8,9 @@ peak RSS of each gunicorn worker. No Celery worker runs: intake only stores (the
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/14 \\
         .venv/bin/python bench/intake.py [--seconds 10] [--clients 8]
+
+BENCH_GUNICORN="gunicorn bench.ceiling_app:application --workers 4 --access-logfile -" tries another server
+configuration (both rows use it).
 """
 
 import argparse
