@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -47,20 +46,12 @@ def main() -> None:
 
     django.setup()
     webhook_path = prepare()
-    gunicorn = os.environ.get(
-        "BENCH_GUNICORN", "gunicorn bench.ceiling_app:application --workers 2 --threads 4 --access-logfile -"
-    ).split()
-    web = subprocess.Popen(
-        [sys.executable, "-m", *gunicorn, "--bind", f"127.0.0.1:{PORT}"],
-        cwd=ROOT,
-        env=os.environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        from bench.numbers_sync import wait_for_port
+    from bench.numbers_sync import gunicorn
 
-        wait_for_port(PORT)
+    server = os.environ.get(
+        "BENCH_GUNICORN", "bench.ceiling_app:application --workers 2 --threads 4 --access-logfile -"
+    )
+    with gunicorn(server.removeprefix("gunicorn "), PORT) as web:
         rows = []
         for name, path, body in (
             ("ceiling: bare view, INSERT one row", "/bench/insert/", ceiling_body),
@@ -71,9 +62,6 @@ def main() -> None:
             paced = open_loop(path, body, best["per_second"] / 2, args.clients, args.seconds)
             rows.append((name, best, paced))
         print(report(rows, args, worker_peak_rss(web.pid)))
-    finally:
-        web.terminate()
-        web.wait(10)
 
 
 def prepare() -> str:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,19 +37,27 @@ def main() -> None:
         WAVIX_API_URL=f"http://127.0.0.1:{PORT}/sandbox/wavix",
     )
     ensure_database(os.environ["DATABASE_URL"])
+    with gunicorn("portal.wsgi --workers 2", PORT):
+        import django
+
+        django.setup()
+        print(run(args.numbers))
+
+
+@contextmanager
+def gunicorn(app_and_options: str, port: int):
+    """gunicorn serving `app_and_options` on 127.0.0.1:port with this process's environment, until the block
+    ends; yields the master process (its children are the workers)."""
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{PORT}", "--workers", "2"],
+        [sys.executable, "-m", "gunicorn", *app_and_options.split(), "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT,
         env=os.environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(PORT)
-        import django
-
-        django.setup()
-        print(run(args.numbers))
+        wait_for_port(port)
+        yield web
     finally:
         web.terminate()
         web.wait(10)

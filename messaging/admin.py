@@ -34,7 +34,7 @@ from messaging.models import (
     WebhookEvent,
 )
 from messaging.wavix import explain
-from portal.admin import ScopedAdmin, ScopedReadOnlyInline
+from portal.admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 from tenants import access
 from tenants.models import Reseller
 
@@ -717,8 +717,7 @@ class MessageAdmin(RecordAdmin):
                     tenant=sender.tenant, sender=sender, recipients=recipients, text=data["text"], media=media
                 )
             except ValidationError as error:
-                for field, errors in error.message_dict.items():
-                    form.add_error(field if field in form.fields else "recipients" if field == "to" else None, errors)
+                show_errors(form, error, renamed={"to": "recipients"})
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

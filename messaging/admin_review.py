@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 
 from messaging.models import CountryRule, RegistrationDocument, SenderIDCountry
 from messaging.services import registrations
+from portal.admin import show_errors
 from tenants import access
 from tenants.models import Reseller
 
@@ -107,8 +108,7 @@ def review_detail_view(request, site, pk: int):
         except PermissionDenied as refusal:
             form.add_error(None, str(refusal))
         except ValidationError as error:
-            for field, problems in error.message_dict.items():
-                form.add_error(field if field in form.fields else None, problems)
+            show_errors(form, error)
         else:
             registration.refresh_from_db()
             messages.success(request, f"{registration}: recorded; the reseller's admins are told by e-mail.")
@@ -219,8 +219,7 @@ class RegistrationPagesMixin:
                     self.message_user(request, f"{document.name} uploaded. Submit when every document is here.")
                     return redirect(reverse("admin:messaging_senderidcountry_documents", args=[registration.pk]))
             except ValidationError as error:
-                for field, problems in error.message_dict.items():
-                    form.add_error(field if field in form.fields else None, problems)
+                show_errors(form, error)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

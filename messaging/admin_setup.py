@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from messaging.models import SenderID
 from messaging.services import setup
+from portal.admin import show_errors
 from tenants import access
 
 
@@ -67,14 +68,6 @@ class TestForm(forms.Form):
 
 class DestinationForm(forms.Form):
     destination = forms.CharField(label="Check a destination number", max_length=40, required=False)
-
-
-def _errors_into(form: forms.Form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for name, messages in error.message_dict.items():
-            form.add_error(name if name in form.fields else None, messages)
-    else:
-        form.add_error(None, error.messages)
 
 
 class TrunkSetupMixin:
@@ -159,7 +152,7 @@ class TrunkSetupMixin:
                     existing_id=data["existing"].pk if data["existing"] else None,
                 )
             except ValidationError as error:
-                _errors_into(form, error)
+                show_errors(form, error)
             else:
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "countries"]))
         return {
@@ -198,7 +191,7 @@ class TrunkSetupMixin:
                     return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "threecx"]))
                 review = setup.countries_review(trunk, data["countries"])
             except ValidationError as error:
-                _errors_into(form, error)
+                show_errors(form, error)
         selected = set(form["countries"].value() or [])
         return {
             "form": form,
@@ -238,7 +231,7 @@ class TrunkSetupMixin:
                     api_key=form.cleaned_data["api_key"],
                 )
             except ValidationError as error:
-                _errors_into(form, error)
+                show_errors(form, error)
             else:
                 self.message_user(request, "SMS is on. The portal is pointing the trunk's numbers at itself at Wavix.")
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "enable"]))
@@ -267,7 +260,7 @@ class TrunkSetupMixin:
             try:
                 setup.setup_test_send(trunk=trunk, to=form.cleaned_data["to"])
             except ValidationError as error:
-                _errors_into(form, error)
+                show_errors(form, error)
             else:
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "verify"]))
         return {

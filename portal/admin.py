@@ -50,6 +50,17 @@ class PortalLoginForm(AdminAuthenticationForm):
         return ValidationError(self.error_messages["invalid_login"], code="invalid_login")
 
 
+def show_errors(form: forms.Form, error: ValidationError, renamed: dict[str, str] | None = None) -> None:
+    """Put a service's ValidationError on the form: each message beside its field (`renamed` maps a service's
+    field name to the form's), the rest above the form."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error.messages)
+        return
+    for name, messages in error.message_dict.items():
+        name = (renamed or {}).get(name, name)
+        form.add_error(name if name in form.fields else None, messages)
+
+
 class PortalAdminSite(admin.AdminSite):
     site_header = "PBX Messaging Portal"
     site_title = "PBX Messaging Portal"

@@ -35,7 +35,13 @@ from messaging.models import (
     to_e164,
 )
 from messaging.services.sending import message_send
-from messaging.services.wavix_sync import _wavix_refusal, sender_id_register, trunk_save, wavix_key_check
+from messaging.services.wavix_sync import (
+    _wavix_refusal,
+    sender_id_register,
+    trunk_save,
+    wavix_account_save,
+    wavix_key_check,
+)
 from messaging.wavix import WavixClient, WavixError, WavixTransientError, explain, to_wavix_number
 
 logger = logging.getLogger(__name__)
@@ -506,8 +512,6 @@ def setup_enable(*, actor, trunk: Trunk, webhook_url: str, api_key: str = "") ->
         failed = next(c for c in probe.checks if not c.ok)
         raise ValidationError({"threecx_webhook_url": f"{failed.name}: {failed.detail}"})
     if api_key:
-        from messaging.services.wavix_sync import wavix_account_save
-
         wavix_account_save(actor=actor, account=account, api_key=api_key, key_checked=True)
     trunk.sms_enabled = True
     trunk_save(actor=actor, trunk=trunk, threecx_webhook_url=webhook_url)  # enabling SMS wires the numbers
