@@ -48,6 +48,8 @@ def main() -> None:
 def gunicorn(app_and_options: str, port: int):
     """gunicorn serving `app_and_options` on 127.0.0.1:port with this process's environment, until the block
     ends; yields the master process (its children are the workers)."""
+    if port_answers(port):  # a server left over from an interrupted run would be measured instead of ours
+        sys.exit(f"127.0.0.1:{port} is already in use; stop whatever serves it (an earlier benchmark?) first")
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", *app_and_options.split(), "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT,
@@ -63,13 +65,19 @@ def gunicorn(app_and_options: str, port: int):
         web.wait(10)
 
 
+def port_answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int) -> None:
     for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        if port_answers(port):
             return
-        except OSError:
-            time.sleep(0.1)
+        time.sleep(0.1)
     sys.exit("gunicorn did not start")
 
 

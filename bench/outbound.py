@@ -1,16 +1,20 @@
 """Outbound sending: messages/s to the Wavix sandbox with the rate limiter open, and fairness beside a bulk batch.
 
 Serves the sandbox from gunicorn (2 workers × 4 threads) on PostgreSQL + Redis and runs one Celery worker
-(prefork -c 2, queues outbound and inbound) with the sandbox's delivery reports turned into no-ops' cost
-(they still arrive). In the same run:
-  - baseline: the sandbox's own POST /v3/messages rate from one client in this process (what one sender can
-    at most get from this server);
-  - N messages of one tenant queued in one bulk request, until all are accepted by Wavix;
+(prefork -c 2) on the outbound queue only: the sandbox's delivery reports for these messages are queued but
+not sent back (bench/relay.py measures delivery reports), so the figure is the sending path's alone. Each measurement
+runs twice: with the drain keeping one call to Wavix in flight (as it did before) and with
+OUTBOUND_SENDS_IN_FLIGHT; and twice again with the sandbox answering every call --delay-ms late, as Wavix
+does across the internet (on loopback a call takes ~10 ms; to Wavix, a round trip is more like 100 ms). In
+the same run:
+  - ceiling: the sandbox's own POST /v3/messages rate from as many clients at once as the drain keeps calls
+    in flight;
+  - N messages of one tenant queued in one bulk request, then the time until all are accepted by Wavix;
   - fairness: a 1,000-recipient bulk of tenant A, then one message of tenant B: how long B waited, and how
     many of A's were still queued when B went out.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/14 \\
-        .venv/bin/python bench/outbound.py [--messages 1000]
+        .venv/bin/python bench/outbound.py [--messages 1000] [--far-messages 300] [--delay-ms 100]
 """
 
 import argparse
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +33,9 @@ PORT = 8767
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=1000, help="per run with Wavix on loopback")
+    parser.add_argument("--far-messages", type=int, default=300, help="per run with Wavix --delay-ms away")
+    parser.add_argument("--delay-ms", type=int, default=100, help="Wavix's answer delay in the far runs")
     args = parser.parse_args()
 
     from bench.worker_db_reuse import bench_database_url, ensure_database
@@ -44,19 +51,32 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
+
     from bench.numbers_sync import gunicorn
 
+    in_flight = settings.OUTBOUND_SENDS_IN_FLIGHT
+    runs = []
     with gunicorn("portal.wsgi --workers 2 --threads 4", PORT):
         world = prepare()
-        baseline = sandbox_rate(world["key"], 300)
-        worker = start_worker()
-        try:
-            throughput = bulk_throughput(world, args.messages)
-            fairness = bulk_beside_single(world)
-        finally:
-            worker.terminate()
-            worker.wait(30)
-        print(report(args.messages, baseline, throughput, fairness))
+        for delay_ms, count in ((0, args.messages), (args.delay_ms, args.far_messages)):
+            set_answer_delay(world, delay_ms)
+            ceiling = {n: sandbox_rate(world["key"], max(100, count // 3), clients=n) for n in {1, in_flight}}
+            for sends in (1, in_flight):
+                with worker(sends):
+                    throughput = bulk_throughput(world, count)
+                    fairness = bulk_beside_single(world) if delay_ms == 0 and sends == in_flight else None
+                runs.append({"delay_ms": delay_ms, "sends": sends, "ceiling": ceiling[sends], **throughput})
+                if fairness:
+                    runs[-1]["fairness"] = fairness
+        purge_sandbox_reports()
+    print(report(runs))
+
+
+def set_answer_delay(world: dict, delay_ms: int) -> None:
+    from sandbox.models import SandboxAccount
+
+    SandboxAccount.objects.filter(api_key=world["key"]).update(answer_delay_ms=delay_ms)
 
 
 def prepare() -> dict:
@@ -97,8 +117,8 @@ def prepare() -> dict:
     return {"key": at_wavix.api_key, "bulk": senders[0], "single": senders[1]}
 
 
-def sandbox_rate(key: str, count: int) -> float:
-    """POST /v3/messages straight to the sandbox from one client: the most one sender gets from this server."""
+def sandbox_rate(key: str, count: int, clients: int) -> float:
+    """POST /v3/messages straight to the sandbox from `clients` clients at once: the most a sender gets from it."""
     import httpx
 
     body = {
@@ -108,32 +128,53 @@ def sandbox_rate(key: str, count: int) -> float:
         "callback_url": f"http://127.0.0.1:{PORT}/nowhere/",
         "tag": "baseline",
     }
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{PORT}/sandbox/wavix", headers={"Authorization": f"Bearer {key}"}
-    ) as client:
-        for _ in range(20):
-            answer = client.post("/v3/messages", json=body)
-            if not answer.is_success:
-                sys.exit(f"the sandbox refused the baseline request: {answer.text}")
-        started = time.perf_counter()
-        for _ in range(count):
-            client.post("/v3/messages", json=body).raise_for_status()
-        return count / (time.perf_counter() - started)
+
+    def post(times: int) -> None:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{PORT}/sandbox/wavix", headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            for _ in range(times):
+                answer = client.post("/v3/messages", json=body)
+                if not answer.is_success:
+                    sys.exit(f"the sandbox refused the baseline request: {answer.text}")
+
+    post(20)  # warm up
+    threads = [threading.Thread(target=post, args=(count // clients,)) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clients * (count // clients) / (time.perf_counter() - started)
 
 
-def start_worker() -> subprocess.Popen:
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--queues", "outbound,inbound,sync"]
+def purge_sandbox_reports() -> None:
+    """Drop the sandbox's delivery-report tasks this run queued (no worker consumed their queue)."""
+    from portal.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge("sync")
+
+
+@contextmanager
+def worker(sends_in_flight: int):
+    """One Celery worker (prefork -c 2) on the outbound queue, each drain keeping this many calls in flight."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--queues", "outbound"]
         + ["--concurrency", "2", "--without-mingle", "--without-gossip", "--loglevel", "WARNING"],
         cwd=ROOT,
-        env=os.environ,
+        env={**os.environ, "OUTBOUND_SENDS_IN_FLIGHT": str(sends_in_flight)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    threading.Thread(target=lambda: worker.stdout.read(), daemon=True).start()
+    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
     time.sleep(4)
-    return worker
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def _went_out(ids) -> int:
@@ -150,19 +191,27 @@ def _wait(ids, timeout: float = 900) -> None:
         time.sleep(0.2)
 
 
+def recipients(prefix: str, count: int) -> list[str]:
+    """`count` numbers, none of them one the sandbox treats specially (answered after 20 s, or undelivered)."""
+    from sandbox.api import SLOW_SUFFIX, UNDELIVERED_SUFFIX
+
+    numbers = (f"{prefix}{n:04d}" for n in range(10_000))
+    return [number for number in numbers if not number.endswith((SLOW_SUFFIX, UNDELIVERED_SUFFIX))][:count]
+
+
 def bulk_throughput(world: dict, count: int) -> dict:
     from messaging import services
 
     sender = world["bulk"]
     started = time.perf_counter()
     results = services.message_send_bulk(
-        tenant=sender.tenant, sender=sender, recipients=[f"+1415556{n:04d}" for n in range(count)], text="Sale!"
+        tenant=sender.tenant, sender=sender, recipients=recipients("+1415556", count), text="Sale!"
     )
     queued_in = time.perf_counter() - started
     ids = [r["id"] for r in results if "id" in r]
     _wait(ids)
-    elapsed = time.perf_counter() - started
-    return {"count": len(ids), "queued_in": queued_in, "seconds": elapsed, "per_second": len(ids) / elapsed}
+    sending = time.perf_counter() - started - queued_in  # the drain starts once the request has queued them all
+    return {"count": len(ids), "queued_in": queued_in, "seconds": sending, "per_second": len(ids) / sending}
 
 
 def bulk_beside_single(world: dict) -> dict:
@@ -171,7 +220,7 @@ def bulk_beside_single(world: dict) -> dict:
 
     bulk, single = world["bulk"], world["single"]
     results = services.message_send_bulk(
-        tenant=bulk.tenant, sender=bulk, recipients=[f"+1415557{n:04d}" for n in range(1000)], text="Sale!"
+        tenant=bulk.tenant, sender=bulk, recipients=recipients("+1415557", 1000), text="Sale!"
     )
     ids = [r["id"] for r in results if "id" in r]
     while _went_out(ids) < 20:
@@ -185,22 +234,28 @@ def bulk_beside_single(world: dict) -> dict:
     return {"waited": waited, "bulk_still_queued": queued}
 
 
-def report(count: int, baseline: float, throughput: dict, fairness: dict) -> str:
-    ratio = throughput["per_second"] / baseline
-    return "\n".join(
-        [
-            "\nsandbox on gunicorn (2 × 4 threads) + PostgreSQL + Redis; one Celery worker -c 2; "
-            "account limit 1,000/s\n",
-            "| measurement | result |",
-            "|---|---|",
-            f"| baseline: one client POSTing to the sandbox | {baseline:.0f} msg/s |",
-            f"| {throughput['count']} messages in one bulk request, queued | in {throughput['queued_in']:.1f} s |",
-            f"| … all accepted by Wavix | {throughput['seconds']:.1f} s: {throughput['per_second']:.0f} msg/s "
-            f"({ratio:.0%} of the baseline) |",
-            f"| a single message of another tenant, sent beside a 1,000-recipient bulk | left after "
-            f"{fairness['waited']:.2f} s, {fairness['bulk_still_queued']} of the bulk still queued |",
-        ]
-    )
+def report(runs: list[dict]) -> str:
+    lines = [
+        "\nsandbox on gunicorn (2 × 4 threads) + PostgreSQL + Redis; one Celery worker -c 2 on the outbound queue; "
+        "account limit 1,000/s (open); the ceiling is as many clients POSTing straight to the sandbox at once as "
+        "the drain keeps calls in flight\n",
+        "| Wavix answers after | calls in flight per drain | messages | queued in | then all accepted in | msg/s "
+        "| ceiling msg/s | of the ceiling |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run['delay_ms']} ms | {run['sends']} | {run['count']} | {run['queued_in']:.1f} s "
+            f"| {run['seconds']:.1f} s | {run['per_second']:.0f} | {run['ceiling']:.0f} "
+            f"| {run['per_second'] / run['ceiling']:.0%} |"
+        )
+    for run in runs:
+        if fairness := run.get("fairness"):
+            lines.append(
+                f"\nA single message of another tenant beside a 1,000-recipient bulk ({run['sends']} in flight): left "
+                f"after {fairness['waited']:.2f} s, {fairness['bulk_still_queued']} of the bulk still queued."
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

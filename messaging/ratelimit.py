@@ -12,12 +12,15 @@ from django.conf import settings
 SLOWDOWN_SECONDS = 30
 SLOWDOWN_FACTOR = 4
 
-# KEYS: tokens, timestamp. ARGV: rate per second, capacity. Returns the wait (seconds) before a token is
-# available; 0 means one was taken. Redis's own clock, so workers on several machines agree.
+# KEYS: tokens, timestamp, slow-down flag. ARGV: rate per second, slowed rate. Returns the wait (seconds) before
+# a token is available; 0 means one was taken. Redis's own clock, so workers on several machines agree; the
+# slow-down flag is read here too, so a token costs one round trip.
 _TAKE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
-local rate, capacity = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then rate = tonumber(ARGV[2]) end
+local capacity = math.max(rate, 1)
 local tokens = tonumber(redis.call('GET', KEYS[1]) or capacity)
 local stamp = tonumber(redis.call('GET', KEYS[2]) or now)
 tokens = math.min(capacity, tokens + math.max(0, now - stamp) * rate)
@@ -45,23 +48,26 @@ def _client():
     return _redis, _script
 
 
+def _slowed(rate: float) -> float:
+    return max(rate / SLOWDOWN_FACTOR, 0.5)
+
+
 def effective_rate(account_id: int, rate: float) -> float:
     if settings.REDIS_URL:
-        slowed = _client()[0].exists(f"ratelimit:slow:{account_id}")
+        slowed = _client()[0].exists(_slow_key(account_id))
     else:
         slowed = _slow_until.get(account_id, 0) > time.monotonic()
-    return max(rate / SLOWDOWN_FACTOR, 0.5) if slowed else rate
+    return _slowed(rate) if slowed else rate
 
 
 def take(account_id: int, rate: float) -> float:
     """Take one token for the account; returns 0, or how many seconds until one is available."""
-    rate = effective_rate(account_id, rate)
-    capacity = max(rate, 1.0)  # at most a second's worth of burst
     if settings.REDIS_URL:
         _, script = _client()
-        return float(
-            script(keys=[f"ratelimit:{account_id}:tokens", f"ratelimit:{account_id}:at"], args=[rate, capacity])
-        )
+        keys = [f"ratelimit:{account_id}:tokens", f"ratelimit:{account_id}:at", _slow_key(account_id)]
+        return float(script(keys=keys, args=[rate, _slowed(rate)]))
+    rate = effective_rate(account_id, rate)
+    capacity = max(rate, 1.0)  # at most a second's worth of burst
     with _local_lock:
         now = time.monotonic()
         tokens, stamp = _local.get(account_id, (capacity, now))
@@ -73,9 +79,13 @@ def take(account_id: int, rate: float) -> float:
         return (1 - tokens) / rate
 
 
+def _slow_key(account_id: int) -> str:
+    return f"ratelimit:slow:{account_id}"
+
+
 def slow_down(account_id: int) -> None:
     """Wavix said 429: send at a quarter of the rate for a while (a new 429 extends it)."""
     if settings.REDIS_URL:
-        _client()[0].set(f"ratelimit:slow:{account_id}", 1, ex=SLOWDOWN_SECONDS)
+        _client()[0].set(_slow_key(account_id), 1, ex=SLOWDOWN_SECONDS)
     else:
         _slow_until[account_id] = time.monotonic() + SLOWDOWN_SECONDS

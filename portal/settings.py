@@ -197,6 +197,8 @@ WAVIX_RETRY_BACKOFF_SECONDS = env_int("WAVIX_RETRY_BACKOFF_SECONDS", 15)
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # A message "sending" longer than this lost its worker mid-call: it is settled by asking Wavix (by tag).
 OUTBOUND_UNKNOWN_AFTER_SECONDS = env_int("OUTBOUND_UNKNOWN_AFTER_SECONDS", 120)
+# Calls to Wavix one account's drain keeps in flight at once: with one, a drain sends at most 1 / round-trip.
+OUTBOUND_SENDS_IN_FLIGHT = env_int("OUTBOUND_SENDS_IN_FLIGHT", 4)
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
 # Message texts, media links and raw webhook bodies are purged after each reseller's retention period

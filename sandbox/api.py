@@ -4,6 +4,7 @@ Behaviour worth knowing when testing against it:
 - `Authorization: Bearer <key>` of a SandboxAccount, else 401 with Wavix's body;
 - more than the account's `rate_limit_per_second` calls in one second → 429;
 - an account with `failing_until` in the future answers 500 to everything (an outage);
+- an account's `answer_delay_ms` delays every answer (a round trip across the internet);
 - sender IDs are allow-listed at once except in MANUAL_ALLOWLIST countries, which wait for a staff action on
   the sandbox page; alphanumeric senders are refused for the US and Canada;
 - messages: 201, then delivery reports to `callback_url` (else the account's DLR endpoint): `sent` after about
@@ -106,6 +107,8 @@ def wavix_endpoint(handler):
                 logger.error("sandbox: response to %s %s breaks the spec: %s", request.method, request.path, problem)
                 if settings.TESTING:
                     raise AssertionError(f"sandbox response breaks the Wavix spec: {problem}")
+        if account is not None and account.answer_delay_ms:
+            time.sleep(account.answer_delay_ms / 1000)
         response = HttpResponse(data, status=status, content_type="application/json")
         if status == 429:
             response["Retry-After"] = "1"

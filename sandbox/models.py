@@ -34,6 +34,8 @@ class SandboxAccount(models.Model):
     failing_until = models.DateTimeField(null=True, blank=True)
     # Until then, every API call answers 429, as Wavix does when an account sends too fast.
     throttled_until = models.DateTimeField(null=True, blank=True)
+    # Every API call of this account is answered this much later: Wavix across the internet, not on loopback.
+    answer_delay_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -63,6 +64,14 @@ def test_an_outage_answers_500_until_it_ends(wavix, sandbox_account):
     sandbox_account.failing_until = timezone.now() - timedelta(seconds=1)
     sandbox_account.save()
     assert call(wavix, sandbox_account.api_key, "GET", "/v1/profile").status_code == 200
+
+
+def test_an_account_far_away_answers_each_call_that_much_later(wavix, sandbox_account):
+    sandbox_account.answer_delay_ms = 400
+    sandbox_account.save()
+    started = time.monotonic()
+    assert call(wavix, sandbox_account.api_key, "GET", "/v1/profile").status_code == 200
+    assert time.monotonic() - started >= 0.4
 
 
 @pytest.fixture

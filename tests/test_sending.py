@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from messaging import services
 from messaging.models import Message, OptOut, PhoneNumber, SenderID, SenderIDCountry
-from messaging.services.sending import _claim, _next_message, text_size
+from messaging.services.sending import _claim, _next_batch, text_size
 from messaging.wavix import explain
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxSenderID
 from tests import factories as f
@@ -269,6 +269,17 @@ def test_a_429_slows_the_account_down_and_fails_nothing(acme, tenant, sandbox_ac
     assert ratelimit.effective_rate(message.account_id, 8) == 2  # a quarter of the rate while Wavix pushes back
 
 
+def test_the_token_bucket_allows_a_seconds_burst_then_the_rate_and_a_quarter_of_it_after_a_429(tenant):
+    from messaging import ratelimit
+
+    fresh, slowed = 10_000_000 + tenant.pk, 20_000_000 + tenant.pk  # account ids no other test uses
+    assert [ratelimit.take(fresh, 4) for _ in range(4)] == [0, 0, 0, 0]  # a second's worth at once
+    assert 0 < ratelimit.take(fresh, 4) <= 0.25  # then one every 1/4 s
+    ratelimit.slow_down(slowed)
+    assert ratelimit.take(slowed, 4) == 0
+    assert 0.9 < ratelimit.take(slowed, 4) <= 1.0  # at a quarter of the rate: one a second
+
+
 def test_a_lost_answer_is_settled_by_tag_and_never_sent_twice(acme, tenant, settings, monkeypatch):
     from messaging import wavix as wavix_module
     from sandbox import api as sandbox_api
@@ -309,8 +320,10 @@ def test_a_message_past_its_validity_expires_instead_of_going_late(acme, tenant)
 def test_a_message_is_claimed_once(acme, tenant):
     _, numeric, _ = acme
     message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
-    assert _claim(message.pk) is not None
-    assert _claim(message.pk) is None
+    assert [claimed.pk for claimed in _claim([message.pk])] == [message.pk]
+    assert _claim([message.pk]) == []
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("sending", 1)
 
 
 def test_a_send_whose_worker_died_is_settled_by_the_sweeper(acme, tenant, settings):
@@ -347,14 +360,41 @@ def test_single_messages_go_first_and_tenants_take_turns(wavix, reseller, sandbo
         status="queued",
         priority=True,
     )
-    served: dict[int, float] = {}
-    order = []
-    for step in range(7):
-        pk = _next_message(shared.pk, served)
-        message = Message.objects.get(pk=pk)
-        order.append((message.tenant_id, message.priority))
-        served[message.tenant_id] = float(step)
-        Message.objects.filter(pk=pk).update(status="accepted")
-    assert order[0] == (single.tenant_id, True)  # the single message first
-    bulk_tenants = [t for t, _ in order[1:]]
+    order = [Message.objects.get(pk=pk) for pk in _next_batch(shared.pk, {}, size=7)]
+    assert (order[0].pk, order[0].priority) == (single.pk, True)  # the single message first
+    bulk_tenants = [message.tenant_id for message in order[1:]]
     assert all(a != b for a, b in zip(bulk_tenants, bulk_tenants[1:], strict=False))  # then turns
+    for tenant in tenants:  # each tenant's own messages oldest first
+        own = [message.pk for message in order[1:] if message.tenant_id == tenant.pk]
+        assert own == sorted(own) and len(own) == 3
+
+
+def test_the_tenant_served_longest_ago_goes_first_in_the_next_batch(wavix, reseller, sandbox_account):
+    shared = f.WavixAccountFactory(reseller=reseller, api_key=sandbox_account.api_key)
+    tenants = [f.TenantFactory(reseller=reseller) for _ in range(3)]
+    for n, tenant in enumerate(tenants):
+        Message.objects.create(
+            tenant=tenant, account=shared, direction="outbound", from_number="x", to_number=f"+1415555{n}000",
+            status="queued", priority=False,
+        )  # fmt: skip
+    served = {tenants[0].pk: 30.0, tenants[1].pk: 10.0, tenants[2].pk: 20.0}
+    batch = _next_batch(shared.pk, served, size=2)
+    assert [Message.objects.get(pk=pk).tenant_id for pk in batch] == [tenants[1].pk, tenants[2].pk]
+
+
+def test_a_drain_keeps_several_calls_to_wavix_in_flight(acme, tenant, settings, monkeypatch):
+    """Sent one at a time, a drain could never beat 1 / round trip; the sandbox answers these after 3 s."""
+    from sandbox import api as sandbox_api
+
+    _, numeric, _ = acme
+    monkeypatch.setattr(sandbox_api, "SLOW_SECONDS", 3)
+    settings.OUTBOUND_SENDS_IN_FLIGHT = 4
+    messages = [
+        services.message_send(tenant=tenant, sender=numeric, to=f"+141555{5 + n}0999", text="Hi") for n in range(4)
+    ]
+    assert services.outbound_drain(numeric.account_id) == 4
+    arrived = sorted(SandboxMessage.objects.values_list("submitted_at", flat=True))
+    assert len(arrived) == 4 and arrived[-1] - arrived[0] < timedelta(seconds=3)  # all four before any answer
+    for message in messages:
+        message.refresh_from_db()
+        assert message.status == "accepted" and SandboxMessage.objects.filter(tag=str(message.pk)).count() == 1
