@@ -23,7 +23,6 @@ import math
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -76,16 +75,6 @@ def scale_database_url() -> str:
     if not url.startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL server: this benchmark measures a million rows on it, not SQLite.")
     return urlunsplit(urlsplit(url)._replace(path=f"/{DATABASE}"))
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
-            conn.execute(f"CREATE DATABASE {DATABASE}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=os.environ)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -547,6 +536,8 @@ def main() -> None:
 
     os.environ["DATABASE_URL"] = scale_database_url()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    from bench.worker_db_reuse import ensure_database
+
     ensure_database(os.environ["DATABASE_URL"])
     import django
 

@@ -28,12 +28,15 @@ def bench_database_url() -> str:
 
 
 def ensure_database(url: str) -> None:
+    """Create the database `url` names if it does not exist, and migrate it (DATABASE_URL must name it too)."""
     import psycopg
+    from psycopg import sql
 
+    name = urlsplit(url).path.lstrip("/")
     admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'portal_bench'").fetchone():
-            conn.execute("CREATE DATABASE portal_bench")
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=os.environ)
 
 

@@ -391,3 +391,55 @@ def test_the_drains_work_with_the_cache_down(setup, inbox, settings):
     }
     assert relay() == 1
     assert len(received(inbox)) == 1
+
+
+@pytest.mark.postgres
+def test_picking_the_next_deliveries_reads_a_backlog_a_few_times_not_once_per_pending_delivery(setup):
+    """With statistics taken while nothing waits (the usual state), the NOT EXISTS this replaced was planned as a
+    nested loop reading every pending delivery for each pending one: 1,000 waiting (3CX back after an outage)
+    made each pick ~60 ms instead of ~1, quadratic in the backlog (bench/relay.py found it)."""
+    from django.db import connection
+    from django.db.models import Min
+    from django.test.utils import CaptureQueriesContext
+
+    from messaging.services import relay as relay_service
+
+    account, trunk = setup
+
+    def backlog(count: int, status: str) -> None:
+        messages = Message.objects.bulk_create(
+            Message(
+                tenant=trunk.tenant,
+                account=account,
+                trunk=trunk,
+                direction="inbound",
+                status="received",
+                from_number=f"+44770090{n % 100:04d}",
+                to_number="+14155550100",
+            )
+            for n in range(count)
+        )
+        Delivery.objects.bulk_create(
+            Delivery(tenant=trunk.tenant, message=m, trunk=trunk, remote_number=m.from_number, status=status)
+            for m in messages
+        )
+
+    backlog(2000, "delivered")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE messaging_delivery")  # what autovacuum sees most of the time: nothing pending
+    backlog(1000, "pending")  # a hundred conversations of 10 each
+
+    with CaptureQueriesContext(connection) as captured:
+        heads = relay_service._due_heads(timezone.now())
+    firsts = Delivery.objects.filter(status="pending").values("remote_number").annotate(first=Min("id"))
+    assert heads == sorted(row["first"] for row in firsts)[:20]  # the first of each conversation, oldest first
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + captured[0]["sql"])
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def rows_read(node: dict) -> int:
+        return node["Actual Rows"] * node["Actual Loops"] + sum(rows_read(n) for n in node.get("Plans", []))
+
+    assert rows_read(plan[0]["Plan"]) < 10 * 1000  # the NOT EXISTS read ~150,000 here

@@ -1,0 +1,70 @@
+"""bench/relay.py's pieces at a tiny size, so the benchmark keeps working as the relay changes: its client, fake 3CX,
+data and waiting against the live server, with the relay run in-process instead of by Celery workers."""
+
+import types
+from urllib.parse import urlsplit
+
+from messaging import services
+from messaging.models import Message
+from tests.conftest import live_db
+
+pytestmark = live_db
+
+
+def test_the_relay_benchmark_runs_at_a_tiny_size(wavix):
+    from bench import relay
+
+    port = urlsplit(wavix.url).port
+    with relay.FakeThreeCX() as fake:
+        lines = relay.prepare(fake, tenants=2)
+        ceiling = relay.ceiling(fake.port, [relay.Item("/ceiling/", b"{}", f"c{n}") for n in range(30)], 4, "to_3cx")
+        assert ceiling["intake"]["requests"] == 30 and fake.posts == 0  # the ceiling's POSTs are not forwards
+
+        # Inbound: the webhooks through the portal's intake over HTTP, relayed in-process to the fake 3CX.
+        items = relay.inbound_items(lines, 12, conversations=3)
+        sending = relay.post_all(port, items, clients=3)
+        assert len(sending.sent) == 12 and not sending.errors
+        services.events_process()
+        while services.deliveries_process():
+            pass
+        keys = list(sending.sent)
+        relay.wait_until(lambda: len(fake.arrived_of(keys)), len(keys), "inbound", workers=[], stall=5)
+        arrived = fake.arrived_of(keys)
+        inbound = relay._result("inbound", sending, arrived) | {"timeline": relay.timeline(sending, keys, arrived)}
+        assert inbound["end_to_end"]["requests"] == 12 and inbound["end_to_end"]["p50"] > 0
+        assert 0 <= inbound["timeline"]["first_routed"] <= inbound["timeline"]["last_forward"]
+        assert Message.objects.filter(direction="inbound", status="forwarded").count() == 12
+
+        # Delivery reports, paced: applied to the outbound messages, seen by the watcher, never forwarded to 3CX.
+        ids = relay.outbound_messages(lines, 8)
+        watcher = relay.StatusWatcher(ids, "delivered")
+        watcher.start()
+        try:
+            sending = relay.post_paced(port, relay.report_items(lines, ids), clients=2, rate=200)
+            services.events_process()
+            relay.wait_until(lambda: len(watcher.seen), 8, "reports", workers=[], stall=5)
+        finally:
+            watcher.stop()
+        reports = relay._result("reports", sending, watcher.seen)
+        assert set(Message.objects.filter(pk__in=ids.values()).values_list("status", flat=True)) == {"delivered"}
+        assert fake.posts == 12  # the inbound texts only, each once
+
+    import os
+
+    assert relay.peak_rss_kib(os.getpid()) > 0 and relay.reset_peak(os.getpid())
+    peaks = {"this process": relay.peak_rss_kib(os.getpid())}
+    results = {
+        "ceilings": [ceiling, ceiling],
+        "inbound": [inbound, inbound | {"rate": 10.0}],
+        "reports": [reports, reports | {"rate": 10.0}],
+        "rss_inbound": peaks,
+        "rss_reports": peaks,
+        "peaks_reset": True,
+        "forwarded_reports": 0,
+        "inbound_repeats": 0,
+    }
+    args = types.SimpleNamespace(clients=3, conversations=3, paced=0.5)
+    text = relay.report(results, args)
+    assert "| inbound texts, burst: webhook sent → 3CX received | 12 |" in text
+    assert "| delivery reports, paced at 10/s (50% of the burst)" in text
+    assert "| this process |" in text and "first routed" in text
