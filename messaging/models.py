@@ -5,6 +5,7 @@ Wavix account (a reseller may share one key across tenants, or dedicate one to a
 (in the reseller's pool until assigned to a tenant). Validation lives here so the admin and the API share it.
 """
 
+import functools
 import hashlib
 import os
 import re
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -915,7 +916,9 @@ class WebhookEvent(models.Model):
         UNMATCHED = "unmatched", "Unmatched"  # a delivery report for a message the portal did not send
         INVALID = "invalid", "Invalid"  # stored but could not be interpreted
 
-    account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="webhook_events")
+    # No index of its own: the dedup constraint's index starts with the account, and one index fewer to update
+    # on every webhook is intake's rate (bench/intake.py).
+    account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="webhook_events", db_index=False)
     tenant = models.ForeignKey(
         Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="Set once routed."
     )
@@ -949,19 +952,40 @@ class WebhookEvent(models.Model):
         SQLite reads "SELECT … ON CONFLICT" ambiguously without one); `params` are account's then source's.
         The other columns and their values come from the model's own fields and defaults.
         """
-        event = cls(kind=kind, dedup_key=dedup_key, body=body)
+        db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of the `connection` proxy is a context lookup
+        sql, fields = cls._insert_plan(db.vendor, account, source)
+        given = {"kind": kind, "dedup_key": dedup_key, "body": body}
+        values = [f.get_db_prep_save(given[f.name] if f.name in given else f.get_default(), db) for f in fields]
+        account_params = params[: account.count("%s")]
+        all_params = [*account_params, *values, *params[len(account_params) :]]
+        if db.vendor != "postgresql":
+            with db.cursor() as cursor:
+                cursor.execute(sql, all_params)
+                return cursor.fetchone() is not None
+        # A prepared statement: PostgreSQL plans this INSERT … SELECT … JOIN once per connection instead of on
+        # every webhook, where planning cost as much as running it (docs/benchmarks.md). Django's cursors bind on
+        # the client and cannot prepare; a server-binding cursor on the same connection can (settings.py lets
+        # psycopg prepare what asks to be: DB_PREPARED_STATEMENTS).
+        import psycopg
+
+        db.close_if_health_check_failed()  # what db.cursor() would do first: no stale connection after a restart
+        db.ensure_connection()
+        with db.wrap_database_errors, psycopg.Cursor(db.connection) as prepared:
+            prepared.execute(sql, all_params, prepare=True)
+            return prepared.fetchone() is not None
+
+    @classmethod
+    @functools.cache
+    def _insert_plan(cls, vendor: str, account: str, source: str) -> tuple[str, list[models.Field]]:
+        """_insert()'s SQL and the fields whose values it takes, for one database vendor."""
         fields = [field for field in cls._meta.concrete_fields if not field.primary_key and field.name != "account"]
-        quote = connection.ops.quote_name
+        quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
         sql = (
             f"INSERT INTO {quote(cls._meta.db_table)} (account_id, {', '.join(quote(f.column) for f in fields)}) "
             f"SELECT {account}, {', '.join(['%s'] * len(fields))} {source} "
             "ON CONFLICT (account_id, kind, dedup_key) DO NOTHING RETURNING id"
         )
-        values = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
-        account_params = params[: account.count("%s")]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*account_params, *values, *params[len(account_params) :]])
-            return cursor.fetchone() is not None
+        return sql, fields
 
     @classmethod
     def store(cls, *, account_id: int, kind: str, dedup_key: str, body: bytes) -> bool:
@@ -975,7 +999,8 @@ class WebhookEvent(models.Model):
         limited to some source addresses, or a duplicate): the caller then asks find_account() and store().
 
         Every webhook comes this way, so lookup and insert are one round trip with no transaction, savepoint
-        or error on a duplicate: intake went from a third of the same-run ceiling to … (docs/benchmarks.md).
+        or error on a duplicate (with _insert's prepared statement, intake went from a third of the same-run
+        ceiling to four fifths of it: docs/benchmarks.md).
         The secret's rule is WebhookSecret.find_account()'s, in SQL: the hash matches, not yet retired.
         """
         if not (16 <= len(secret) <= 64):

@@ -177,6 +177,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = env_str("DB_APPLICATION_NAME", "portal")
+    # Django turns psycopg's prepared statements off (prepare_threshold None), and then even a statement run with
+    # prepare=True is not prepared. Its own cursors bind on the client and never prepare, so allowing them only
+    # lets the one statement that asks be planned once per connection: the webhook intake's INSERT, whose
+    # planning cost as much as running it (docs/benchmarks.md). Off behind a transaction-pooling PgBouncer
+    # older than 1.21, which cannot follow a prepared statement from one server connection to another.
+    if env_bool("DB_PREPARED_STATEMENTS", True):
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 
 # --------------------------------------------------------------------------------------------------------------
 # Wavix, and the built-in Wavix sandbox and fake 3CX

@@ -220,3 +220,62 @@ def test_bodies_that_once_got_a_500_or_503_get_400_with_the_reason(client, accou
 def test_a_recipient_in_superscript_digits_is_not_a_phone_number(client, account):
     response = post(client, account.inbound_webhook_url, {"message_id": "m1", "to": "\u00b2\u00b3"})
     assert (response.status_code, response.json()["detail"]) == (400, "to is not a phone number.")
+
+
+def test_a_burst_asks_for_a_routing_drain_at_most_every_interval_and_once_after_its_last_webhook(
+    client, account, monkeypatch
+):
+    """The intake does not ask the cache on every webhook; a webhook stored in a quiet interval is still seen by
+    a drain asked for after it (not left for the 10 s sweeper)."""
+    import time
+
+    from django.core.cache import cache
+
+    from messaging.services import relay
+
+    time.sleep(2.5 * relay.ASK_EVERY_SECONDS)  # an ask an earlier test left scheduled has been made
+    monkeypatch.setattr(relay, "_asked_at", {})  # and this process has not asked lately
+    monkeypatch.setattr(relay, "_broker_down_until", 0.0)  # an earlier test's broker outage is over
+    cache.delete(relay.EVENTS_FLAG)
+    post(client, account.inbound_webhook_url, INBOUND)  # asks: the drain flag is set
+    assert cache.get(relay.EVENTS_FLAG)
+    relay._drain_started(relay.EVENTS_FLAG)  # a worker starts that drain (it will not see what comes next)
+    post(client, account.inbound_webhook_url, {**INBOUND, "message_id": "second"})
+    assert not cache.get(relay.EVENTS_FLAG)  # folded into the interval: no cache call on this webhook
+    deadline = time.monotonic() + 5
+    while not cache.get(relay.EVENTS_FLAG) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cache.get(relay.EVENTS_FLAG)  # asked again when the interval ended, after the second was stored
+
+
+def test_counts_are_sent_to_the_cache_together_within_a_second_without_another_count(client, account):
+    import time
+
+    from django.core.cache import cache
+
+    from messaging import metrics
+
+    metrics.flush()
+    key = "metrics:webhook:dlr:bad_request"
+    before = cache.get(key, 0)
+    for _ in range(3):
+        post(client, account.dlr_webhook_url, b"not json")
+    deadline = time.monotonic() + metrics.FLUSH_SECONDS + 4
+    while cache.get(key, 0) < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cache.get(key, 0) == before + 3
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_intake_statement_is_prepared_once_per_connection(client, account):
+    """Planning the INSERT … SELECT cost as much as running it; Django's default (no prepared statements at all)
+    silently ignored the intake's prepare=True."""
+    for n in range(3):
+        assert post(client, account.inbound_webhook_url, {**INBOUND, "message_id": f"p{n}"}).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['INSERT INTO "messaging_webhookevent"%ON CONFLICT%'],
+        )
+        assert cursor.fetchone()[0] == 1
+    assert WebhookEvent.objects.filter(account=account, dedup_key__in=["p0", "p1", "p2"]).count() == 3
