@@ -56,3 +56,27 @@ def test_an_unreachable_database_answers_503_naming_it():
     assert body["http_status"] == 503
     assert body["failing"] == ["database"]
     assert body["broker"] == "ok"
+
+
+def test_with_the_database_unreachable_the_api_and_the_pages_answer_503_with_retry_after():
+    """Not a 500: the client is told to retry (the fault runs in bench/faults.py restart PostgreSQL mid-load)."""
+    script = (
+        "import django, json; django.setup();"
+        "from django.test import Client;"
+        "api = Client().get('/api/v1/trunks/', HTTP_AUTHORIZATION='Token pmp_abcd1234_' + 'x' * 32);"
+        "browser = Client(); browser.cookies['sessionid'] = 'a' * 32;"
+        "page = browser.get('/admin/');"
+        "print(json.dumps([api.status_code, api['Retry-After'], json.loads(api.content), page.status_code,"
+        " page['Retry-After'], page.content.decode()]))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DATABASE_URL": "postgres://nobody@127.0.0.1:1/x"}
+    env.pop("REDIS_URL", None), env.pop("CELERY_BROKER_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    api_status, api_retry, api_body, page_status, page_retry, page_text = json.loads(result.stdout.splitlines()[-1])
+    detail = "The database is unavailable for a moment. Please retry."
+    assert (api_status, api_retry, api_body) == (503, "5", {"detail": detail})
+    assert (page_status, page_retry, page_text) == (503, "5", detail)
+    assert "database unavailable for GET /api/v1/trunks/" in result.stderr

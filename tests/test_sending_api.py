@@ -139,3 +139,21 @@ def test_each_token_is_rate_limited(operator, sender, monkeypatch):
     statuses = [client.get("/api/v1/messages/").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert token_client(operator).get("/api/v1/messages/").status_code == 200  # another token, its own budget
+
+
+def test_with_the_cache_down_a_send_is_still_queued_and_answered_202(operator, sender, settings, caplog):
+    """The per-token limit lives in the cache; Redis being away must not stop the API (it answered 500 in the
+    Redis fault run of bench/faults.py). The message waits in the database for the sweeper."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens
+            "OPTIONS": {"socket_connect_timeout": 1},
+        }
+    }
+    response = token_client(operator).post(
+        "/api/v1/messages/", {"sender": "+14155550100", "to": "+14155550123", "text": "Still here"}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    assert Message.objects.get().status == "queued"
+    assert "the cache is unreachable; api_token is not rate-limited for now" in caplog.text

@@ -111,3 +111,37 @@ def test_a_sync_that_met_an_outage_resumes_by_itself(start_worker, wavix, tenant
     SandboxAccount.objects.filter(pk=at_wavix.pk).update(failing_until=None)  # Wavix is back
     wait_for(lambda: WavixAccount.objects.get().sync_state == "done", 60, "the retry: " + "".join(output[-15:]))
     assert account.numbers.get().number == "+14155550100"
+
+
+@pytest.mark.redis
+def test_a_worker_outlives_a_redis_restart_while_it_holds_unacknowledged_tasks():
+    """Celery 5.7.0 exits ("Unrecoverable error") when the broker goes away while the worker holds a task it has
+    not acknowledged — here one due in 10 minutes (portal.celery.Consumer). Its own Redis, so the shared one
+    stays up for the other tests."""
+    from bench.faults import PrivateRedis, free_port
+
+    redis = PrivateRedis(free_port(6393))
+    redis.start()
+    celery = Celery()
+    try:
+        worker = celery.worker(REDIS_URL=redis.url, CELERY_BROKER_URL=redis.url)
+        with app.connection_for_write(redis.url) as broker:
+            held = worker_heartbeat.apply_async(args=("held",), queue="sync", countdown=600, connection=broker)
+        wait_for(lambda: any(held.id in line for line in worker.output), 30, "the worker to hold the task")
+        redis.stop()
+        wait_for(lambda: any("Connection to broker lost" in line for line in worker.output), 30, "the lost broker")
+        redis.start()
+        reconnected = lambda: sum("Connected to redis" in line for line in worker.output) >= 2  # noqa: E731
+        wait_for(lambda: reconnected() or worker.popen.poll() is not None, 60, "a reconnect")
+        assert worker.popen.poll() is None, worker.tail(60)  # Celery 5.7.0 alone exits with 1 here
+        with app.connection_for_write(redis.url) as broker:
+            after = worker_heartbeat.apply_async(args=("after",), queue="sync", connection=broker)
+        wait_for(
+            lambda: any(f"[{after.id}] succeeded" in line for line in worker.output) or worker.popen.poll(),
+            60,
+            "a task after the restart",
+        )
+        assert worker.popen.poll() is None, worker.tail(60)
+    finally:
+        celery.stop_all()
+        redis.destroy()
