@@ -273,7 +273,6 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # results live in the database rows the tasks update
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_WORKER_CONSUMER = "portal.celery:Consumer"  # survives a broker restart (see its docstring)
 # A task is acknowledged after it ran, and requeued if its worker died: every task claims its row with a
 # conditional update, so running twice is safe and losing one is not.
 CELERY_TASK_ACKS_LATE = True
@@ -291,7 +290,7 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.relay_*": {"queue": "inbound"},
     "messaging.tasks.outbound_*": {"queue": "outbound"},
 }
-# Celery 5.7 closes Django's connection around every task unless this is set; a reconnect per task costs
+# Celery closes Django's connection around every task unless this is set; a reconnect per task costs
 # two thirds of a worker's throughput here. portal.celery also drops broken or expired connections.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # Beat keeps its schedule in memory: the default shelve file, truncated by a killed beat, stops beat from
