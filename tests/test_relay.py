@@ -446,3 +446,29 @@ def test_picking_the_next_deliveries_reads_a_backlog_a_few_times_not_once_per_pe
         return node["Actual Rows"] * node["Actual Loops"] + sum(rows_read(n) for n in node.get("Plans", []))
 
     assert rows_read(plan[0]["Plan"]) < 10 * 1000  # the NOT EXISTS read ~150,000 here
+
+
+def test_forwards_to_a_healthy_trunk_refresh_its_last_check_once_a_minute_not_on_every_text(setup, inbox):
+    """Every forward writing the same trunk row made the workers queue for its lock in a burst (bench/relay.py)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    account, trunk = setup
+    webhook(account, "msg-1")
+    relay()
+    trunk.refresh_from_db()
+    first_check = trunk.forward_checked_at
+    assert first_check is not None and trunk.is_healthy
+    for n in range(2, 5):
+        webhook(account, f"msg-{n}")
+    with CaptureQueriesContext(connection) as queries:
+        relay()
+    assert len(received(inbox)) == 4
+    assert not [q for q in queries if q["sql"].startswith(f'UPDATE "{trunk._meta.db_table}"')]
+    trunk.refresh_from_db()
+    assert trunk.forward_checked_at == first_check
+    Trunk.objects.filter(pk=trunk.pk).update(forward_checked_at=first_check - timedelta(seconds=61))
+    webhook(account, "msg-5")
+    relay()
+    trunk.refresh_from_db()
+    assert trunk.forward_checked_at > first_check  # a minute on, said again

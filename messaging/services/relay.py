@@ -153,8 +153,9 @@ def events_process(batch_size: int = 100) -> int:
                 .filter(state=WebhookEvent.State.PENDING)
                 .order_by("id")[:batch_size]
             )
+            numbers: dict = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
             for event in batch:
-                _process_event(event)
+                _process_event(event, numbers)
         processed += len(batch)
         if len(batch) < batch_size:
             break
@@ -163,14 +164,14 @@ def events_process(batch_size: int = 100) -> int:
     return processed
 
 
-def _process_event(event: WebhookEvent) -> None:
+def _process_event(event: WebhookEvent, numbers: dict) -> None:
     """One event, in its own savepoint: a body that breaks processing is marked invalid, not retried forever."""
     event.attempts += 1
     try:
         with transaction.atomic():
             payload = json.loads(bytes(event.body))
             if event.kind == WebhookEvent.Kind.INBOUND:
-                _route_inbound(event, payload)
+                _route_inbound(event, payload, numbers)
             elif event.kind == WebhookEvent.Kind.DLR:
                 _apply_report(event, payload)
             else:
@@ -187,9 +188,13 @@ def _e164(value) -> str:
     return "+" + text.lstrip("+") if text.lstrip("+").isdigit() else text
 
 
-def _route_inbound(event: WebhookEvent, payload: dict) -> None:
+def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
     to = _e164(payload["to"])
-    number = PhoneNumber.objects.select_related("trunk", "tenant").filter(account=event.account, number=to).first()
+    if (event.account_id, to) not in numbers:
+        numbers[event.account_id, to] = (
+            PhoneNumber.objects.select_related("trunk", "tenant").filter(account=event.account, number=to).first()
+        )
+    number = numbers[event.account_id, to]
     if number is None or number.tenant_id is None or number.trunk_id is None:
         where = "is not a number of this account" if number is None else "is not assigned to a tenant's trunk"
         event.state, event.last_error = WebhookEvent.State.UNROUTABLE, f"{to} {where}; nothing was forwarded."
@@ -319,7 +324,7 @@ def _due_heads(now, limit: int = 20) -> list[int]:
 def deliveries_process(limit: int = 200) -> int:
     """Forward due deliveries, the first of each conversation, until none is due; returns how many were tried."""
     _drain_started(DELIVERIES_FLAG)
-    tried = 0
+    tried = delivered = 0
     while tried < limit:
         now = timezone.now()
         heads = _due_heads(now)
@@ -332,10 +337,15 @@ def deliveries_process(limit: int = 200) -> int:
                 .update(lease_until=now + LEASE)
             )
             if claimed:  # another worker may have taken it between the query and the claim
-                delivery_attempt(
+                outcome = delivery_attempt(
                     Delivery.objects.select_related("message", "trunk", "message__source_event").get(pk=pk)
                 )
-                tried += 1
+                tried, delivered = tried + 1, delivered + outcome.delivered
+    if delivered or tried >= limit:
+        # A forward lets its conversation's next text go. This loop takes those itself while it runs (and so
+        # does any other worker's); once it stops, another drain must look again — one ask per drain, not a
+        # cache round trip per forward.
+        deliveries_process_soon()
     return tried
 
 
@@ -385,16 +395,25 @@ def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
             message.transition(next_status)
             message.save(update_fields=["status", "completed_at", "updated_at"])
         _trunk_health(delivery.trunk, outcome, now)
-    if outcome.delivered:
-        deliveries_process_soon()  # the next message of this conversation may now go
 
 
 def _retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1])
 
 
+# A healthy trunk's "last checked" is refreshed at most this often: every forward writing the same trunk row
+# made the workers queue for its lock during a burst (bench/relay.py).
+HEALTHY_CHECK_EVERY = timedelta(seconds=60)
+
+
 def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now) -> None:
     if outcome.delivered:
+        if (
+            not trunk.forward_failures
+            and trunk.forward_checked_at
+            and now - trunk.forward_checked_at < HEALTHY_CHECK_EVERY
+        ):
+            return  # healthy, as loaded with the delivery a moment ago, and said so within the minute
         Trunk.objects.filter(pk=trunk.pk).update(forward_failures=0, forward_error="", forward_checked_at=now)
     else:
         Trunk.objects.filter(pk=trunk.pk).update(
