@@ -22,11 +22,16 @@ when each text first arrived. The bench client (C keep-alive connections) shares
   - peak RSS (VmHWM, reset through /proc/<pid>/clear_refs before each load) of each gunicorn worker and each
     Celery process, main and pool child.
 
+--threecx-delay-ms D makes the fake 3CX answer every POST (its ceiling's too) D ms after it arrived, as a PBX
+across the internet would; --in-flight K sets RELAY_FORWARDS_IN_FLIGHT for the workers (K = 1: one POST at a
+time per drain, as before 2026-12-01).
+
 The benchmark owns the database `portal_bench_relay` (emptied of messages, deliveries and webhooks each run) and
 Redis database 13 (flushed):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/13 \\
-        .venv/bin/python bench/relay.py [--messages 1000] [--clients 8] [--conversations 100]
+        .venv/bin/python bench/relay.py [--messages 1000] [--clients 8] [--conversations 100] \\
+        [--threecx-delay-ms 0] [--in-flight 4]
 """
 
 import argparse
@@ -180,7 +185,7 @@ class FakeThreeCX:
     """3CX's webhook endpoint as cheap as it gets: answers 200 and, under /3cx/, notes when each text
     (X-Wavix-Message-Id) first arrived, by this process's perf_counter(); a repeat is counted, not noted again."""
 
-    def __init__(self):
+    def __init__(self, delay_seconds: float = 0.0):
         self.arrived: dict[str, float] = {}
         self.posts = 0
         self.lock = threading.Lock()
@@ -200,6 +205,8 @@ class FakeThreeCX:
                     with fake.lock:
                         fake.posts += 1
                         fake.arrived.setdefault(key, now)
+                if delay_seconds:
+                    time.sleep(delay_seconds)  # the answer's round trip from a PBX far away
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(ANSWER)))
@@ -752,7 +759,9 @@ def report(results: dict, args) -> str:
         [
             f"\ngunicorn 2 workers × 4 threads, {WORKERS} × `celery worker` prefork -c 1 (all queues), PostgreSQL + "
             f"Redis, DEBUG off; {TENANTS} tenants, {args.conversations} conversations; {args.clients} keep-alive "
-            "client connections in the same process as the fake 3CX; everything shares the machine's cores\n",
+            "client connections in the same process as the fake 3CX; everything shares the machine's cores; "
+            f"the fake 3CX answers after {args.threecx_delay_ms:.0f} ms; forwards in flight per drain: "
+            f"{os.environ.get('RELAY_FORWARDS_IN_FLIGHT', 'the default (4)')}\n",
             table(header, rows),
             "\nof ceiling: inbound against the slower ceiling hop, reports against the bare INSERT; the intake rows "
             f"against the bare INSERT. Delivery reports forwarded to 3CX: {results['forwarded_reports']}; inbound "
@@ -778,11 +787,15 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=100, help="remote numbers the texts come from")
     parser.add_argument("--paced", type=float, default=0.5, help="paced rate, as a share of the burst's")
     parser.add_argument("--paced-seconds", type=float, default=15.0, help="length of each paced load")
+    parser.add_argument("--threecx-delay-ms", type=float, default=0.0, help="the fake 3CX answers this late")
+    parser.add_argument("--in-flight", type=int, default=None, help="RELAY_FORWARDS_IN_FLIGHT for the workers")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     port = free_port()
     configure_environment(port)
+    if args.in_flight is not None:
+        os.environ["RELAY_FORWARDS_IN_FLIGHT"] = str(args.in_flight)
     ensure_database(os.environ["DATABASE_URL"])
     import django
 
@@ -791,7 +804,7 @@ def main() -> None:
 
     started = time.monotonic()
     with ExitStack() as stack:
-        fake = stack.enter_context(FakeThreeCX())
+        fake = stack.enter_context(FakeThreeCX(args.threecx_delay_ms / 1000))
         wipe()
         lines = prepare(fake)
         web = stack.enter_context(gunicorn(WEB, port))

@@ -207,6 +207,9 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 OUTBOUND_UNKNOWN_AFTER_SECONDS = env_int("OUTBOUND_UNKNOWN_AFTER_SECONDS", 120)
 # Calls to Wavix one account's drain keeps in flight at once: with one, a drain sends at most 1 / round-trip.
 OUTBOUND_SENDS_IN_FLIGHT = env_int("OUTBOUND_SENDS_IN_FLIGHT", 4)
+# POSTs to 3CX one relay drain keeps in flight at once, each for a different conversation (a conversation's texts
+# still go one after another), no trunk more than half of them: with one, a drain forwards at most 1 / round-trip.
+RELAY_FORWARDS_IN_FLIGHT = env_int("RELAY_FORWARDS_IN_FLIGHT", 8)
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
 # Message texts, media links and raw webhook bodies are purged after each reseller's retention period

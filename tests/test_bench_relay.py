@@ -15,7 +15,7 @@ def test_the_relay_benchmark_runs_at_a_tiny_size(wavix):
     from bench import relay
 
     port = urlsplit(wavix.url).port
-    with relay.FakeThreeCX() as fake:
+    with relay.FakeThreeCX(delay_seconds=0.01) as fake:  # a PBX 10 ms away
         lines = relay.prepare(fake, tenants=2)
         ceiling = relay.ceiling(fake.port, [relay.Item("/ceiling/", b"{}", f"c{n}") for n in range(30)], 4, "to_3cx")
         assert ceiling["intake"]["requests"] == 30 and fake.posts == 0  # the ceiling's POSTs are not forwards
@@ -63,8 +63,9 @@ def test_the_relay_benchmark_runs_at_a_tiny_size(wavix):
         "forwarded_reports": 0,
         "inbound_repeats": 0,
     }
-    args = types.SimpleNamespace(clients=3, conversations=3, paced=0.5)
+    args = types.SimpleNamespace(clients=3, conversations=3, paced=0.5, threecx_delay_ms=10.0)
     text = relay.report(results, args)
     assert "| inbound texts, burst: webhook sent → 3CX received | 12 |" in text
     assert "| delivery reports, paced at 10/s (50% of the burst)" in text
     assert "| this process |" in text and "first routed" in text
+    assert "the fake 3CX answers after 10 ms" in text

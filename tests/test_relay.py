@@ -435,7 +435,9 @@ def test_picking_the_next_deliveries_reads_a_backlog_a_few_times_not_once_per_pe
     with CaptureQueriesContext(connection) as captured:
         heads = relay_service._due_heads(timezone.now())
     firsts = Delivery.objects.filter(status="pending").values("remote_number").annotate(first=Min("id"))
-    assert heads == sorted(row["first"] for row in firsts)[:20]  # the first of each conversation, oldest first
+    assert [pk for pk, _ in heads] == sorted(row["first"] for row in firsts)[
+        :20
+    ]  # the first of each conversation, oldest first
 
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + captured[0]["sql"])
@@ -472,3 +474,145 @@ def test_forwards_to_a_healthy_trunk_refresh_its_last_check_once_a_minute_not_on
     relay()
     trunk.refresh_from_db()
     assert trunk.forward_checked_at > first_check  # a minute on, said again
+
+
+class CountingPbx:
+    """3CXs on a real socket (one per path: /a, /b): each POST's text is "c<conversation>-<seq>"; notes how many
+    POSTs were in flight at once — in all, per path and per conversation — and each conversation's order.
+    `hold(pbx, path)` runs before each answer, and `pbx.lock` guards the counters."""
+
+    def __init__(self, hold):
+        import threading
+        from collections import Counter, defaultdict
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.lock = threading.Lock()
+        self.in_flight, self.most_in_flight = Counter(), Counter()  # keys: "all", a path, a conversation
+        self.order, self.arrived = defaultdict(list), Counter()
+        pbx = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                import re
+                import time
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                conversation, seq = re.search(rb"c(\d+)-(\d+)", body).groups()
+                keys = ("all", self.path, f"c{conversation.decode()}")
+                with pbx.lock:
+                    for key in keys:
+                        pbx.in_flight[key] += 1
+                        pbx.most_in_flight[key] = max(pbx.most_in_flight[key], pbx.in_flight[key])
+                    pbx.order[keys[2]].append(int(seq))
+                    pbx.arrived[self.path] += 1
+                hold(pbx, self.path)
+                time.sleep(0.02)  # long enough for a second text of the conversation to overlap, if one were sent
+                with pbx.lock:
+                    for key in keys:
+                        pbx.in_flight[key] -= 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def two_trunks(setup):
+    """The setup's trunk and a second one of the same tenant, each with its number: +14155550100 → trunk a,
+    +14155550101 → trunk b."""
+    account, trunk_a = setup
+    trunk_b = f.TrunkFactory(tenant=trunk_a.tenant, sms_enabled=True)
+    PhoneNumber.objects.create(
+        account=account, tenant=trunk_a.tenant, trunk=trunk_b, number="+14155550101", wavix_id="2"
+    )
+    return account, trunk_a, trunk_b
+
+
+def point(trunk, url):
+    trunk.set_threecx_webhook_url(url)
+    trunk.save()
+
+
+def test_a_drain_keeps_several_forwards_in_flight_one_per_conversation_each_in_order(two_trunks, settings):
+    """One POST at a time held a drain to 1 / round-trip: 9 texts/s to a 3CX 100 ms away (bench/relay.py)."""
+    import threading
+
+    settings.RELAY_FORWARDS_IN_FLIGHT = 4
+    account, trunk_a, trunk_b = two_trunks
+    first_four = threading.Barrier(4, timeout=5)
+
+    def hold_the_first_four_until_all_four_are_in(pbx, path):
+        with pbx.lock:
+            gated = not first_four.broken and sum(pbx.arrived.values()) <= 4
+        if gated:
+            try:
+                first_four.wait()
+            except threading.BrokenBarrierError:
+                pass  # fewer than four came at once: most_in_flight tells
+
+    pbx = CountingPbx(hold_the_first_four_until_all_four_are_in)
+    try:
+        point(trunk_a, f"{pbx.url}/a")
+        point(trunk_b, f"{pbx.url}/b")
+        for seq in range(3):
+            for conversation in range(6):
+                to = "14155550100" if conversation < 3 else "14155550101"
+                sender = f"44770090010{conversation}"
+                webhook(account, f"m-{conversation}-{seq}", sender=sender, to=to, text=f"c{conversation}-{seq}")
+        assert relay() == 18
+    finally:
+        pbx.close()
+    assert pbx.most_in_flight["all"] == 4  # several at once, never more than the setting
+    assert pbx.most_in_flight["/a"] == pbx.most_in_flight["/b"] == 2  # no trunk more than half of them
+    # A conversation's next text only once its previous one was answered, and in the order Wavix sent them.
+    assert {pbx.most_in_flight[f"c{conversation}"] for conversation in range(6)} == {1}
+    assert pbx.order == {f"c{conversation}": [0, 1, 2] for conversation in range(6)}
+    assert Delivery.objects.filter(status="delivered").count() == 18
+    assert set(Message.objects.values_list("status", flat=True)) == {"forwarded"}
+
+
+def test_a_3cx_that_never_answers_holds_only_its_trunks_share_of_the_forwards(two_trunks, settings):
+    """3CX a accepts every POST and does not answer until b has had all its texts (or 5 s pass): its five
+    conversations, older than b's, would otherwise take every slot and b's texts would wait behind them."""
+    import threading
+
+    settings.RELAY_FORWARDS_IN_FLIGHT = 4
+    account, trunk_a, trunk_b = two_trunks
+    b_done, a_waited_out = threading.Event(), []
+
+    def a_hangs_until_b_has_all_six(pbx, path):
+        if path == "/b":
+            with pbx.lock:
+                if pbx.arrived["/b"] == 6:
+                    b_done.set()
+        elif not b_done.wait(timeout=5):
+            a_waited_out.append(path)
+
+    pbx = CountingPbx(a_hangs_until_b_has_all_six)
+    try:
+        point(trunk_a, f"{pbx.url}/a")
+        point(trunk_b, f"{pbx.url}/b")
+        for conversation in range(5):
+            webhook(account, f"a-{conversation}", sender=f"44770090010{conversation}", text=f"c{conversation}-0")
+        for seq in range(2):
+            for conversation in range(5, 8):
+                sender = f"44770090010{conversation}"
+                webhook(
+                    account, f"b-{conversation}-{seq}", sender=sender, to="14155550101", text=f"c{conversation}-{seq}"
+                )
+        assert relay() == 11
+    finally:
+        pbx.close()
+    assert not a_waited_out  # b's six texts went while a held its POSTs
+    assert pbx.most_in_flight["/a"] == 2 and pbx.arrived == {"/a": 5, "/b": 6}
+    assert Delivery.objects.filter(status="delivered").count() == 11
