@@ -111,8 +111,7 @@ class WavixAccountForm(forms.ModelForm):
             raise ValidationError("Paste the account's Wavix API key.")
         if key:
             try:
-                WavixAccount().set_api_key(key)  # the same checks the save will run, before anything is saved
-                services.wavix_key_check(key)  # asks Wavix: a refused key never reaches the database
+                services.wavix_key_check(key)  # its shape, then Wavix: a refused key never reaches the database
             except ValidationError as error:
                 raise ValidationError(error.message_dict["api_key"]) from None
         return key

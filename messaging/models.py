@@ -200,10 +200,22 @@ class WavixAccount(models.Model):
                 return found[0] if len(found) == 1 else None
         return None
 
-    def set_api_key(self, plaintext: str) -> None:
+    @staticmethod
+    def api_key_shaped(plaintext: str) -> str:
+        """The pasted key without surrounding blanks, or a ValidationError if it cannot be a Wavix key: it travels
+        in an HTTP header, so printable ASCII only (anything else made the SDK's httpx fail to build the request)."""
         key = (plaintext or "").strip()
-        if len(key) < 8 or any(ch.isspace() for ch in key):
-            raise ValidationError({"api_key": "Paste the whole Wavix API key: at least 8 characters, no spaces."})
+        if len(key) < 8 or not (key.isascii() and key.isprintable()) or " " in key:
+            raise ValidationError(
+                {
+                    "api_key": "Paste the whole Wavix API key: at least 8 characters, letters, digits and punctuation "
+                    "only, no spaces."
+                }
+            )
+        return key
+
+    def set_api_key(self, plaintext: str) -> None:
+        key = self.api_key_shaped(plaintext)
         self.api_key_encrypted = crypto.encrypt(key)
         self.api_key_last4 = key[-4:]
         self.api_key_set_at = timezone.now()

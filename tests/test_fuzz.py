@@ -4,6 +4,7 @@ Example counts are bounded (the whole module runs in well under a minute); a fai
 caused it, which hypothesis then replays first on the next run.
 """
 
+import ipaddress
 import json
 from urllib.parse import quote
 
@@ -182,7 +183,17 @@ def reseller_token(world, reseller_admin, settings, monkeypatch):
     settings.WAVIX_API_URL = "http://127.0.0.1:1/wavix"  # nothing listens: every call fails fast, as "unreachable"
     monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"api_token": "100000/min"})
     # Random host names must not leave the machine as DNS queries: every name "resolves" to a documentation address.
-    monkeypatch.setattr(threecx.socket, "getaddrinfo", lambda host, port, **kw: [(2, 1, 6, "", ("192.0.2.10", port))])
+    # Addresses resolve as they are, so a call to Wavix (the SDK's httpx passes four arguments) fails fast as above.
+    real_getaddrinfo = threecx.socket.getaddrinfo
+
+    def no_dns(host, port, *args, **kwargs):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return [(2, 1, 6, "", ("192.0.2.10", port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(threecx.socket, "getaddrinfo", no_dns)
     yield ApiToken.issue(reseller_admin, "fuzz")[1]
     cache.clear()  # the throttle's request history: a later test's token may get this one's id (SQLite reuses ids)
 
@@ -202,3 +213,15 @@ def test_a_sender_of_any_shape_is_refused_with_a_reason(world, reseller_admin, s
     response = token_client(reseller_admin).post("/api/v1/messages/", body, format="json")
     assert response.status_code == 400
     assert "sender" in response.json()
+
+
+@pytest.mark.parametrize(
+    "api_key", ["2\u836b8K\u00c6\x02u\U000f4855", "wx live key", "wx_live_\u00e9t\u00e9", "wx_key_\x7f42"]
+)
+def test_a_wavix_key_that_cannot_travel_in_a_header_is_refused_with_a_reason(world, operator, api_key):
+    # Schemathesis found it: a key with a non-ASCII character got a 500 — httpx cannot put it in a header.
+    response = token_client(operator).post(
+        "/api/v1/wavix-accounts/", {"name": "Main", "api_key": api_key}, format="json"
+    )
+    assert response.status_code == 400
+    assert "letters, digits and punctuation only, no spaces" in response.json()["api_key"][0]

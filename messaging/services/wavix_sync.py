@@ -35,6 +35,7 @@ def _wavix_refusal(error: WavixError, what: str, *, doing: str, nothing: str = "
 
 def wavix_key_check(api_key: str) -> None:
     """Prove the key works at Wavix (GET /v1/profile), or raise a ValidationError with Wavix's reason."""
+    api_key = WavixAccount.api_key_shaped(api_key)
     try:
         WavixClient(api_key).profile()
     except WavixError as error:
