@@ -2,7 +2,12 @@
 retried when 3CX cannot take it, dead-lettered and replayable; delivery reports move outbound messages on."""
 
 import json
+import re
+import threading
+import time
+from collections import Counter, defaultdict
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.utils import timezone
@@ -482,10 +487,6 @@ class CountingPbx:
     `hold(pbx, path)` runs before each answer, and `pbx.lock` guards the counters."""
 
     def __init__(self, hold):
-        import threading
-        from collections import Counter, defaultdict
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.lock = threading.Lock()
         self.in_flight, self.most_in_flight = Counter(), Counter()  # keys: "all", a path, a conversation
         self.order, self.arrived = defaultdict(list), Counter()
@@ -493,9 +494,6 @@ class CountingPbx:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                import re
-                import time
-
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 conversation, seq = re.search(rb"c(\d+)-(\d+)", body).groups()
                 keys = ("all", self.path, f"c{conversation.decode()}")
@@ -545,8 +543,6 @@ def point(trunk, url):
 
 def test_a_drain_keeps_several_forwards_in_flight_one_per_conversation_each_in_order(two_trunks, settings):
     """One POST at a time held a drain to 1 / round-trip: 9 texts/s to a 3CX 100 ms away (bench/relay.py)."""
-    import threading
-
     settings.RELAY_FORWARDS_IN_FLIGHT = 4
     account, trunk_a, trunk_b = two_trunks
     first_four = threading.Barrier(4, timeout=5)
@@ -584,8 +580,6 @@ def test_a_drain_keeps_several_forwards_in_flight_one_per_conversation_each_in_o
 def test_a_3cx_that_never_answers_holds_only_its_trunks_share_of_the_forwards(two_trunks, settings):
     """3CX a accepts every POST and does not answer until b has had all its texts (or 5 s pass): its five
     conversations, older than b's, would otherwise take every slot and b's texts would wait behind them."""
-    import threading
-
     settings.RELAY_FORWARDS_IN_FLIGHT = 4
     account, trunk_a, trunk_b = two_trunks
     b_done, a_waited_out = threading.Event(), []
