@@ -84,8 +84,6 @@ class MessageViewSet(mixins.CreateModelMixin, ReadViewSet):
             if len(choices) != 1:
                 raise ValidationError({"tenant": "Name the tenant to send for."})
             tenant = choices[0]
-        if not tenant.is_active:
-            raise ValidationError({"tenant": f"{tenant} is suspended: nothing is sent for it."})
         return tenant
 
     @extend_schema(

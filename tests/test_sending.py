@@ -201,6 +201,20 @@ def test_more_than_twenty_messages_to_one_destination_in_a_day_are_refused(acme,
     assert Message.objects.count() == 20
 
 
+SUSPENDED = "is suspended: nothing is sent for it. Resume it on the tenant's page first."
+
+
+def test_a_suspended_tenant_cannot_queue_a_message_or_a_bulk_send(acme, tenant):
+    _, numeric, _ = acme
+    tenant.status = "suspended"
+    tenant.save()
+    assert refused(tenant, numeric, "+14155550123")["tenant"] == [f"Tenant A {SUSPENDED}"]
+    with pytest.raises(ValidationError) as error:
+        services.message_send_bulk(tenant=tenant, sender=numeric, recipients=["+14155550123"] * 3, text="Sale")
+    assert error.value.message_dict == {"tenant": [f"Tenant A {SUSPENDED}"]}  # one refusal, not one per recipient
+    assert not Message.objects.exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sending through the sandbox
 # ---------------------------------------------------------------------------------------------------------------
@@ -398,3 +412,18 @@ def test_a_drain_keeps_several_calls_to_wavix_in_flight(acme, tenant, settings, 
     for message in messages:
         message.refresh_from_db()
         assert message.status == "accepted" and SandboxMessage.objects.filter(tag=str(message.pk)).count() == 1
+
+
+def test_what_a_tenant_queued_before_its_suspension_waits_and_goes_once_it_is_resumed(acme, tenant):
+    _, numeric, _ = acme
+    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Queued just before")
+    tenant.status = "suspended"
+    tenant.save()
+    assert services.outbound_drain(numeric.account_id) == 0
+    message.refresh_from_db()
+    assert message.status == "queued" and not SandboxMessage.objects.exists()
+    tenant.status = "active"
+    tenant.save()
+    assert services.outbound_drain(numeric.account_id) == 1
+    message.refresh_from_db()
+    assert message.status == "accepted" and SandboxMessage.objects.count() == 1

@@ -42,6 +42,19 @@ def test_several_recipients_make_a_bulk_send_with_a_result_each(client, operator
     assert Message.objects.filter(priority=False).count() == 2
 
 
+@pytest.mark.parametrize("recipients", ["+14155550123", "+14155550123\n+14155550124"])
+def test_a_suspended_tenant_sends_nothing_from_the_admin(client, operator, sender, tenant, recipients):
+    tenant.status = "suspended"
+    tenant.save()
+    client.force_login(operator)
+    response = client.post(
+        reverse("admin:messaging_message_send"), {"sender": sender.pk, "recipients": recipients, "text": "Hi"}
+    )
+    assert response.status_code == 200
+    assert "Tenant A is suspended: nothing is sent for it." in response.content.decode()
+    assert not Message.objects.exists()
+
+
 def test_a_refused_single_message_shows_why_on_the_form(client, operator, sender):
     client.force_login(operator)
     response = client.post(

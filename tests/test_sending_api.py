@@ -99,6 +99,20 @@ def test_a_tenant_token_sees_and_sends_for_its_tenant_only(reseller_admin, sende
     assert wrong.status_code == 400 and "does not exist" in wrong.json()["tenant"][0]
 
 
+@pytest.mark.parametrize("recipients", [{"to": "+14155550123"}, {"recipients": ["+14155550123", "+14155550124"]}])
+def test_a_suspended_tenant_sends_nothing_through_the_api(operator, sender, tenant, recipients):
+    tenant.status = "suspended"
+    tenant.save()
+    response = token_client(operator).post(
+        "/api/v1/messages/", {"sender": "+14155550100", "text": "Hi", **recipients}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["tenant"] == [
+        "Tenant A is suspended: nothing is sent for it. Resume it on the tenant's page first."
+    ]
+    assert not Message.objects.exists()
+
+
 def test_another_tenants_message_id_answers_404(operator, other_tenant):
     message = f.MessageFactory(tenant=other_tenant)
     assert token_client(operator).get(f"/api/v1/messages/{message.pk}/").status_code == 404

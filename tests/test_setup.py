@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messaging import services, threecx
-from messaging.models import PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
 from messaging.services import setup
 from sandbox.models import FakePbxInbox, FakePbxRequest, SandboxAccount
 from tests import factories as f
@@ -222,6 +222,17 @@ def test_step_five_refuses_a_bad_number_next_to_the_field(client, registered):
     ]
     assert 'value="12"' in response.content.decode()
     assert "test_message" not in Trunk.objects.get(pk=trunk.pk).setup_progress
+
+
+def test_step_five_sends_no_test_text_for_a_suspended_tenant(client, registered, tenant):
+    trunk, _ = registered
+    tenant.status = "suspended"
+    tenant.save()
+    response = client.post(url(trunk, "verify"), {"to": "+14155550123"})
+    assert response.context["form"].errors["to"] == [
+        "Tenant A is suspended: nothing is sent for it. Resume it on the tenant's page first."
+    ]
+    assert not Message.objects.exists()
 
 
 def test_troubleshooting_names_the_failing_check_and_its_fix(client, registered):

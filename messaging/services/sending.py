@@ -111,8 +111,18 @@ def sender_for(tenant: Tenant, *, sender=None, trunk=None) -> SenderID:
     return found
 
 
+def tenant_may_send(tenant: Tenant) -> None:
+    """A suspended tenant sends nothing: refused here for every way in (API, admin, wizard), and what it queued
+    before the suspension waits in the queue (_due) until it is resumed or its validity runs out."""
+    if not tenant.is_active:
+        raise ValidationError(
+            {"tenant": f"{tenant} is suspended: nothing is sent for it. Resume it on the tenant's page first."}
+        )
+
+
 def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, media=()) -> Draft:
     """Check one message against every rule; raise a ValidationError naming the field, or return the draft."""
+    tenant_may_send(tenant)
     try:
         destination = to_e164(to, tenant.default_country or None)
     except ValidationError as error:
@@ -227,6 +237,7 @@ def message_send_bulk(
 ) -> list[dict]:
     """One text to up to 1,000 recipients: a message each, and a result per recipient (queued, or why not)."""
     recipients = list(recipients)
+    tenant_may_send(tenant)  # one refusal for the whole request, not one per recipient
     if not recipients or len(recipients) > BULK_LIMIT:
         raise ValidationError({"recipients": f"Give between 1 and {BULK_LIMIT} recipients."})
     results, trunk = [], sender.trunks.first()
@@ -285,11 +296,15 @@ def drain_soon(account_id: int) -> None:
         logger.warning("outbound: could not queue a drain for account %s; the sweeper will", account_id)
 
 
-def _due(account_id: int):
-    now = timezone.now()
-    return Message.objects.filter(account_id=account_id, status=Message.Status.QUEUED).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+def _sendable():
+    """Queued messages that may go now: due, and of a tenant that is not suspended (tenant_may_send's rule)."""
+    return Message.objects.filter(status=Message.Status.QUEUED, tenant__status=Tenant.Status.ACTIVE).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
     )
+
+
+def _due(account_id: int):
+    return _sendable().filter(account_id=account_id)
 
 
 def _next_batch(account_id: int, last_served: dict[int, float], size: int) -> list[int]:
@@ -512,11 +527,7 @@ def outbound_sweep() -> None:
         reconcile_soon(pk, countdown=0)
     for pk in Message.objects.filter(status=Message.Status.UNKNOWN, updated_at__lt=stale).values_list("pk", flat=True):
         reconcile_soon(pk, countdown=0)  # a reconciliation that was lost with the broker
-    now = timezone.now()
-    due = Message.objects.filter(status=Message.Status.QUEUED).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    for account_id in due.values_list("account_id", flat=True).distinct():
+    for account_id in _sendable().values_list("account_id", flat=True).distinct():
         drain_soon(account_id)
 
 
@@ -531,5 +542,6 @@ __all__ = [
     "outbound_reconcile",
     "outbound_sweep",
     "sender_for",
+    "tenant_may_send",
     "text_size",
 ]
