@@ -197,9 +197,9 @@ class PhoneNumberAdmin(OwnedAdmin):
     list_filter = ["sms_enabled", "relay_drift", "country", ("tenant", RelatedOnlyFieldListFilter), "tendlc_status"]
     list_select_related = ["tenant", "trunk", "account"]
     search_fields = ["number", "label"]
-    fields = ["account", "number", "tenant", "trunk", "label", "sms_enabled", "status", "tendlc_status"]
+    fields = ["account", "number", "tenant", "trunk", "label", "wavix_label", "sms_enabled", "status", "tendlc_status"]
     fields += ["sms_relay_url", "relay_display", "relay_set_at", "country", "wavix_id", "synced_at"]
-    readonly_fields = ["account", "number", "sms_enabled", "status", "tendlc_status", "sms_relay_url"]
+    readonly_fields = ["account", "number", "wavix_label", "sms_enabled", "status", "tendlc_status", "sms_relay_url"]
     readonly_fields += ["relay_display", "relay_set_at", "country", "wavix_id", "synced_at"]
     actions = ["repair_relay"]
 

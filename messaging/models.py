@@ -348,6 +348,9 @@ class PhoneNumber(models.Model):
         "SMS relay URL", max_length=500, blank=True, help_text="Where Wavix sends inbound texts."
     )
     label = models.CharField(max_length=100, blank=True)
+    # Wavix's label as of the last sync. Wavix's API cannot take a label (its number update has none), so a label
+    # edited here stays here; the number follows Wavix's label only while nobody edited it (label == wavix_label).
+    wavix_label = models.CharField("label at Wavix", max_length=100, blank=True, editable=False)
     tendlc_status = models.CharField(
         "10DLC status", max_length=16, choices=TenDLCStatus.choices, blank=True, default=""
     )

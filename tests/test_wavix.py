@@ -205,6 +205,27 @@ def test_a_failed_sync_says_why_and_the_next_one_recovers(account, sandbox_accou
     assert account.sync_state == "done" and account.numbers.count() == 1
 
 
+def test_a_label_set_in_the_portal_survives_the_next_sync_and_an_untouched_one_follows_wavix(account, sandbox_account):
+    front = f.SandboxNumberFactory(account=sandbox_account, number="14155550100", label="Front desk")
+    back = f.SandboxNumberFactory(account=sandbox_account, number="14155550101", label="Back office")
+    services.numbers_sync(account, wire=False)
+    assert dict(account.numbers.values_list("number", "label")) == {
+        "+14155550100": "Front desk",
+        "+14155550101": "Back office",
+    }
+    edited = account.numbers.get(number="+14155550100")
+    edited.label = "Reception (Dr Lee)"
+    services.phone_number_save(number=edited)
+    SandboxNumber.objects.filter(pk__in=[front.pk, back.pk]).update(label="Renamed at Wavix")
+
+    services.numbers_sync(account, wire=False)
+
+    assert dict(account.numbers.values_list("number", "label")) == {
+        "+14155550100": "Reception (Dr Lee)",  # set here: kept
+        "+14155550101": "Renamed at Wavix",  # never edited here: follows Wavix
+    }
+
+
 def test_a_number_gone_from_wavix_is_marked_not_deleted(account, sandbox_account, tenant):
     gone = PhoneNumber.objects.create(account=account, tenant=tenant, number="+14155550199", sms_enabled=True)
     services.numbers_sync(account, wire=False)

@@ -10,6 +10,7 @@ from functools import partial
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from messaging.models import AuditEvent, CountryRule, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
@@ -150,15 +151,19 @@ def _store_number(account: WavixAccount, number) -> None:
         "sms_enabled": number.sms_enabled,
         "status": number.status,
         "sms_relay_url": number.sms_relay_url,
-        "label": number.label,
+        "wavix_label": number.label,
         "country": number.country or "",
         "synced_at": timezone.now(),
     }
     row, created = PhoneNumber.objects.get_or_create(
-        account=account, number=number.number, defaults={**values, "tenant_id": account.tenant_id}
+        account=account,
+        number=number.number,
+        defaults={**values, "label": number.label, "tenant_id": account.tenant_id},
     )
     if not created:
-        PhoneNumber.objects.filter(pk=row.pk).update(**values)
+        # A label edited in the portal is kept; one still as Wavix had it follows Wavix (see PhoneNumber.wavix_label).
+        follows_wavix = When(label=F("wavix_label"), then=Value(number.label))
+        PhoneNumber.objects.filter(pk=row.pk).update(**values, label=Case(follows_wavix, default=F("label")))
 
 
 def _off_target(number: PhoneNumber) -> bool:
