@@ -242,6 +242,43 @@ def can(user, action: Action, model_or_obj) -> bool:
     return changeable(user, model).filter(pk=obj.pk).exists()
 
 
+def _owning_resellers(obj: Model) -> set[int]:
+    """The resellers a row belongs to, read off the row along its rule's reseller paths (no query when the
+    related rows on the way are loaded)."""
+    rule = RULES.get(_label(type(obj)))
+    owners = set()
+    for path in rule.reseller_paths if rule else ():
+        *hops, last = path.split("__")
+        target = obj
+        for hop in hops:
+            target = getattr(target, hop, None)
+            if target is None:
+                break
+        else:
+            owners.add(target.pk if last == "pk" else getattr(target, f"{last}_id", None))
+    return owners - {None}
+
+
+def may_see_webhook_urls(user, obj: Model | None = None, *, token_tenant=None) -> bool:
+    """May this user see the portal's webhook URLs of this row (a Wavix account's, or the relay URL of one of its
+    numbers) — or, without a row, of any row at all?
+
+    Whoever holds such a URL can post forged texts and delivery reports into every tenant of the account, and one
+    reseller account serves many tenants. So: the managers (admins, operators) of the row's reseller, platform staff
+    and superusers. Never a tenant viewer, and never a tenant API token (`token_tenant`, see
+    tenants.authentication.token_tenant) even though a reseller admin created it: it is the tenant's integration.
+    Everyone else sees such URLs masked (messaging.models.masked_url) or not at all.
+    """
+    if token_tenant is not None or not _signed_in(user):
+        return False
+    if _is_platform(user):
+        return True
+    managed = grants(user).manager_resellers
+    if obj is None:
+        return bool(managed)
+    return bool(_owning_resellers(obj) & managed)
+
+
 def only_tenant(model_or_qs, tenant) -> QuerySet:
     """Narrow rows to one tenant (a tenant API token's whole world); rows of no tenant are not in it."""
     qs = _as_queryset(model_or_qs)

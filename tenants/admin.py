@@ -55,10 +55,10 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
     inlines = [TrunkInline]
 
     def get_fields(self, request, obj=None):
-        return self.fields + (["wavix_accounts_panel", "forwarding_panel", "relay_drift_panel"] if obj else [])
+        return self.fields + self.get_readonly_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        return ["wavix_accounts_panel", "forwarding_panel", "relay_drift_panel"] if obj else []
+        return ["wavix_accounts_panel", "forwarding_panel", self.drift_panel_for(request, obj)] if obj else []
 
     @admin.display(description="Forwarding to 3CX")
     def forwarding_panel(self, obj):
