@@ -213,6 +213,34 @@ def test_the_setup_wizard_shows_the_dlr_url_to_managers_and_is_closed_to_viewers
     assert refused.status_code == 403 and secret_of(account.dlr_webhook_url) not in refused.content.decode()
 
 
+def test_the_sandbox_and_its_link_are_for_managers_not_viewers(client, shared, viewer, operator, settings):
+    assert settings.SANDBOX_ENABLED
+    f.SandboxNumberFactory(number="14155550100", sms_relay_url=shared["account"].inbound_webhook_url)
+    client.force_login(viewer)
+    assert client.get(reverse("sandbox:index")).status_code == 404
+    assert client.post(reverse("sandbox:account-create"), {"name": "x"}).status_code == 404
+    assert "Wavix sandbox" not in page(client, viewer, reverse("admin:index"))
+    assert "Wavix sandbox" in page(client, operator, reverse("admin:index"))
+    assert shared["account"].inbound_webhook_url in page(client, operator, reverse("sandbox:index"))
+
+
+def test_the_sandbox_logs_its_delivery_reports_without_the_portals_secret(shared, caplog, settings):
+    from sandbox.models import SandboxMessage
+    from sandbox.tasks import sandbox_delivery_report
+
+    settings.DEBUG = True  # the sandbox logs every report only then
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:1"  # nothing listens there: the report fails, and says so
+    url = shared["account"].dlr_webhook_url
+    message = SandboxMessage.objects.create(
+        account=f.SandboxAccountFactory(), from_number="14155550100", to_number="447400123456", callback_url=url
+    )
+    caplog.set_level(logging.INFO, logger="sandbox.tasks")
+    sandbox_delivery_report(message.pk, "sent")
+    logged = [r.getMessage() for r in caplog.records if r.name == "sandbox.tasks"]
+    assert len(logged) == 2 and all("/webhooks/wavix/***/dlr/" in line for line in logged)
+    assert secret_of(url) not in " ".join(logged)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Everything a viewer and a tenant token can reach, and every log line
 # --------------------------------------------------------------------------------------------------------------
@@ -249,7 +277,7 @@ def test_no_page_export_api_answer_or_log_line_shows_a_viewer_or_a_tenant_token_
 
     client.force_login(viewer)
     reached = 0
-    for url in [*admin_urls(viewer), *api_urls(client)]:
+    for url in [*admin_urls(viewer), *api_urls(client), "/sandbox/"]:
         response = client.get(url)
         assert response.status_code < 500, url
         text = body_of(response)
