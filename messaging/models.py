@@ -1151,6 +1151,8 @@ class AuditEvent(models.Model):
         SENDER_ID_DELETED = "sender_id.deleted", "Sender ID deleted"
         REGISTRATION_STATUS = "registration.status", "Registration status changed"
         MEMBER_INVITED = "member.invited", "Member invited"
+        MEMBER_ACCEPTED = "member.accepted", "Invitation accepted"
+        MEMBER_DECLINED = "member.declined", "Invitation declined"
         MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"
         MEMBER_DEACTIVATED = "member.deactivated", "Member deactivated"
         MEMBER_REACTIVATED = "member.reactivated", "Member reactivated"

@@ -150,6 +150,14 @@ def has_portal_access(user) -> bool:
     return _signed_in(user) and (_is_platform(user) or grants(user).any)
 
 
+def may_sign_in(user) -> bool:
+    """May this login sign in: anyone with portal access, and anyone with an invitation to answer, which is
+    answered signed in as oneself (tenants.views.invitation) — such a login reaches nothing else until it accepts."""
+    if has_portal_access(user):
+        return True
+    return _signed_in(user) and Membership.objects.filter(user=user, invitation=Membership.Invitation.PENDING).exists()
+
+
 def is_reviewer(user) -> bool:
     """Platform staff who work the sender-ID registration queue."""
     return _is_platform(user) and user.has_perm(REVIEW_PERMISSION)
