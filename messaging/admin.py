@@ -32,6 +32,7 @@ from messaging.models import (
     Trunk,
     WavixAccount,
     WebhookEvent,
+    masked_url,
 )
 from messaging.wavix import explain
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
@@ -117,6 +118,10 @@ class WavixAccountForm(forms.ModelForm):
         return key
 
 
+# The account's own webhook URLs: on its page for those who may see them (the reseller pastes them into Wavix).
+WEBHOOK_URL_FIELDS = frozenset({"inbound_webhook_url", "dlr_webhook_url"})
+
+
 @admin.register(WavixAccount)
 class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
     form = WavixAccountForm
@@ -173,7 +178,12 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
 
     def get_fields(self, request, obj=None):
         fields = ["reseller", "tenant", "name", "api_key", "send_rate_per_second", "wavix_sub_account_id"]
-        return fields + (self.readonly_fields if obj else [])
+        shown = [
+            f
+            for f in self.readonly_fields
+            if f not in WEBHOOK_URL_FIELDS or access.may_see_webhook_urls(request.user, obj)
+        ]
+        return fields + (shown if obj else [])
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -202,6 +212,12 @@ class PhoneNumberAdmin(OwnedAdmin):
     readonly_fields = ["account", "number", "wavix_label", "sms_enabled", "status", "tendlc_status", "sms_relay_url"]
     readonly_fields += ["relay_display", "relay_set_at", "country", "wavix_id", "synced_at"]
     actions = ["repair_relay"]
+
+    def get_fields(self, request, obj=None):
+        # The relay URL is the account's inbound webhook URL once wired: for those who may see it, else left out
+        # (the "Inbound relay" line still says whether the number relays to the portal).
+        shown = access.may_see_webhook_urls(request.user, obj)
+        return [f for f in super().get_fields(request, obj) if f != "sms_relay_url" or shown]
 
     @admin.display(description="Inbound relay", ordering="relay_drift")
     def relay_display(self, obj):
@@ -258,7 +274,10 @@ def forwarding_health(trunk: Trunk):
 
 def relay_status(number: PhoneNumber):
     if number.relay_drift:
-        return format_html('<strong style="color:var(--error-fg)">drift: {}</strong>', number.sms_relay_url or "(none)")
+        # Lists show this to everyone who opens them: masked. The whole URL is on the number's own page, for those
+        # who may see it.
+        shown = masked_url(number.sms_relay_url) or "(none)"
+        return format_html('<strong style="color:var(--error-fg)">drift: {}</strong>', shown)
     if number.trunk_id and number.trunk.sms_enabled and number.sms_relay_url:
         return "→ portal"
     return "—"
@@ -283,22 +302,45 @@ class RelayRepairMixin:
     def drifted_numbers(self, obj):
         return PhoneNumber.objects.filter(**{self.drift_filter: obj}, relay_drift=True).select_related("trunk")
 
+    def drift_panel_for(self, request, obj) -> str:
+        """Which drift panel this person gets. Where a drifted number relays now is someone else's URL, not the
+        portal's secret; it may still be another system's secret, so it is shown whole only to those who may see
+        the row's webhook URLs — who are also those who repair."""
+        return "relay_drift_panel" if access.may_see_webhook_urls(request.user, obj) else "relay_drift_masked"
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [self.drift_panel_for(request, obj) if f == "relay_drift_panel" else f for f in fields]
+
     @admin.display(description="Inbound relay")
     def relay_drift_panel(self, obj):
+        return self._drift_panel(obj, whole_urls=True)
+
+    @admin.display(description="Inbound relay")
+    def relay_drift_masked(self, obj):
+        return self._drift_panel(obj, whole_urls=False)
+
+    def _drift_panel(self, obj, *, whole_urls: bool):
         drifted = list(self.drifted_numbers(obj)) if obj and obj.pk else []
         if not drifted:
             return "Every number of an SMS-enabled trunk sends its texts to the portal."
         rows = format_html_join(
             "",
             "<li>{} (trunk {}) now relays to <code>{}</code></li>",
-            ((n.number, n.trunk, n.sms_relay_url) for n in drifted),
+            ((n.number, n.trunk, n.sms_relay_url if whole_urls else masked_url(n.sms_relay_url)) for n in drifted),
         )
-        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_repair_relay", args=[obj.pk])
-        return format_html(
+        heading = format_html(
             '<strong style="color:var(--error-fg)">{} number(s) no longer send their texts to the portal:</strong>'
-            '<ul>{}</ul><button type="submit" class="button" formaction="{}">Repair: point them at the portal</button>',
+            "<ul>{}</ul>",
             len(drifted),
             rows,
+        )
+        if not whole_urls:
+            return heading
+        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_repair_relay", args=[obj.pk])
+        return format_html(
+            '{}<button type="submit" class="button" formaction="{}">Repair: point them at the portal</button>',
+            heading,
             url,
         )
 
@@ -557,7 +599,7 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
     def get_fields(self, request, obj=None):
         fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
         fields += ["threecx_webhook_url"] if self.has_change_permission(request, obj) else []
-        return fields + (self.readonly_fields if obj else [])
+        return fields + (self.get_readonly_fields(request, obj) if obj else [])
 
     def save_model(self, request, obj, form, change) -> None:
         services.trunk_save(

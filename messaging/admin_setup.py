@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from messaging.models import SenderID
+from messaging.models import SenderID, url_shown_to
 from messaging.services import setup
 from portal.admin import show_errors
 from tenants import access
@@ -239,6 +239,7 @@ class TrunkSetupMixin:
         return {
             "form": form,
             "account": account,
+            "dlr_url": url_shown_to(request.user, account, account.dlr_webhook_url) if account else "",
             "probe": probe,
             "last_probe": setup.progress(trunk).get("probe"),
             "numbers": list(setup.trunk_numbers(trunk)),

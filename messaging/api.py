@@ -45,7 +45,7 @@ class WavixAccountViewSet(WriteViewSet):
 class PhoneNumberViewSet(ReadViewSet):
     """Numbers on the reseller's Wavix accounts, and the tenant and trunk each is assigned to."""
 
-    queryset = PhoneNumber.objects.all()
+    queryset = PhoneNumber.objects.select_related("account")  # whose relay URL each row may show: its reseller
     serializer_class = serializers.PhoneNumberSerializer
 
 

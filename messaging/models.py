@@ -23,6 +23,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from messaging import crypto
+from tenants import access
 from tenants.models import Reseller, Tenant
 
 # --------------------------------------------------------------------------------------------------------------
@@ -59,10 +60,26 @@ hostname_validator = RegexValidator(
 )
 
 
-def _masked_url(url: str) -> str:
-    """Scheme and host, then only the last 4 characters: enough to recognise, not enough to use."""
+# The shape WavixAccount.webhook_url() builds: the secret is one path segment, the kind the last.
+_PORTAL_WEBHOOK_URL = re.compile(r"(?P<start>https?://[^/?#]+/webhooks/wavix/)[^/?#]+(?P<kind>/[A-Za-z0-9]+/)")
+
+
+def masked_url(url: str) -> str:
+    """A URL to recognise, not to use. A webhook URL of the portal keeps all but its secret
+    (https://portal.example/webhooks/wavix/•••/inbound/); any other URL (3CX's, or where a number relays after
+    someone changed it at Wavix: another system's, whose secret may sit anywhere in it) keeps its scheme and host
+    and only its last 4 characters."""
+    if not url:
+        return ""
+    if portal := _PORTAL_WEBHOOK_URL.fullmatch(url):
+        return f"{portal['start']}•••{portal['kind']}"
     match = re.match(r"^(https?://[^/]+)", url)
     return f"{match.group(1) if match else ''}/…{url[-4:]}"
+
+
+def url_shown_to(user, row: models.Model, url: str, *, token_tenant=None) -> str:
+    """A webhook URL of `row` as this user may see it: whole, or masked (tenants.access.may_see_webhook_urls)."""
+    return url if access.may_see_webhook_urls(user, row, token_tenant=token_tenant) else masked_url(url)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -764,7 +781,7 @@ class Trunk(models.Model):
         except UnsafeDestination as refusal:
             raise ValidationError({"threecx_webhook_url": f"This URL cannot be used: {refusal}."}) from None
         self.threecx_webhook_url_encrypted = crypto.encrypt(url)
-        self.threecx_webhook_url_hint = _masked_url(url)
+        self.threecx_webhook_url_hint = masked_url(url)
 
     def get_threecx_webhook_url(self) -> str:
         return crypto.decrypt(self.threecx_webhook_url_encrypted) if self.threecx_webhook_url_encrypted else ""
@@ -1137,6 +1154,8 @@ class AuditEvent(models.Model):
         SENDER_ID_DELETED = "sender_id.deleted", "Sender ID deleted"
         REGISTRATION_STATUS = "registration.status", "Registration status changed"
         MEMBER_INVITED = "member.invited", "Member invited"
+        MEMBER_ACCEPTED = "member.accepted", "Invitation accepted"
+        MEMBER_DECLINED = "member.declined", "Invitation declined"
         MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"
         MEMBER_DEACTIVATED = "member.deactivated", "Member deactivated"
         MEMBER_REACTIVATED = "member.reactivated", "Member reactivated"

@@ -12,11 +12,25 @@ from messaging.models import (
     Trunk,
     WavixAccount,
     WebhookEvent,
+    url_shown_to,
 )
 from messaging.services import sender_id_register, trunk_save, wavix_account_save
 from messaging.wavix import explain
+from tenants.authentication import token_tenant
 from tenants.models import Reseller, Tenant
 from tenants.serializers import ScopedRelatedField
+
+
+class WebhookUrlField(serializers.CharField):
+    """A URL that may hold the portal's webhook secret: whole for those who may see it, else masked (•••)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, **kwargs)
+
+    def get_attribute(self, instance) -> str:
+        url = super().get_attribute(instance) or ""
+        request = self.context.get("request")  # without one, nobody is asking: masked
+        return url_shown_to(getattr(request, "user", None), instance, url, token_tenant=token_tenant(request))
 
 
 class WavixAccountSerializer(serializers.ModelSerializer):
@@ -31,8 +45,14 @@ class WavixAccountSerializer(serializers.ModelSerializer):
         write_only=True, required=False, trim_whitespace=True, help_text="Stored encrypted; never returned."
     )
     api_key_last4 = serializers.CharField(read_only=True)
-    inbound_webhook_url = serializers.URLField(read_only=True, help_text="Where Wavix sends inbound messages.")
-    dlr_webhook_url = serializers.URLField(read_only=True, help_text="Where Wavix sends delivery reports.")
+    inbound_webhook_url = WebhookUrlField(
+        help_text="Where Wavix sends inbound messages. Its secret is masked (•••) but for the reseller's admins and "
+        "operators."
+    )
+    dlr_webhook_url = WebhookUrlField(
+        help_text="Where Wavix sends delivery reports. Its secret is masked (•••) but for the reseller's admins and "
+        "operators."
+    )
 
     class Meta:
         model = WavixAccount
@@ -72,6 +92,11 @@ class WavixAccountSerializer(serializers.ModelSerializer):
 
 
 class PhoneNumberSerializer(serializers.ModelSerializer):
+    # Once wired, the account's inbound webhook URL; after drift, another system's URL: both only to managers.
+    sms_relay_url = WebhookUrlField(
+        help_text="Where Wavix sends the number's inbound texts; masked but for the reseller's admins and operators."
+    )
+
     class Meta:
         model = PhoneNumber
         fields = [

@@ -43,7 +43,7 @@ class PortalLoginForm(AdminAuthenticationForm):
         return self.cleaned_data["username"].strip().lower()
 
     def confirm_login_allowed(self, user) -> None:
-        if not access.has_portal_access(user):
+        if not access.may_sign_in(user):
             raise ValidationError(self.error_messages["invalid_login"], code="invalid_login")
 
     def get_invalid_login_error(self) -> ValidationError:

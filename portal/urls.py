@@ -9,6 +9,7 @@ from messaging import api as messaging_api
 from messaging import views as messaging_views
 from portal.views import healthz
 from tenants import api as tenants_api
+from tenants import views as tenants_views
 
 router = DefaultRouter()
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
@@ -23,6 +24,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("webhooks/wavix/<str:secret>/<str:kind>/", messaging_views.wavix_webhook, name="wavix-webhook"),
     path("metrics", messaging_views.prometheus_metrics, name="metrics"),
+    path("invitations/<str:token>/", tenants_views.invitation, name="invitation"),
     path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),

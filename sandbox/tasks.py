@@ -7,6 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from portal.logging import mask_webhook_secret
 from sandbox.models import SandboxMessage
 from sandbox.spec import schema_problems
 
@@ -54,6 +55,7 @@ def sandbox_delivery_report(message_id: int, status: str) -> None:
         requests.post(url, json=report, timeout=(3, 10))
     except requests.RequestException as error:
         # Wavix's own retry behaviour is undocumented; the sandbox tries once and says so.
-        logger.info("sandbox: delivery report for %s to %s failed: %s", message.uid, url, type(error).__name__)
+        shown = mask_webhook_secret(url)  # the portal's DLR URL carries its secret: never in a log line
+        logger.info("sandbox: delivery report for %s to %s failed: %s", message.uid, shown, type(error).__name__)
     if settings.DEBUG:
-        logger.info("sandbox: delivery report %s → %s", status, url)
+        logger.info("sandbox: delivery report %s → %s", status, mask_webhook_secret(url))

@@ -1,8 +1,11 @@
 """Sandbox pages: play Wavix staff (allow-list a country), cause faults, inject inbound texts, run fake 3CX inboxes.
 
-Served only when SANDBOX_ENABLED; any signed-in portal user may use them (they change only simulated state).
+Served only when SANDBOX_ENABLED, to reseller admins and operators and platform staff: the pages change only
+simulated state, but they show what Wavix's console would (every account's keys and relay URLs, the portal's webhook
+secrets among them), which no tenant viewer may see.
 """
 
+import functools
 import json
 import time
 import uuid
@@ -10,8 +13,8 @@ from datetime import timedelta
 
 import requests
 from django.contrib import admin, messages
-from django.contrib.auth.decorators import user_passes_test
-from django.http import HttpResponse, HttpResponseNotAllowed
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -28,12 +31,24 @@ from sandbox.models import (
     SandboxSenderID,
 )
 from sandbox.spec import schema_problems
-from tenants.access import has_portal_access
+from tenants.access import has_portal_access, may_see_webhook_urls
 
 FAKE_PBX_TIMEOUT_SECONDS = 30
 RELAY_TIMEOUT = (3, 10)
 
-portal_user = user_passes_test(has_portal_access, login_url="admin:login")
+
+def sandbox_user(view):
+    """Signed-out people go to the sign-in page; signed-in people who may not see webhook URLs get a 404."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not has_portal_access(request.user):
+            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+        if not may_see_webhook_urls(request.user):
+            raise Http404("No such page.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _post_only(view):
@@ -46,7 +61,7 @@ def _post_only(view):
     return wrapper
 
 
-@portal_user
+@sandbox_user
 def index(request):
     """The sandbox at a glance: accounts and their keys, numbers, sender IDs, messages, fake 3CX inboxes."""
     context = {
@@ -65,7 +80,7 @@ def index(request):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def account_create(request):
     account = SandboxAccount.objects.create(name=request.POST.get("name") or "Sandbox account")
@@ -73,7 +88,7 @@ def account_create(request):
     return redirect("sandbox:index")
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def account_outage(request, account_id: int):
     account = get_object_or_404(SandboxAccount, pk=account_id)
@@ -84,7 +99,7 @@ def account_outage(request, account_id: int):
     return redirect("sandbox:index")
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def number_create(request):
     account = get_object_or_404(SandboxAccount, pk=request.POST.get("account"))
@@ -98,7 +113,7 @@ def number_create(request):
     return redirect("sandbox:index")
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def number_relay(request, number_id: int):
     """Change a number's SMS relay URL as someone clicking in Wavix's own portal would (drift)."""
@@ -109,7 +124,7 @@ def number_relay(request, number_id: int):
     return redirect("sandbox:index")
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def sender_allowlist(request, sender_id: int):
     """Play Wavix's provisioning team: allow-list a country that waited for paperwork."""
@@ -164,7 +179,7 @@ def inject_inbound(
     return url, response.status_code, response.reason if is_page else response.text[:200]
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def inject(request, number_id: int):
     """Send an inbound text to a number, as if a mobile phone replied."""
@@ -184,7 +199,7 @@ def inject(request, number_id: int):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def inbox_create(request):
     inbox = FakePbxInbox.objects.create(label=request.POST.get("label") or "Fake 3CX")
@@ -192,7 +207,7 @@ def inbox_create(request):
     return redirect("sandbox:index")
 
 
-@portal_user
+@sandbox_user
 @_post_only
 def inbox_mode(request, inbox_id: int):
     inbox = get_object_or_404(FakePbxInbox, pk=inbox_id)

@@ -150,6 +150,14 @@ def has_portal_access(user) -> bool:
     return _signed_in(user) and (_is_platform(user) or grants(user).any)
 
 
+def may_sign_in(user) -> bool:
+    """May this login sign in: anyone with portal access, and anyone with an invitation to answer, which is
+    answered signed in as oneself (tenants.views.invitation) — such a login reaches nothing else until it accepts."""
+    if has_portal_access(user):
+        return True
+    return _signed_in(user) and Membership.objects.filter(user=user, invitation=Membership.Invitation.PENDING).exists()
+
+
 def is_reviewer(user) -> bool:
     """Platform staff who work the sender-ID registration queue."""
     return _is_platform(user) and user.has_perm(REVIEW_PERMISSION)
@@ -240,6 +248,43 @@ def can(user, action: Action, model_or_obj) -> bool:
     if obj is None or action == "add":
         return True
     return changeable(user, model).filter(pk=obj.pk).exists()
+
+
+def _owning_resellers(obj: Model) -> set[int]:
+    """The resellers a row belongs to, read off the row along its rule's reseller paths (no query when the
+    related rows on the way are loaded)."""
+    rule = RULES.get(_label(type(obj)))
+    owners = set()
+    for path in rule.reseller_paths if rule else ():
+        *hops, last = path.split("__")
+        target = obj
+        for hop in hops:
+            target = getattr(target, hop, None)
+            if target is None:
+                break
+        else:
+            owners.add(target.pk if last == "pk" else getattr(target, f"{last}_id", None))
+    return owners - {None}
+
+
+def may_see_webhook_urls(user, obj: Model | None = None, *, token_tenant=None) -> bool:
+    """May this user see the portal's webhook URLs of this row (a Wavix account's, or the relay URL of one of its
+    numbers) — or, without a row, of any row at all?
+
+    Whoever holds such a URL can post forged texts and delivery reports into every tenant of the account, and one
+    reseller account serves many tenants. So: the managers (admins, operators) of the row's reseller, platform staff
+    and superusers. Never a tenant viewer, and never a tenant API token (`token_tenant`, see
+    tenants.authentication.token_tenant) even though a reseller admin created it: it is the tenant's integration.
+    Everyone else sees such URLs masked (messaging.models.masked_url) or not at all.
+    """
+    if token_tenant is not None or not _signed_in(user):
+        return False
+    if _is_platform(user):
+        return True
+    managed = grants(user).manager_resellers
+    if obj is None:
+        return bool(managed)
+    return bool(_owning_resellers(obj) & managed)
 
 
 def only_tenant(model_or_qs, tenant) -> QuerySet:

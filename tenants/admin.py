@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -55,10 +55,10 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
     inlines = [TrunkInline]
 
     def get_fields(self, request, obj=None):
-        return self.fields + (["wavix_accounts_panel", "forwarding_panel", "relay_drift_panel"] if obj else [])
+        return self.fields + self.get_readonly_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        return ["wavix_accounts_panel", "forwarding_panel", "relay_drift_panel"] if obj else []
+        return ["wavix_accounts_panel", "forwarding_panel", self.drift_panel_for(request, obj)] if obj else []
 
     @admin.display(description="Forwarding to 3CX")
     def forwarding_panel(self, obj):
@@ -137,7 +137,7 @@ def _organization_choices(user) -> list[tuple[str, str]]:
 
 
 class InviteForm(forms.ModelForm):
-    """Invite a person by e-mail; they receive a link to choose their password."""
+    """Invite a person by e-mail; they receive a link to accept or decline (choosing a password if they are new)."""
 
     email = forms.EmailField(label="E-mail")
     first_name = forms.CharField(required=False)
@@ -205,11 +205,11 @@ class MembershipChangeForm(forms.ModelForm):
 
 @admin.register(Membership)
 class MembershipAdmin(ScopedAdmin):
-    list_display = ["email", "name", "role", "organization_display", "is_active", "created_at"]
-    list_filter = ["role", "is_active"]
+    list_display = ["email", "name", "role", "organization_display", "is_active", "invitation", "created_at"]
+    list_filter = ["role", "is_active", "invitation"]
     list_select_related = ["user", "reseller", "tenant__reseller"]
     search_fields = ["user__email", "user__first_name", "user__last_name"]
-    readonly_fields = ["email", "organization_display", "invited_by", "created_at"]
+    readonly_fields = ["email", "organization_display", "invitation", "invited_by", "created_at"]
     actions = ["resend_invite", "deactivate"]
 
     @admin.display(description="E-mail", ordering="user__email")
@@ -218,7 +218,18 @@ class MembershipAdmin(ScopedAdmin):
 
     @admin.display(description="Name")
     def name(self, obj) -> str:
-        return obj.user.get_full_name()
+        # Until the person accepts, a login that existed before has its own name, not the one typed in the invite:
+        # showing it would tell the inviter that the login existed.
+        return obj.user.get_full_name() if obj.invitation == Membership.Invitation.ACCEPTED else ""
+
+    def get_search_results(self, request, queryset, search_term):
+        # By e-mail, as the list shows it; by name only among accepted memberships, for the reason above.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        by_name = Q(user__first_name__icontains=term) | Q(user__last_name__icontains=term)
+        accepted = Q(invitation=Membership.Invitation.ACCEPTED)
+        return queryset.filter(Q(user__email__icontains=term) | (accepted & by_name)), False
 
     @admin.display(description="Organisation")
     def organization_display(self, obj) -> str:
@@ -243,7 +254,8 @@ class MembershipAdmin(ScopedAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return [(None, {"fields": ["email", "first_name", "last_name", "organization", "role"]})]
-        return [(None, {"fields": ["email", "organization_display", "role", "is_active", "invited_by", "created_at"]})]
+        fields = ["email", "organization_display", "role", "is_active", "invitation", "invited_by", "created_at"]
+        return [(None, {"fields": fields})]
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj is not None else []
@@ -271,9 +283,10 @@ class MembershipAdmin(ScopedAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         pass  # no related rows on these forms
 
-    @admin.action(description="Resend the invite e-mail")
+    @admin.action(description="Resend the invite e-mail (invitations not answered yet)")
     def resend_invite(self, request, queryset) -> None:
-        sent = sum(services.member_send_invite(m) for m in queryset.filter(is_active=True).select_related("user"))
+        waiting = queryset.filter(invitation=Membership.Invitation.PENDING).select_related("user", "invited_by")
+        sent = sum(services.member_send_invite(m) for m in waiting)
         self.message_user(request, f"Sent {sent} invite e-mail(s).")
 
     @admin.action(description="Deactivate the selected people")

@@ -105,11 +105,19 @@ class Membership(models.Model):
 
     RESELLER_ROLES = (Role.RESELLER_ADMIN, Role.RESELLER_OPERATOR)
 
+    class Invitation(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        PENDING = "pending", "Invited: no answer yet"
+        DECLINED = "declined", "Declined"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="memberships")
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="memberships")
     role = models.CharField(max_length=24, choices=Role.choices)
     is_active = models.BooleanField(default=True)
+    # An invitation is a membership its person has not accepted yet (or declined): inactive until they accept,
+    # so whatever reads active memberships (tenants.access.grants and every other) cannot count it.
+    invitation = models.CharField(max_length=8, choices=Invitation.choices, default=Invitation.ACCEPTED)
     invited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -128,6 +136,9 @@ class Membership(models.Model):
                     | Q(role="tenant_viewer", tenant__isnull=False, reseller__isnull=True)
                 ),
                 name="membership_role_matches_organization",
+            ),
+            models.CheckConstraint(
+                condition=Q(invitation="accepted") | Q(is_active=False), name="membership_active_once_accepted"
             ),
             models.UniqueConstraint(
                 fields=["user", "reseller"], condition=Q(reseller__isnull=False), name="membership_once_per_reseller"

@@ -4,15 +4,13 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.tokens import default_token_generator
+from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.encoding import force_bytes
-from django.utils.http import urlsafe_base64_encode
 
 from messaging.models import AuditEvent
 from tenants import access
@@ -54,19 +52,26 @@ def _check_manages_people(actor, reseller_id: int) -> None:
 
 
 def member_check_invite(email: str, organization: Reseller | Tenant) -> None:
-    """Refuse a second role for the same person in the same organisation."""
+    """Refuse a second role for the same person in the same organisation (a declined invitation may be renewed)."""
     org_field = "reseller" if isinstance(organization, Reseller) else "tenant"
-    if Membership.objects.filter(user__username=email.strip().lower(), **{org_field: organization}).exists():
+    held = Membership.objects.filter(user__username=email.strip().lower(), **{org_field: organization})
+    if held.exclude(invitation=Membership.Invitation.DECLINED).exists():
         raise ValidationError({"email": f"{email} already has a role in {organization}; change that one instead."})
 
 
 def member_invite(
     *, actor, email: str, organization: Reseller | Tenant, role: str, first_name: str = "", last_name: str = ""
 ) -> tuple[Membership, bool]:
-    """Give a person a role in a reseller or one of its tenants, creating their login if they have none.
+    """Invite a person to a role in a reseller or one of its tenants; the role is theirs once they accept.
 
-    Returns the membership and whether the e-mail went out; the membership stands even if the mail server
-    failed, and the invite can be resent.
+    Whether the e-mail already has a login (another reseller's person, platform staff) must not show: such a login
+    is never attached without its owner's word, and the inviter sees the same thing either way — the same
+    pending membership, audit row and e-mail. The person answers from the e-mail's link: a new login chooses its
+    password there, an existing one signs in (see invitation_accept). First and last name are kept for a new
+    login only: an existing login's own name is not the inviter's to change.
+
+    Returns the membership and whether the e-mail went out; the invitation stands even if the mail server
+    failed, and can be resent.
     """
     email = User.objects.normalize_email(email).strip().lower()
     _check_manages_people(actor, _reseller_id_of(organization))
@@ -80,38 +85,95 @@ def member_invite(
             user.set_unusable_password()  # the invitee chooses one through the link
             user.save(update_fields=["password"])
         member_check_invite(email, organization)
-        membership = Membership.objects.create(user=user, role=role, invited_by=actor, **{org_field: organization})
+        membership, _ = Membership.objects.update_or_create(  # a declined invitation is renewed in its own row
+            user=user,
+            **{org_field: organization},
+            defaults={
+                "role": role,
+                "invited_by": actor,
+                "is_active": False,
+                "invitation": Membership.Invitation.PENDING,
+            },
+        )
         AuditEvent.record(
             AuditEvent.Action.MEMBER_INVITED,
             membership,
             actor=actor,
-            changes={"email": email, "role": role, "organization": str(organization), "new_login": created},
+            changes={"email": email, "role": role, "organization": str(organization)},
         )
     return membership, member_send_invite(membership)
 
 
+INVITATION_SALT = "tenants.invitation"
+
+
+def invitation_link(membership: Membership) -> str:
+    """The link in the invitation e-mail: signed, and good for INVITE_LINK_TTL_SECONDS from the sending."""
+    token = signing.dumps(membership.pk, salt=INVITATION_SALT)
+    return settings.PUBLIC_BASE_URL + reverse("invitation", args=[token])
+
+
+def invitation_of_link(token: str) -> Membership | None:
+    """The invitation a link names; None for a link that was altered or has expired."""
+    try:
+        pk = signing.loads(token, salt=INVITATION_SALT, max_age=settings.PASSWORD_RESET_TIMEOUT)
+    except signing.BadSignature:  # SignatureExpired included
+        return None
+    return Membership.objects.select_related("user", "reseller", "tenant__reseller", "invited_by").filter(pk=pk).first()
+
+
 def member_send_invite(membership: Membership) -> bool:
-    """E-mail the invite: a set-password link for a new login, a sign-in link for an existing one."""
-    user = membership.user
+    """E-mail an invitation that waits for its answer. The same e-mail for a new and an existing login: one link,
+    whose page asks a new login for its password and an existing one to sign in."""
+    if membership.invitation != Membership.Invitation.PENDING:
+        return False
     context = {
         "membership": membership,
         "organization": membership.organization,
-        "login_url": settings.PUBLIC_BASE_URL + reverse("admin:login"),
-        "set_password_url": None,
+        "invitation_url": invitation_link(membership),
+        "days": settings.PASSWORD_RESET_TIMEOUT // 86400,
     }
-    if not user.has_usable_password():
-        uid = urlsafe_base64_encode(force_bytes(user.pk))
-        token = default_token_generator.make_token(user)
-        context["set_password_url"] = settings.PUBLIC_BASE_URL + reverse(
-            "password_reset_confirm", kwargs={"uidb64": uid, "token": token}
-        )
     subject = f"You have been invited to {membership.organization} on the PBX Messaging Portal"
     try:
-        send_mail(subject, render_to_string("tenants/invite_email.txt", context), None, [user.email])
+        send_mail(subject, render_to_string("tenants/invite_email.txt", context), None, [membership.user.email])
     except Exception:  # the mail server is outside our control; the admin offers "resend"
         logger.exception("invite e-mail to membership %s could not be sent", membership.pk)
         return False
     return True
+
+
+def _answer_invitation(*, user, membership: Membership, accept: bool, new_password: str | None) -> Membership:
+    if user is None or user.pk != membership.user_id:
+        raise PermissionDenied("This invitation is for another login.")
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        if membership.invitation != Membership.Invitation.PENDING:
+            return membership  # answered by a request that held the lock first (a double submit): one audit row
+        if new_password is not None:
+            user.set_password(new_password)
+            user.save(update_fields=["password"])
+        membership.invitation = Membership.Invitation.ACCEPTED if accept else Membership.Invitation.DECLINED
+        membership.is_active = accept
+        membership.save(update_fields=["invitation", "is_active"])
+        AuditEvent.record(
+            AuditEvent.Action.MEMBER_ACCEPTED if accept else AuditEvent.Action.MEMBER_DECLINED,
+            membership,
+            actor=user,
+            changes={"email": user.email, "role": membership.role, "organization": str(membership.organization)},
+        )
+    access.forget(user)
+    return membership
+
+
+def invitation_accept(*, user, membership: Membership, new_password: str | None = None) -> Membership:
+    """Accept an invitation as the person it was sent to: the role is in force from now on. A new login sets its
+    password with it (`new_password`); the page lets only the invitee's own session, or a new login's link, here."""
+    return _answer_invitation(user=user, membership=membership, accept=True, new_password=new_password)
+
+
+def invitation_decline(*, user, membership: Membership) -> Membership:
+    """Decline an invitation as the person it was sent to: it grants nothing, ever (a new invitation may follow)."""
+    return _answer_invitation(user=user, membership=membership, accept=False, new_password=None)
 
 
 def _check_not_last_admin(membership: Membership) -> None:
@@ -127,7 +189,14 @@ def _check_not_last_admin(membership: Membership) -> None:
 
 
 def member_check_change(membership: Membership, *, role: str, active: bool) -> None:
-    """Refuse a change that would leave a reseller without an active admin."""
+    """Refuse a change that would leave a reseller without an active admin, or put an invitation in force that its
+    person has not accepted."""
+    if active and not membership.is_active and membership.invitation != Membership.Invitation.ACCEPTED:
+        answer = "declined it" if membership.invitation == Membership.Invitation.DECLINED else "not accepted it yet"
+        raise ValidationError(
+            f"{membership.user.email} was invited and has {answer}: only they can accept it, from the invitation "
+            "e-mail (resend it, or invite them again)."
+        )
     if membership.role == Membership.Role.RESELLER_ADMIN and (role != membership.role or not active):
         _check_not_last_admin(membership)
 

@@ -148,7 +148,9 @@ def test_a_replay_leaves_one_row_and_a_repeated_replay_none(client, operator, de
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_invite_role_change_deactivation_and_reactivation_each_leave_one_row(client, reseller_admin, reseller):
+def test_invite_acceptance_role_change_deactivation_and_reactivation_each_leave_one_row(
+    client, reseller_admin, reseller
+):
     client.force_login(reseller_admin)
     with exactly_one_row("member.invited") as row:
         client.post(
@@ -163,11 +165,20 @@ def test_invite_role_change_deactivation_and_reactivation_each_leave_one_row(cli
         )
     membership = Membership.objects.get(user__email="ops@reseller.example")
     assert_about(row.event, membership, reseller_admin)
+    # The same for a new login and one that existed: nothing in the row tells them apart.
     assert row.event.changes == {
         "email": "ops@reseller.example",
         "role": "reseller_operator",
         "organization": "Reseller A",
-        "new_login": True,
+    }
+    with exactly_one_row("member.accepted") as row:
+        people.invitation_accept(user=membership.user, membership=membership, new_password="a-long-new-passphrase")
+        people.invitation_accept(user=membership.user, membership=membership)  # a double submit: one row
+    assert_about(row.event, membership, membership.user)
+    assert row.event.changes == {
+        "email": "ops@reseller.example",
+        "role": "reseller_operator",
+        "organization": "Reseller A",
     }
 
     url = reverse("admin:tenants_membership_change", args=[membership.pk])

@@ -1,14 +1,16 @@
 """Reseller admins manage their own people: invite by e-mail, change roles, deactivate — only in their reseller."""
 
 import re
+from urllib.parse import quote
 
 import pytest
 from django.core import mail
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.test import Client
 from django.urls import reverse
 
 from messaging.models import AuditEvent
-from tenants import services
+from tenants import access, services
 from tenants.models import Membership
 from tests import factories as f
 
@@ -22,59 +24,266 @@ def invite(client, email, organization, role):
     )
 
 
-def set_password_link(message) -> str:
-    return re.search(r"http://[^\s]+/accounts/reset/[^\s]+/", message.body).group(0)
+def invitation_link(message) -> str:
+    return re.search(r"http://[^\s]+/invitations/[^\s]+/", message.body).group(0).replace("http://127.0.0.1:8000", "")
 
 
-def test_an_invited_person_sets_a_password_and_signs_in(client, reseller_admin, reseller, tenant):
+def accept_as_new_login(client, message, password: str = "a-long-new-passphrase"):
+    link = invitation_link(message)
+    return client.post(link, {"action": "accept", "new_password1": password, "new_password2": password})
+
+
+def test_an_invited_person_chooses_a_password_from_the_link_accepts_and_signs_in(client, reseller_admin, tenant):
     client.force_login(reseller_admin)
     response = invite(client, "Dana@Customer.example", f"tenant:{tenant.pk}", "tenant_viewer")
     assert response.status_code == 302
     membership = Membership.objects.get(user__email="dana@customer.example")
     assert (membership.tenant, membership.role, membership.invited_by) == (tenant, "tenant_viewer", reseller_admin)
+    assert (membership.invitation, membership.is_active) == ("pending", False)  # nothing until they accept
+    assert not access.has_portal_access(membership.user)
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["dana@customer.example"]
     assert "tenant viewer of Tenant A" in mail.outbox[0].body
 
     client.logout()
-    link = set_password_link(mail.outbox[0]).replace("http://127.0.0.1:8000", "")
-    form_page = client.get(link, follow=True)
-    assert form_page.status_code == 200 and "new_password1" in form_page.content.decode()
-    done = client.post(
-        form_page.redirect_chain[-1][0],
-        {"new_password1": "a-long-new-passphrase", "new_password2": "a-long-new-passphrase"},
-    )
-    assert done.status_code == 302
+    page = client.get(invitation_link(mail.outbox[0])).content.decode()
+    assert "new_password1" in page and "you will sign in with <strong>dana@customer.example</strong>" in page
+    done = accept_as_new_login(client, mail.outbox[0])
+    assert done.status_code == 302 and done.url == reverse("admin:index")
+    assert client.get(reverse("admin:messaging_trunk_changelist")).status_code == 200  # signed in, with the role
+    membership.refresh_from_db()
+    assert (membership.invitation, membership.is_active) == ("accepted", True)
 
+    client.logout()
     signed_in = client.post(
         reverse("admin:login"), {"username": "DANA@customer.example", "password": "a-long-new-passphrase"}, follow=True
     )
-    assert signed_in.status_code == 200
     assert signed_in.context["user"].email == "dana@customer.example"
-    assert client.get(reverse("admin:messaging_trunk_changelist")).status_code == 200
-    # The link worked once; it does not work again.
-    assert "new_password1" not in client.get(link, follow=True).content.decode()
+    # The link worked once: now it only says so.
+    again = client.get(invitation_link(mail.outbox[0])).content.decode()
+    assert "You accepted this invitation" in again and "new_password1" not in again
 
 
-def test_inviting_someone_who_already_has_a_login_sends_no_password_link(client, reseller_admin, reseller, other_admin):
+def test_a_password_the_validators_refuse_accepts_nothing(client, reseller_admin, tenant):
     client.force_login(reseller_admin)
-    assert invite(client, other_admin.email, f"reseller:{reseller.pk}", "reseller_operator").status_code == 302
-    assert "/accounts/reset/" not in mail.outbox[0].body
-    assert other_admin.memberships.count() == 2
+    invite(client, "weak@customer.example", f"tenant:{tenant.pk}", "tenant_viewer")
+    client.logout()
+    response = accept_as_new_login(client, mail.outbox[0], password="123")
+    assert response.status_code == 200 and "This password is too short" in response.content.decode()
+    assert Membership.objects.get(user__email="weak@customer.example").invitation == "pending"
+    assert "_auth_user_id" not in client.session
 
 
 def test_each_people_action_leaves_one_audit_row(client, reseller_admin, reseller):
     client.force_login(reseller_admin)
     invite(client, "ops@reseller.example", f"reseller:{reseller.pk}", "reseller_operator")
     membership = Membership.objects.get(user__email="ops@reseller.example")
+    accept_as_new_login(Client(), mail.outbox[0])
     url = reverse("admin:tenants_membership_change", args=[membership.pk])
     assert client.post(url, {"role": "reseller_admin", "is_active": "on"}).status_code == 302
     assert client.post(url, {"role": "reseller_admin"}).status_code == 302  # unticked: deactivated
     rows = list(AuditEvent.objects.filter(object_id=str(membership.pk)).order_by("id").values_list("action", "actor"))
     assert rows == [
         ("member.invited", reseller_admin.pk),
+        ("member.accepted", membership.user_id),
         ("member.role_changed", reseller_admin.pk),
         ("member.deactivated", reseller_admin.pk),
     ]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Invitations of logins that exist already: never attached without their owner's word, and nothing tells the inviter
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sees_reseller(user, reseller) -> bool:
+    """Does the user's membership grant them the reseller (platform staff otherwise act through Django permissions)?"""
+    access.forget(user)
+    return reseller.pk in access.grants(user).manager_resellers
+
+
+@pytest.fixture
+def staff_login(db):
+    return f.UserFactory(email="reviewer@platform.example", is_staff=True, first_name="Rita", last_name="Reviewer")
+
+
+@pytest.fixture(params=["another reseller's admin", "platform staff"])
+def existing_login(request, other_admin, staff_login):
+    user = other_admin if request.param == "another reseller's admin" else staff_login
+    user.first_name, user.last_name = "Olga", "Otherside"
+    user.save()
+    return user
+
+
+def test_an_existing_login_gets_nothing_until_it_accepts_signed_in_as_itself(
+    client, reseller_admin, reseller, existing_login
+):
+    client.force_login(reseller_admin)
+    assert invite(client, existing_login.email, f"reseller:{reseller.pk}", "reseller_operator").status_code == 302
+    membership = Membership.objects.get(user=existing_login, reseller=reseller)
+    assert (membership.invitation, membership.is_active) == ("pending", False)
+    assert not sees_reseller(existing_login, reseller)
+    assert existing_login.first_name == "Olga"  # the inviter's "Dana" is not written over a login's own name
+
+    link = invitation_link(mail.outbox[0])
+    invitee = Client()
+    to_sign_in = invitee.get(link)
+    assert to_sign_in.status_code == 302 and to_sign_in.url == f"{reverse('admin:login')}?next={quote(link)}"
+    invitee.force_login(existing_login)
+    page = invitee.get(link).content.decode()
+    assert f"You are signed in as <strong>{existing_login.email}</strong>" in page and "new_password1" not in page
+    assert invitee.post(link, {"action": "accept"}).status_code == 302
+    membership.refresh_from_db()
+    assert (membership.invitation, membership.is_active) == ("accepted", True)
+    assert sees_reseller(existing_login, reseller)
+    accepted = AuditEvent.objects.get(action="member.accepted")
+    assert (accepted.actor, accepted.reseller, accepted.object_id) == (existing_login, reseller, str(membership.pk))
+
+
+def test_a_declined_invitation_grants_nothing_and_may_be_renewed(client, reseller_admin, reseller, existing_login):
+    client.force_login(reseller_admin)
+    invite(client, existing_login.email, f"reseller:{reseller.pk}", "reseller_operator")
+    invitee = Client()
+    invitee.force_login(existing_login)
+    assert invitee.post(invitation_link(mail.outbox[0]), {"action": "decline"}).status_code == 302
+    membership = Membership.objects.get(user=existing_login, reseller=reseller)
+    assert (membership.invitation, membership.is_active) == ("declined", False)
+    assert not sees_reseller(existing_login, reseller)
+    assert AuditEvent.objects.get(action="member.declined").actor == existing_login
+    assert "You declined this invitation" in invitee.get(invitation_link(mail.outbox[0])).content.decode()
+    # The admin cannot switch it on; a new invitation can be sent, and waits for a new answer.
+    url = reverse("admin:tenants_membership_change", args=[membership.pk])
+    refused = client.post(url, {"role": "reseller_operator", "is_active": "on"})
+    assert "was invited and has declined it" in refused.content.decode()
+    assert invite(client, existing_login.email, f"reseller:{reseller.pk}", "reseller_admin").status_code == 302
+    membership.refresh_from_db()
+    assert (membership.invitation, membership.role, membership.is_active) == ("pending", "reseller_admin", False)
+
+
+def test_a_pending_invitation_cannot_be_switched_on_by_anyone_but_its_person(
+    client, reseller_admin, reseller, existing_login
+):
+    client.force_login(reseller_admin)
+    invite(client, existing_login.email, f"reseller:{reseller.pk}", "reseller_operator")
+    membership = Membership.objects.get(user=existing_login, reseller=reseller)
+    url = reverse("admin:tenants_membership_change", args=[membership.pk])
+    refused = client.post(url, {"role": "reseller_operator", "is_active": "on"})
+    assert refused.status_code == 200 and "was invited and has not accepted it yet" in refused.content.decode()
+    with pytest.raises(ValidationError):
+        services.member_set_active(actor=reseller_admin, membership=membership, active=True)
+    # Signed in as someone else, the link answers nothing.
+    link = invitation_link(mail.outbox[0])
+    stranger = Client()
+    stranger.force_login(reseller_admin)
+    page = stranger.get(link)
+    assert page.status_code == 403 and "this invitation was sent to another e-mail address" in page.content.decode()
+    assert stranger.post(link, {"action": "accept"}).status_code == 403
+    membership.refresh_from_db()
+    assert (membership.invitation, membership.is_active) == ("pending", False)
+    assert not sees_reseller(existing_login, reseller)
+
+
+def test_a_login_with_nothing_but_an_invitation_signs_in_to_answer_it(client, reseller_admin, reseller, other_admin):
+    Membership.objects.filter(user=other_admin).update(is_active=False)  # left their own reseller
+    client.force_login(reseller_admin)
+    invite(client, other_admin.email, f"reseller:{reseller.pk}", "reseller_operator")
+    link = invitation_link(mail.outbox[0])
+    invitee = Client()
+    signed_in = invitee.post(
+        f"{reverse('admin:login')}?next={link}", {"username": other_admin.email, "password": f.PASSWORD}
+    )
+    assert signed_in.status_code == 302 and signed_in.url == link
+    assert invitee.get(reverse("admin:index")).status_code == 302  # nothing else until it accepts
+    invitee.post(link, {"action": "accept"})
+    assert invitee.get(reverse("admin:index")).status_code == 200
+
+
+def test_a_new_login_may_decline_from_the_link_and_the_page_needs_its_csrf_token(client, reseller_admin, tenant):
+    client.force_login(reseller_admin)
+    invite(client, "no-thanks@customer.example", f"tenant:{tenant.pk}", "tenant_viewer")
+    link = invitation_link(mail.outbox[0])
+    forged = Client(enforce_csrf_checks=True).post(link, {"action": "decline"})
+    assert forged.status_code == 403
+    assert Membership.objects.get(user__email="no-thanks@customer.example").invitation == "pending"
+    assert Client().post(link, {"action": "decline"}).status_code == 302
+    membership = Membership.objects.get(user__email="no-thanks@customer.example")
+    assert (membership.invitation, membership.is_active, membership.user.has_usable_password()) == (
+        "declined",
+        False,
+        False,
+    )
+
+
+def test_resend_reaches_only_invitations_without_an_answer(client, reseller_admin, reseller, operator):
+    client.force_login(reseller_admin)
+    invite(client, "waiting@reseller.example", f"reseller:{reseller.pk}", "reseller_operator")
+    waiting = Membership.objects.get(user__email="waiting@reseller.example")
+    mail.outbox.clear()
+    chosen = [waiting.pk, operator.memberships.get().pk]
+    client.post(reverse("admin:tenants_membership_changelist"), {"action": "resend_invite", "_selected_action": chosen})
+    assert [m.to for m in mail.outbox] == [["waiting@reseller.example"]]
+    assert "/invitations/" in mail.outbox[0].body
+
+
+def test_an_altered_or_expired_link_opens_nothing(client, reseller_admin, tenant, settings):
+    client.force_login(reseller_admin)
+    invite(client, "late@customer.example", f"tenant:{tenant.pk}", "tenant_viewer")
+    link = invitation_link(mail.outbox[0])
+    altered = Client().get(link[:-3] + "xx/")
+    assert altered.status_code == 404 and "not valid, or it has expired" in altered.content.decode()
+    settings.PASSWORD_RESET_TIMEOUT = -1  # INVITE_LINK_TTL_SECONDS: every link is older than this
+    expired = Client().post(
+        link, {"action": "accept", "new_password1": "a-long-new-pass", "new_password2": "a-long-new-pass"}
+    )
+    assert expired.status_code == 404
+    assert Membership.objects.get(user__email="late@customer.example").invitation == "pending"
+
+
+def same_shape(html: str, email: str) -> str:
+    """The page without what differs between any two invitations: the e-mail (the search that found it too), ids
+    and times."""
+    html = re.sub(r'\?_changelist_filters=[^"]*', "", html.replace(email, "EMAIL"))
+    return re.sub(r"\d+", "N", html)
+
+
+def test_the_inviter_sees_the_same_whether_the_login_existed_or_not(
+    client, reseller_admin, tenant, existing_login, other_admin
+):
+    client.force_login(reseller_admin)
+    seen = {}
+    for email in ("newcomer@customer.example", existing_login.email):
+        response = invite(client, email, f"tenant:{tenant.pk}", "tenant_viewer")
+        page = client.get(response.url).content.decode()
+        event = AuditEvent.objects.filter(action="member.invited").latest("id")
+        message = mail.outbox[-1]
+        membership = Membership.objects.get(user__email=email, tenant=tenant)
+        row = client.get(reverse("admin:tenants_membership_changelist"), {"q": email}).content.decode()
+        change_page = client.get(reverse("admin:tenants_membership_change", args=[membership.pk])).content.decode()
+        seen[email] = {
+            "answer": (response.status_code, response.url),
+            "page": same_shape(re.search(r'<ul class="messagelist">.*?</ul>', page, re.S).group(0), email),
+            "audit": (
+                event.actor_label,
+                event.object_repr.replace(email, "EMAIL"),
+                {**event.changes, "email": "EMAIL"},
+            ),
+            "mail": (
+                message.subject,
+                re.sub(r"/invitations/[^/]+/", "/invitations/TOKEN/", message.body),
+                [to.replace(email, "EMAIL") for to in message.to],
+            ),
+            "row": same_shape(re.search(r"<tbody>.*?</tbody>", row, re.S).group(0), email),
+            "change page": same_shape(re.search(r"<fieldset.*?</fieldset>", change_page, re.S).group(0), email),
+        }
+    first, second = seen.values()
+    for what in first:
+        assert first[what] == second[what], what
+    assert "Olga" not in client.get(reverse("admin:tenants_membership_changelist")).content.decode()
+    hidden = client.get(reverse("admin:tenants_membership_changelist"), {"q": "Olga"}).content.decode()
+    assert existing_login.email not in hidden  # a search by the login's own name does not find it either
+    # Another reseller's admin sees none of it.
+    client.force_login(other_admin)
+    theirs = client.get(reverse("admin:tenants_membership_changelist")).content.decode()
+    assert "newcomer@customer.example" not in theirs
 
 
 def test_a_deactivated_member_loses_access_at_once(client, reseller_admin, operator):
