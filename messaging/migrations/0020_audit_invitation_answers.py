@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0018_webhook_event_account_no_index"),
+        ("messaging", "0019_phone_number_wavix_label"),
     ]
 
     operations = [
