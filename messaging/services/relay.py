@@ -33,6 +33,7 @@ from messaging.models import (
     WebhookEvent,
     WebhookSecret,
 )
+from messaging.services.sending import message_parts
 from messaging.services.wavix_sync import numbers_sync_soon
 from messaging.wavix import WavixClient
 from tenants.models import Tenant
@@ -205,6 +206,8 @@ def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
     tenant, remote = number.tenant, _e164(payload.get("from"))
     body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
     media = [str(url) for url in body.get("media") or [] if isinstance(url, str)]
+    text = str(body.get("text") or "")
+    encoding, segments = message_parts(text, media)
     message, created = Message.objects.get_or_create(
         account=event.account,
         wavix_message_id=str(payload["message_id"]),
@@ -214,8 +217,10 @@ def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
             "direction": Message.Direction.INBOUND,
             "from_number": remote[:20],
             "to_number": to,
-            "text": str(body.get("text") or ""),
+            "text": text,
             "media": media,
+            "encoding": encoding,
+            "segments": segments,
             "status": Message.Status.RECEIVED if tenant.is_active else Message.Status.HELD,
             "source_event": event,
         },
