@@ -223,7 +223,8 @@ def relay_repair(numbers) -> int:
 
 
 def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -> Trunk:
-    """Save a trunk, encrypting a new 3CX webhook URL if one is given; enabling SMS wires its numbers."""
+    """Save a trunk, encrypting a new 3CX webhook URL if one is given; with SMS on, its numbers are wired and the
+    texts held while SMS was off go to 3CX. Every way of switching SMS on (admin, API, setup wizard) comes here."""
     if threecx_webhook_url is not None:
         trunk.set_threecx_webhook_url(threecx_webhook_url)
     trunk.full_clean()
@@ -236,6 +237,11 @@ def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -
         if trunk.sms_enabled:
             for account in WavixAccount.objects.filter(numbers__trunk=trunk).distinct():
                 numbers_sync_soon(account)
+            from messaging.services.relay import trunk_held_release  # the relay builds on this module
+
+            # On every save with SMS on, not only when it is switched on: it costs an indexed look at the trunk's
+            # held texts, and no text then stays held for a trunk whose SMS is on.
+            trunk_held_release(trunk)
     from messaging.services.setup import setup_refresh  # setup builds on this module
 
     setup_refresh(trunk)  # a trunk set up by hand shows its setup progress too
