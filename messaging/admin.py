@@ -230,7 +230,8 @@ def relay_summary(tenant) -> str:
     received = sum(counts.values())
     return (
         f"Last 24 h: {received} received · {counts.get('forwarded', 0)} forwarded · "
-        f"{counts.get('failed', 0)} failed · {counts.get('held', 0)} held{oldest}"
+        f"{counts.get('failed', 0)} failed · {counts.get('held', 0)} held · "
+        f"{counts.get('not_forwarded', 0)} not forwarded{oldest}"
     )
 
 
@@ -600,7 +601,8 @@ class SendForm(forms.Form):
 class MessageAdmin(RecordAdmin):
     """The message log (see messaging.message_log): searched, filtered and exported without scanning every row."""
 
-    list_display = ["created_at", "direction", "from_number", "to_number", "status", "tenant", "segments", "charge"]
+    list_display = ["created_at", "direction", "from_number", "to_number", "status_column", "tenant", "segments"]
+    list_display += ["charge"]
     list_filter = [
         "direction",
         "status",
@@ -620,6 +622,15 @@ class MessageAdmin(RecordAdmin):
             return queryset, False
         return queryset.filter(message_log.message_search(search_term)), False
 
+    @admin.display(description="Status", ordering="status")
+    def status_column(self, obj) -> str:
+        return obj.status_explained
+
+    def changelist_view(self, request, extra_context=None):
+        # Texts that belong to no tenant are in no message: reseller staff are told here, where they look for texts.
+        extra_context = {**(extra_context or {}), "unassigned_texts": message_log.unassigned_texts(request.user)}
+        return super().changelist_view(request, extra_context)
+
     def export_csv_view(self, request):
         """Export the log exactly as filtered and searched on screen, as a streamed CSV file."""
         if not self.has_view_permission(request):
@@ -634,6 +645,7 @@ class MessageAdmin(RecordAdmin):
     def get_fields(self, request, obj=None):
         return [
             "progress",
+            *(["not_forwarded_reason"] if obj is not None and obj.not_forwarded_reason else []),
             "error_explanation",
             "reports",
             "tenant",

@@ -1,22 +1,27 @@
-"""Texts routing does not forward (issue 14, items 9, 10 and 13):
+"""Texts routing does not forward, and where a reseller finds them (issue 14, items 9, 10 and 13):
 
-- a trunk with SMS off holds its texts — with the reason, nothing reaches its 3CX — and releases them in arrival
-  order when SMS is switched on again, by the admin, the API or the setup wizard;
+- a trunk with SMS off holds its texts — visible with the reason, nothing reaches its 3CX — and releases them in
+  arrival order when SMS is switched on again, by the admin, the API or the setup wizard;
 - a text with nowhere to go (no trunk, no tenant, a number the portal does not know, a webhook that cannot be read)
-  is a not-forwarded message of its tenant when there is one, and is counted by reason for Prometheus;
+  is a not-forwarded message of its tenant when there is one, and otherwise counted for the reseller's staff; in
+  the message log, its export, the dashboard and Prometheus, and never shown to another tenant;
 - an inbound text records its real encoding and segments.
 
 Wavix is the sandbox and 3CX a fake inbox, over real HTTP, where they take part.
 """
 
+import csv
 import importlib
+import io
 import json
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from messaging import metrics, services
 from messaging.models import Delivery, Message, PhoneNumber, Trunk, WebhookEvent
@@ -26,11 +31,20 @@ from tests import factories as f
 from tests.conftest import live_db, token_client
 from tests.test_relay import received, relay, webhook
 
+LOG = reverse("admin:messaging_message_changelist")
+EXPORT = reverse("admin:messaging_message_export")
+DASHBOARD = reverse("admin:dashboard")
 S = Message.Status
 
 
 def route() -> int:
     return services.events_process()
+
+
+def log_page(client, **params):
+    response = client.get(LOG, params)
+    assert response.status_code == 200
+    return response
 
 
 def switch_sms(trunk: Trunk, on: bool, actor) -> None:
@@ -91,6 +105,8 @@ def test_a_trunk_with_sms_off_holds_its_texts_visibly_and_its_3cx_gets_nothing(c
     )
     assert not Delivery.objects.exists() and not received(inbox)
     assert set(WebhookEvent.objects.values_list("state", "tenant")) == {("held", trunk.tenant_id)}
+    client.force_login(operator)
+    assert log_page(client).content.decode().count("Held: SMS is off on trunk Front desk") == 2
 
 
 def enable_in_the_admin(client, trunk, operator, inbox, wavix):
@@ -231,6 +247,44 @@ def shared(reseller, tenant):
 
 
 @pytest.mark.django_db
+def test_a_text_to_a_number_without_a_trunk_is_a_not_forwarded_message_of_its_tenant_in_the_log(
+    client, shared, tenant, reseller_admin, viewer, other_world, other_admin
+):
+    event = webhook(shared, "msg-1", to="14155550101", text="Is anyone there?")
+    route()
+    message = Message.objects.get(tenant=tenant)
+    assert (message.direction, message.status, message.not_forwarded_reason, message.trunk) == (
+        "inbound",
+        S.NOT_FORWARDED,
+        "+14155550101 is not assigned to a trunk",
+        None,
+    )
+    assert message.completed_at is not None and not Delivery.objects.filter(message=message).exists()
+    event.refresh_from_db()
+    assert (event.state, event.tenant) == ("unroutable", tenant)
+
+    for user in (reseller_admin, viewer):  # the reseller's staff and the tenant's own viewer
+        client.force_login(user)
+        response = log_page(client, status__exact=S.NOT_FORWARDED)
+        assert [m.text for m in response.context["cl"].result_list] == ["Is anyone there?"]
+        assert "Not forwarded: +14155550101 is not assigned to a trunk" in response.content.decode()
+        rows = list(csv.DictReader(io.StringIO(b"".join(client.get(EXPORT).streaming_content).decode())))
+        row = next(r for r in rows if r["text"] == "Is anyone there?")
+        # Quoted like any cell that starts with + but is not a number: a spreadsheet would run it as a formula.
+        assert (row["status"], row["not_forwarded_reason"]) == (
+            "not_forwarded",
+            "'+14155550101 is not assigned to a trunk",
+        )
+    client.force_login(reseller_admin)
+    changelist = log_page(client).context["cl"]
+    status_filter = next(spec for spec in changelist.filter_specs if spec.title == "status")
+    assert "Not forwarded" in [choice["display"] for choice in status_filter.choices(changelist)]
+    client.force_login(other_admin)  # another reseller's admin sees nothing of it
+    assert "Is anyone there?" not in log_page(client, status__exact=S.NOT_FORWARDED).content.decode()
+    assert client.get(reverse("admin:messaging_message_change", args=[message.pk])).status_code == 404
+
+
+@pytest.mark.django_db
 def test_a_text_to_a_number_the_portal_does_not_know_on_a_tenants_own_account_is_that_tenants(tenant):
     own = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, name="Tenant A own")
     webhook(own, "msg-1", to="14155550199")
@@ -278,6 +332,71 @@ def test_a_text_postgresql_cannot_store_is_still_shown_as_not_forwarded_and_the_
     assert dict(WebhookEvent.objects.values_list("dedup_key", "state")) == {"nul": "invalid", "next": "processed"}
     unreadable = Message.objects.get(wavix_message_id="nul")
     assert (unreadable.status, unreadable.text) == (S.NOT_FORWARDED, "Meet me  at noon")
+
+
+@pytest.mark.django_db
+def test_texts_to_numbers_of_no_tenant_invent_no_tenant_and_the_resellers_staff_are_told_where_they_are(
+    client, shared, reseller_admin, viewer, other_admin
+):
+    webhook(shared, "pool", to="14155550102")  # in the reseller's pool
+    webhook(shared, "unknown", to="14155550199")  # not on the account as the portal knows it
+    WebhookEvent.objects.create(account=shared, kind="inbound", dedup_key="garbled", body=b"{not json")
+    old = webhook(shared, "old", to="14155550102")
+    route()
+    WebhookEvent.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=3))
+    assert not Message.objects.exists()
+    assert dict(WebhookEvent.objects.values_list("dedup_key", "state")) == {
+        "pool": "unroutable",
+        "unknown": "unroutable",
+        "garbled": "invalid",
+        "old": "unroutable",
+    }
+    client.force_login(reseller_admin)
+    log = log_page(client)
+    notice = "3 texts to numbers not assigned to a tenant were not forwarded since yesterday"
+    assert notice in log.content.decode()
+    events = client.get(log.context["unassigned_texts"].url)
+    assert {e.dedup_key for e in events.context["cl"].result_list} == {"pool", "unknown", "garbled"}
+    assert notice in client.get(DASHBOARD).content.decode()
+    for outsider in (viewer, other_admin):  # a tenant's viewer sees no webhook events; another reseller, not ours
+        client.force_login(outsider)
+        assert "not assigned to a tenant" not in log_page(client).content.decode()
+        assert "not assigned to a tenant" not in client.get(DASHBOARD).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_dashboard_alerts_on_texts_not_forwarded_and_held_with_the_figures_of_the_log(
+    client, shared, tenant, reseller_admin, other_world
+):
+    trunk = f.TrunkFactory(tenant=tenant, name="Front desk", sms_enabled=False)
+    f.PhoneNumberFactory(account=shared, tenant=tenant, trunk=trunk, number="+14155550103")
+    for n in range(2):
+        webhook(shared, f"no-trunk-{n}", to="14155550101")
+    webhook(shared, "held", to="14155550103")
+    route()
+    f.MessageFactory(  # from the day before yesterday: not counted, nor listed by the alert's link
+        tenant=tenant,
+        account=shared,
+        direction="inbound",
+        status=S.NOT_FORWARDED,
+        not_forwarded_reason="+14155550101 is not assigned to a trunk",
+        created_at=timezone.now() - timedelta(days=2, hours=1),
+    )
+    client.force_login(reseller_admin)
+    response = client.get(DASHBOARD)
+    row = next(row for row in response.context["rows"] if row.tenant == tenant)
+    alerts = {alert.text: alert.url for alert in row.alerts}
+    assert list(alerts) == [
+        "1 text held, waiting to be forwarded: SMS is off on trunk Front desk (1)",
+        "2 texts not forwarded since yesterday: +14155550101 is not assigned to a trunk (2)",
+    ]
+    for text, url in alerts.items():
+        listed = client.get(url).context["cl"]
+        assert listed.result_count == int(text.split()[0])
+        assert {m.tenant for m in listed.result_list} == {tenant}
+    totals = response.context["alert_totals"]
+    assert (totals["not_forwarded"], totals["held"], totals["any"]) == (1, 1, 1)
+    assert other_world["messaging.message"].tenant not in {row.tenant for row in response.context["rows"]}
 
 
 @pytest.mark.django_db
