@@ -509,19 +509,83 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
     list_filter = ["sms_template", "sms_enabled", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["tenant", "main_sender"]
     search_fields = ["name", "pbx_fqdn"]
-    readonly_fields = ["sms_setup", "webhook_hint", "forwarding", "relay_drift_panel", "created_at", "updated_at"]
+    readonly_fields = ["sms_setup", "webhook_hint", "forwarding", "sms_off_panel", "relay_drift_panel"]
+    readonly_fields += ["created_at", "updated_at"]
     inlines = [NumberInline]
 
     @admin.display(description="Forwarding to 3CX")
     def forwarding(self, obj):
         return forwarding_health(obj)
 
+    @admin.display(description="While SMS is off")
+    def sms_off_panel(self, obj):
+        """The texts held while SMS is off, and a button to stop Wavix sending the numbers' texts here at all."""
+        held = Message.objects.filter(trunk=obj, status=Message.Status.HELD).count()
+        log = message_log.message_log_url(trunk__id__exact=obj.pk, status__exact=Message.Status.HELD)
+        panel = format_html(
+            'Texts to its numbers are held, not forwarded: <a href="{}">{} held</a>. They go to 3CX in the order '
+            "they came when SMS is switched on again.",
+            log,
+            held,
+        )
+        relaying = services.numbers_relaying_to_portal(obj)
+        if not relaying:
+            return format_html("{}<br>Wavix sends the texts of none of its numbers to the portal.", panel)
+        fallback = ""
+        if any(n.account.tenant_id for n in relaying):
+            fallback = mark_safe(
+                "<br><small>On a tenant's own Wavix account the account's default SMS endpoint is the portal: Wavix "
+                "sends an un-pointed number's texts there, so they keep arriving here (and are held).</small>"
+            )
+        url = reverse("admin:messaging_trunk_unpoint_relay", args=[obj.pk])
+        button = ""
+        if getattr(obj, "may_change", False):
+            button = format_html(
+                '<br><button type="submit" class="button" formaction="{}">Un-point them at Wavix</button>', url
+            )
+        return format_html(
+            "{}<br>Wavix still sends the texts of {} to the portal.{}{}",
+            panel,
+            ", ".join(n.number for n in relaying),
+            button,
+            fallback,
+        )
+
     def get_urls(self):
         replay = self.admin_site.admin_view(self.replay_since_view)
+        unpoint = self.admin_site.admin_view(self.unpoint_relay_view)
         return [
             path("<int:object_id>/replay-since/", replay, name="messaging_trunk_replay_since"),
+            path("<int:object_id>/unpoint-relay/", unpoint, name="messaging_trunk_unpoint_relay"),
             *super().get_urls(),
         ]
+
+    def get_object(self, request, object_id, from_field=None):
+        trunk = super().get_object(request, object_id, from_field)
+        trunk.may_change = self.has_change_permission(request, trunk)  # the panels offer buttons only to those
+        return trunk
+
+    def unpoint_relay_view(self, request, object_id: int):
+        """Ask Wavix to stop sending a trunk's texts to the portal while its SMS is off (the numbers' relay URL)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        trunk = self.get_object(request, str(object_id))  # 404 for another reseller's trunk
+        if not self.has_change_permission(request, trunk):
+            raise PermissionDenied
+        try:
+            numbers = services.trunk_numbers_unpoint(actor=request.user, trunk=trunk)
+        except ValidationError as refusal:
+            self.message_user(request, " ".join(refusal.messages), messages.ERROR)
+        else:
+            if numbers:
+                self.message_user(
+                    request,
+                    f"Un-pointing {', '.join(n.number for n in numbers)} at Wavix: in a few seconds Wavix stops "
+                    "sending their texts to the portal. Switching SMS on points them back.",
+                )
+            else:
+                self.message_user(request, "Wavix sends the texts of none of this trunk's numbers to the portal.")
+        return redirect(reverse("admin:messaging_trunk_change", args=[trunk.pk]))
 
     def replay_since_view(self, request, object_id: int):
         """Replay every failed or dead-lettered delivery of this trunk since a time ("3CX was down from 14:00")."""
@@ -558,7 +622,9 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
     def get_fields(self, request, obj=None):
         fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
         fields += ["threecx_webhook_url"] if self.has_change_permission(request, obj) else []
-        return fields + (self.readonly_fields if obj else [])
+        if obj is None:
+            return fields
+        return fields + [f for f in self.readonly_fields if f != "sms_off_panel" or not obj.sms_enabled]
 
     def save_model(self, request, obj, form, change) -> None:
         services.trunk_save(

@@ -241,8 +241,13 @@ class WavixAccount(models.Model):
             self._webhook_secret = crypto.decrypt(current.secret_encrypted) if current else WebhookSecret.generate()
         return self._webhook_secret
 
+    @staticmethod
+    def webhook_url_prefix() -> str:
+        """What every webhook URL the portal gives Wavix starts with, whatever its account and secret."""
+        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/"
+
     def webhook_url(self, kind: str) -> str:
-        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.webhook_secret()}/{kind}/"
+        return f"{self.webhook_url_prefix()}{self.webhook_secret()}/{kind}/"
 
     @property
     def inbound_webhook_url(self) -> str:
@@ -377,6 +382,11 @@ class PhoneNumber(models.Model):
         if self.trunk_id and self.trunk.sms_enabled:
             return self.account.inbound_webhook_url
         return None
+
+    @property
+    def relays_to_portal(self) -> bool:
+        """Wavix sends this number's texts to the portal (any of its webhook URLs), as of the last sync."""
+        return self.sms_relay_url.startswith(WavixAccount.webhook_url_prefix())
 
     def clean(self) -> None:
         try:
@@ -1164,6 +1174,7 @@ class AuditEvent(models.Model):
         TENANT_STATUS = "tenant.status", "Tenant status changed"
         REPLAY = "delivery.replayed", "Delivery replayed"
         WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated", "Webhook secret rotated"
+        NUMBERS_UNPOINTED = "numbers.unpointed", "Numbers un-pointed at Wavix (trunk's SMS off)"
         DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
         RETENTION_PURGED = "retention.purged", "Old message content purged"
 

@@ -1,7 +1,8 @@
 """Texts routing does not forward, and where a reseller finds them (issue 14, items 9, 10 and 13):
 
 - a trunk with SMS off holds its texts — visible with the reason, nothing reaches its 3CX — and releases them in
-  arrival order when SMS is switched on again, by the admin, the API or the setup wizard;
+  arrival order when SMS is switched on again, by the admin, the API or the setup wizard; meanwhile its numbers
+  can be un-pointed at Wavix, and drift detection does not call them drifted;
 - a text with nowhere to go (no trunk, no tenant, a number the portal does not know, a webhook that cannot be read)
   is a not-forwarded message of its tenant when there is one, and otherwise counted for the reseller's staff; in
   the message log, its export, the dashboard and Prometheus, and never shown to another tenant;
@@ -24,12 +25,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messaging import metrics, services
-from messaging.models import Delivery, Message, PhoneNumber, Trunk, WebhookEvent
-from sandbox.models import FakePbxInbox
+from messaging.models import AuditEvent, Delivery, Message, PhoneNumber, Trunk, WebhookEvent
+from messaging.tasks import wavix_numbers_unpoint
+from messaging.wavix import WavixClient
+from sandbox.models import FakePbxInbox, SandboxNumber
 from tenants.services import tenant_save
 from tests import factories as f
 from tests.conftest import live_db, token_client
 from tests.test_relay import received, relay, webhook
+from tests.test_wavix_admin import queued_tasks
 
 LOG = reverse("admin:messaging_message_changelist")
 EXPORT = reverse("admin:messaging_message_export")
@@ -107,6 +111,8 @@ def test_a_trunk_with_sms_off_holds_its_texts_visibly_and_its_3cx_gets_nothing(c
     assert set(WebhookEvent.objects.values_list("state", "tenant")) == {("held", trunk.tenant_id)}
     client.force_login(operator)
     assert log_page(client).content.decode().count("Held: SMS is off on trunk Front desk") == 2
+    trunk_page = client.get(reverse("admin:messaging_trunk_change", args=[trunk.pk])).content.decode()
+    assert "Texts to its numbers are held, not forwarded" in trunk_page and ">2 held</a>" in trunk_page
 
 
 def enable_in_the_admin(client, trunk, operator, inbox, wavix):
@@ -230,6 +236,84 @@ def test_texts_held_before_this_release_say_that_their_tenant_is_suspended(tenan
         "Tenant B is suspended",
         "",
     ]
+
+
+def sandbox_relay_urls(account) -> dict[str, str]:
+    """Each number's relay URL as Wavix (the sandbox) lists it, asked over HTTP."""
+    return {n.number: n.sms_relay_url for _, _, page in WavixClient.for_account(account).number_pages() for n in page}
+
+
+@live_db
+def test_unpointing_a_trunk_with_sms_off_empties_its_numbers_relay_url_at_wavix_and_no_drift_is_reported(
+    client, line, operator
+):
+    account, trunk = line
+    assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}
+    switch_sms(trunk, False, operator)
+    client.force_login(operator)
+    page = client.get(reverse("admin:messaging_trunk_change", args=[trunk.pk])).content.decode()
+    assert "Wavix still sends the texts of +14155550100 to the portal." in page and "Un-point them at Wavix" in page
+    queued_tasks("sync")  # start from an empty queue
+    response = client.post(reverse("admin:messaging_trunk_unpoint_relay", args=[trunk.pk]), follow=True)
+    assert "Un-pointing +14155550100 at Wavix" in response.content.decode()
+    assert queued_tasks("sync") == [("messaging.tasks.wavix_numbers_unpoint", [trunk.pk])]
+    audit = AuditEvent.objects.get(action=AuditEvent.Action.NUMBERS_UNPOINTED)
+    assert (audit.actor, audit.tenant, audit.changes) == (operator, trunk.tenant, {"numbers": ["+14155550100"]})
+
+    wavix_numbers_unpoint.apply(args=[trunk.pk]).get()  # what a worker on the sync queue does with it
+    assert sandbox_relay_urls(account) == {"+14155550100": ""}
+    assert PhoneNumber.objects.get().sms_relay_url == ""
+    assert services.numbers_sync(account, wire=False)["drift"] == 0  # the periodic drift check
+    assert not PhoneNumber.objects.get().relay_drift
+    services.numbers_sync(account, wire=True)  # a full sync points nothing back while SMS is off
+    assert sandbox_relay_urls(account) == {"+14155550100": ""}
+    page = client.get(reverse("admin:messaging_trunk_change", args=[trunk.pk])).content.decode()
+    assert "Wavix sends the texts of none of its numbers to the portal." in page
+
+    switch_sms(trunk, True, operator)
+    services.numbers_sync(account, wire=True)  # what switching SMS on queues
+    assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}
+
+
+@live_db
+def test_an_unpointing_waits_for_the_accounts_number_sync_and_is_dropped_once_sms_is_on_again(line, operator):
+    from django.core.cache import cache
+
+    from messaging.tasks import NUMBERS_SYNC_LOCK
+
+    account, trunk = line
+    switch_sms(trunk, False, operator)
+    services.trunk_numbers_unpoint(actor=operator, trunk=trunk)
+    cache.add(NUMBERS_SYNC_LOCK.format(account.pk), "a sync of the account", timeout=60)
+    assert wavix_numbers_unpoint.apply(args=[trunk.pk]).failed()  # retried (at once, run eagerly) until it gave up
+    assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}
+    cache.delete(NUMBERS_SYNC_LOCK.format(account.pk))
+    switch_sms(trunk, True, operator)  # switched on again before a worker ran it: the numbers stay pointed here
+    wavix_numbers_unpoint.apply(args=[trunk.pk]).get()
+    assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}
+
+
+@live_db
+def test_unpointing_waits_for_sms_off_and_is_only_for_those_who_may_change_the_trunk(
+    client, line, operator, viewer, other_admin
+):
+    account, trunk = line
+    url = reverse("admin:messaging_trunk_unpoint_relay", args=[trunk.pk])
+    client.force_login(operator)
+    response = client.post(url, follow=True)
+    assert "SMS is on for Front desk: its numbers must keep sending their texts to the portal." in (
+        response.content.decode()
+    )
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.NUMBERS_UNPOINTED).exists()
+    switch_sms(trunk, False, operator)
+    client.force_login(other_admin)
+    assert client.post(url).status_code == 404
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    page = client.get(reverse("admin:messaging_trunk_change", args=[trunk.pk])).content.decode()
+    assert "Wavix still sends the texts of +14155550100" in page and "Un-point them at Wavix" not in page
+    assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}
+    assert not SandboxNumber.objects.filter(sms_relay_url="").exists()
 
 
 # --------------------------------------------------------------------------------------------------------------
