@@ -246,7 +246,8 @@ def relay_summary(tenant) -> str:
     received = sum(counts.values())
     return (
         f"Last 24 h: {received} received · {counts.get('forwarded', 0)} forwarded · "
-        f"{counts.get('failed', 0)} failed · {counts.get('held', 0)} held{oldest}"
+        f"{counts.get('failed', 0)} failed · {counts.get('held', 0)} held · "
+        f"{counts.get('not_forwarded', 0)} not forwarded{oldest}"
     )
 
 
@@ -550,19 +551,83 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
     list_filter = ["sms_template", "sms_enabled", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["tenant", "main_sender"]
     search_fields = ["name", "pbx_fqdn"]
-    readonly_fields = ["sms_setup", "webhook_hint", "forwarding", "relay_drift_panel", "created_at", "updated_at"]
+    readonly_fields = ["sms_setup", "webhook_hint", "forwarding", "sms_off_panel", "relay_drift_panel"]
+    readonly_fields += ["created_at", "updated_at"]
     inlines = [NumberInline]
 
     @admin.display(description="Forwarding to 3CX")
     def forwarding(self, obj):
         return forwarding_health(obj)
 
+    @admin.display(description="While SMS is off")
+    def sms_off_panel(self, obj):
+        """The texts held while SMS is off, and a button to stop Wavix sending the numbers' texts here at all."""
+        held = Message.objects.filter(trunk=obj, status=Message.Status.HELD).count()
+        log = message_log.message_log_url(trunk__id__exact=obj.pk, status__exact=Message.Status.HELD)
+        panel = format_html(
+            'Texts to its numbers are held, not forwarded: <a href="{}">{} held</a>. They go to 3CX in the order '
+            "they came when SMS is switched on again.",
+            log,
+            held,
+        )
+        relaying = services.numbers_relaying_to_portal(obj)
+        if not relaying:
+            return format_html("{}<br>Wavix sends the texts of none of its numbers to the portal.", panel)
+        fallback = ""
+        if any(n.account.tenant_id for n in relaying):
+            fallback = mark_safe(
+                "<br><small>On a tenant's own Wavix account the account's default SMS endpoint is the portal: Wavix "
+                "sends an un-pointed number's texts there, so they keep arriving here (and are held).</small>"
+            )
+        url = reverse("admin:messaging_trunk_unpoint_relay", args=[obj.pk])
+        button = ""
+        if getattr(obj, "may_change", False):
+            button = format_html(
+                '<br><button type="submit" class="button" formaction="{}">Un-point them at Wavix</button>', url
+            )
+        return format_html(
+            "{}<br>Wavix still sends the texts of {} to the portal.{}{}",
+            panel,
+            ", ".join(n.number for n in relaying),
+            button,
+            fallback,
+        )
+
     def get_urls(self):
         replay = self.admin_site.admin_view(self.replay_since_view)
+        unpoint = self.admin_site.admin_view(self.unpoint_relay_view)
         return [
             path("<int:object_id>/replay-since/", replay, name="messaging_trunk_replay_since"),
+            path("<int:object_id>/unpoint-relay/", unpoint, name="messaging_trunk_unpoint_relay"),
             *super().get_urls(),
         ]
+
+    def get_object(self, request, object_id, from_field=None):
+        trunk = super().get_object(request, object_id, from_field)
+        trunk.may_change = self.has_change_permission(request, trunk)  # the panels offer buttons only to those
+        return trunk
+
+    def unpoint_relay_view(self, request, object_id: int):
+        """Ask Wavix to stop sending a trunk's texts to the portal while its SMS is off (the numbers' relay URL)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        trunk = self.get_object(request, str(object_id))  # 404 for another reseller's trunk
+        if not self.has_change_permission(request, trunk):
+            raise PermissionDenied
+        try:
+            numbers = services.trunk_numbers_unpoint(actor=request.user, trunk=trunk)
+        except ValidationError as refusal:
+            self.message_user(request, " ".join(refusal.messages), messages.ERROR)
+        else:
+            if numbers:
+                self.message_user(
+                    request,
+                    f"Un-pointing {', '.join(n.number for n in numbers)} at Wavix: in a few seconds Wavix stops "
+                    "sending their texts to the portal. Switching SMS on points them back.",
+                )
+            else:
+                self.message_user(request, "Wavix sends the texts of none of this trunk's numbers to the portal.")
+        return redirect(reverse("admin:messaging_trunk_change", args=[trunk.pk]))
 
     def replay_since_view(self, request, object_id: int):
         """Replay every failed or dead-lettered delivery of this trunk since a time ("3CX was down from 14:00")."""
@@ -599,7 +664,10 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
     def get_fields(self, request, obj=None):
         fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
         fields += ["threecx_webhook_url"] if self.has_change_permission(request, obj) else []
-        return fields + (self.get_readonly_fields(request, obj) if obj else [])
+        if obj is None:
+            return fields
+        shown = self.get_readonly_fields(request, obj)
+        return fields + [f for f in shown if f != "sms_off_panel" or not obj.sms_enabled]
 
     def save_model(self, request, obj, form, change) -> None:
         services.trunk_save(
@@ -642,7 +710,8 @@ class SendForm(forms.Form):
 class MessageAdmin(RecordAdmin):
     """The message log (see messaging.message_log): searched, filtered and exported without scanning every row."""
 
-    list_display = ["created_at", "direction", "from_number", "to_number", "status", "tenant", "segments", "charge"]
+    list_display = ["created_at", "direction", "from_number", "to_number", "status_column", "tenant", "segments"]
+    list_display += ["charge"]
     list_filter = [
         "direction",
         "status",
@@ -662,6 +731,15 @@ class MessageAdmin(RecordAdmin):
             return queryset, False
         return queryset.filter(message_log.message_search(search_term)), False
 
+    @admin.display(description="Status", ordering="status")
+    def status_column(self, obj) -> str:
+        return obj.status_explained
+
+    def changelist_view(self, request, extra_context=None):
+        # Texts that belong to no tenant are in no message: reseller staff are told here, where they look for texts.
+        extra_context = {**(extra_context or {}), "unassigned_texts": message_log.unassigned_texts(request.user)}
+        return super().changelist_view(request, extra_context)
+
     def export_csv_view(self, request):
         """Export the log exactly as filtered and searched on screen, as a streamed CSV file."""
         if not self.has_view_permission(request):
@@ -676,6 +754,7 @@ class MessageAdmin(RecordAdmin):
     def get_fields(self, request, obj=None):
         return [
             "progress",
+            *(["not_forwarded_reason"] if obj is not None and obj.not_forwarded_reason else []),
             "error_explanation",
             "reports",
             "tenant",

@@ -5,9 +5,11 @@ whole page at once, comes from one query grouped by tenant (index seeks and shor
 daily rollup (DailyMessageCount), never from one query per tenant nor from counting the message table.
 """
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import reduce
 from urllib.parse import urlencode
 
 from django.core.paginator import Paginator
@@ -19,6 +21,7 @@ from django.utils import dateformat, timezone
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
+from messaging.message_log import message_log_url, not_forwarded_since, unassigned_texts
 from messaging.models import DailyMessageCount, Delivery, Message, PhoneNumber, SenderIDCountry, Trunk
 from tenants import access
 from tenants.models import Tenant
@@ -174,7 +177,12 @@ def awaiting_reports(messages: QuerySet, now: datetime) -> QuerySet:
 
 def alert_scopes(user, now: datetime) -> dict[str, QuerySet]:
     """For each alert, the ids of the tenants it concerns: subqueries evaluated once, not per tenant."""
+    inbound = access.visible(user, Message).filter(direction=Message.Direction.INBOUND)
     return {
+        "not_forwarded": inbound.filter(
+            status=Message.Status.NOT_FORWARDED, created_at__gte=not_forwarded_since()[1]
+        ).values("tenant_id"),
+        "held": inbound.filter(status=Message.Status.HELD).values("tenant_id"),
         "unhealthy": access.visible(user, Trunk)
         .filter(forward_failures__gte=Trunk.UNHEALTHY_AFTER)
         .values("tenant_id"),
@@ -184,10 +192,6 @@ def alert_scopes(user, now: datetime) -> dict[str, QuerySet]:
         .values("tenant_id"),
         "drift": access.visible(user, PhoneNumber).filter(relay_drift=True).values("tenant_id"),
     }
-
-
-def message_log_url(**params) -> str:
-    return f"{reverse('admin:messaging_message_changelist')}?{urlencode(params)}"
 
 
 def dashboard_context(request: HttpRequest) -> dict:
@@ -202,8 +206,7 @@ def dashboard_context(request: HttpRequest) -> dict:
     tenants = access.tenants_for(user).select_related("reseller").order_by("name", "pk")
     if search:
         tenants = tenants.filter(name__icontains=search)
-    any_alert = Q(pk__in=scopes["unhealthy"]) | Q(pk__in=scopes["no_reports"])
-    any_alert |= Q(pk__in=scopes["rejected"]) | Q(pk__in=scopes["drift"])
+    any_alert = reduce(operator.or_, (Q(pk__in=scope) for scope in scopes.values()))
     alert_totals = tenants.aggregate(
         **{name: Count("pk", filter=Q(pk__in=scope)) for name, scope in scopes.items()},
         any=Count("pk", filter=any_alert),
@@ -264,6 +267,7 @@ def dashboard_context(request: HttpRequest) -> dict:
         "search": search,
         "only_alerts": only_alerts,
         "alert_totals": alert_totals,
+        "unassigned_texts": unassigned_texts(user),
         "chart": build_chart(overall, chart_days, bar=14, gap=10, height=120),
         "chart_days": CHART_DAYS,
         "steps_total": len(SETUP_STEPS),
@@ -343,8 +347,46 @@ def _add_traffic(user, rows: dict[int, TenantRow], ids: list[int], chart_days: l
         row.chart = build_chart(per_day.get(tenant_id, {}), chart_days, bar=4, gap=2, height=28)
 
 
+def _reasons(counted: list[tuple[str, int]], shown: int = 2) -> str:
+    """The commonest reasons, each with its count, and how many other reasons there were."""
+    counted = sorted(counted, key=lambda reason_count: (-reason_count[1], reason_count[0]))
+    text = "; ".join(f"{reason} ({n})" for reason, n in counted[:shown])
+    return text + (f"; {len(counted) - shown} other reason(s)" if len(counted) > shown else "")
+
+
+def _add_inbound_alerts(user, rows: dict[int, TenantRow], ids: list[int]) -> None:
+    """Inbound texts not forwarded since yesterday, and texts held now, each with their reasons: the alert's figure
+    is what its link to the message log lists."""
+    day, since = not_forwarded_since()
+    alerts = {
+        Message.Status.NOT_FORWARDED: ("not forwarded since yesterday", {"created_from": day.isoformat()}),
+        Message.Status.HELD: ("held, waiting to be forwarded", {}),
+    }
+    reasons: dict[tuple[int, str], list[tuple[str, int]]] = defaultdict(list)
+    for tenant_id, status, reason, n in (
+        access.visible(user, Message)
+        .filter(tenant_id__in=ids, direction=Message.Direction.INBOUND)
+        .filter(Q(status=Message.Status.NOT_FORWARDED, created_at__gte=since) | Q(status=Message.Status.HELD))
+        .values_list("tenant_id", "status", "not_forwarded_reason")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        reasons[tenant_id, status].append((reason or "no reason recorded", n))
+    for (tenant_id, status), counted in sorted(reasons.items(), key=lambda item: (item[0][0], item[0][1] != "held")):
+        what, window = alerts[status]
+        total = sum(n for _, n in counted)
+        rows[tenant_id].alerts.append(
+            Alert(
+                f"{total} text{'s' if total != 1 else ''} {what}: {_reasons(counted)}",
+                message_log_url(tenant__id__exact=tenant_id, status__exact=status, **window),
+            )
+        )
+
+
 def _add_alerts(user, rows: dict[int, TenantRow], ids: list[int], now: datetime) -> None:
-    """Texts without delivery reports, refused sender-ID countries and numbers relaying elsewhere."""
+    """Texts not forwarded or held, texts without delivery reports, refused sender-ID countries and numbers relaying
+    elsewhere."""
+    _add_inbound_alerts(user, rows, ids)
     for tenant_id, n, oldest in (
         awaiting_reports(access.visible(user, Message), now)
         .filter(tenant_id__in=ids)

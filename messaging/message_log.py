@@ -3,23 +3,29 @@
 - search by number (any way it is written: digits are matched inside from/to), by text, by Wavix message id;
 - a date range filter and a tenant filter that do not scan the message table to build their choices;
 - a paginator that counts at most COUNT_CAP rows, so a page never waits on COUNT(*) over every message;
-- a CSV export of exactly what the list shows, streamed row by row.
+- a CSV export of exactly what the list shows, streamed row by row;
+- texts not forwarded to 3CX (held, or with nowhere to go) with their reason in the list and the export, and, for
+  reseller staff, a notice of recent ones that belong to no tenant (they are in no message, only webhook events).
 """
 
 import csv
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from messaging.models import WebhookEvent
 from tenants import access
 
 COUNT_CAP = 10_000
@@ -33,6 +39,7 @@ EXPORT_COLUMNS = (
     ("from", "from_number"),
     ("to", "to_number"),
     ("status", "status"),
+    ("not_forwarded_reason", "not_forwarded_reason"),
     ("text", "text"),
     ("segments", "segments"),
     ("charge", "charge"),
@@ -135,6 +142,46 @@ class CreatedDateRangeFilter(admin.ListFilter):
                 created_at__lt=timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min))
             )
         return queryset
+
+
+def message_log_url(**params) -> str:
+    """The message log filtered by these parameters (as its own filters and links write them)."""
+    return f"{reverse('admin:messaging_message_changelist')}?{urlencode(params)}"
+
+
+def not_forwarded_since() -> tuple[date, datetime]:
+    """Since when a text not forwarded counts as recent (the dashboard's alerts, the log's notice): the start of
+    yesterday — a day the log's date filter shows exactly (created_from), so the figures and the log agree."""
+    day = timezone.localdate() - timedelta(days=1)
+    return day, timezone.make_aware(datetime.combine(day, time.min))
+
+
+@dataclass(frozen=True)
+class UnassignedTexts:
+    """Recent texts not forwarded that belong to no tenant, and where to see them."""
+
+    count: int
+    url: str
+
+
+def unassigned_texts(user) -> UnassignedTexts:
+    """Recent inbound texts not forwarded whose tenant cannot be told — to a number in the reseller's pool or one the
+    portal does not know, on a shared account, or unreadable there. No message holds them (a message belongs to a
+    tenant): only their webhook events, which reseller staff see and tenant viewers do not."""
+    _, since = not_forwarded_since()
+    states = [WebhookEvent.State.UNROUTABLE, WebhookEvent.State.INVALID]
+    count = (
+        access.visible(user, WebhookEvent)
+        .filter(state__in=states, received_at__gte=since, kind=WebhookEvent.Kind.INBOUND, tenant__isnull=True)
+        .count()
+    )
+    query = {
+        "kind__exact": WebhookEvent.Kind.INBOUND,
+        "state__in": ",".join(states),
+        "tenant__isnull": "True",
+        "received_at__gte": since.isoformat(),
+    }
+    return UnassignedTexts(count, f"{reverse('admin:messaging_webhookevent_changelist')}?{urlencode(query)}")
 
 
 def message_search(term: str) -> Q:

@@ -1,4 +1,5 @@
-"""What an operator watches: webhooks by kind and outcome, forwards by outcome, the retry backlog and its age.
+"""What an operator watches: webhooks by kind and outcome, forwards by outcome, texts not forwarded by reason, the
+retry backlog and its age.
 
 Events that never become rows (duplicates, refusals) and forward outcomes are counted in the shared cache
 (Redis in production; a Redis restart resets them, which Prometheus reads as a counter reset). Each process
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "bad_request", "not_found", "too_large", "unavailable")
 FORWARD_OUTCOMES = ("delivered", "retry", "failed", "dead")
+# Why routing did not forward an inbound text (messaging.services.relay): held for now, or nowhere to go.
+NOT_FORWARDED_REASONS = ("tenant_suspended", "trunk_sms_off", "no_trunk", "no_tenant", "unknown_number", "invalid")
 KINDS = ("inbound", "dlr", "10dlc")
 
 
@@ -91,6 +94,7 @@ class PortalCollector:
         flush()  # this process's own counts first
         keys = [_key("webhook", kind, outcome) for kind in KINDS for outcome in WEBHOOK_OUTCOMES]
         keys += [_key("forward", outcome) for outcome in FORWARD_OUTCOMES]
+        keys += [_key("not_forwarded", reason) for reason in NOT_FORWARDED_REASONS]
         try:
             counted = cache.get_many(keys)
         except Exception:  # noqa: BLE001
@@ -106,6 +110,15 @@ class PortalCollector:
         for outcome in FORWARD_OUTCOMES:
             forwards.add_metric([outcome], counted.get(_key("forward", outcome), 0))
         yield forwards
+        not_forwarded = CounterMetricFamily(
+            "portal_texts_not_forwarded",
+            "Inbound texts routing did not forward to 3CX: held (tenant suspended, trunk's SMS off) or with nowhere "
+            "to go (number without trunk or tenant, unknown number, unreadable webhook), by reason",
+            labels=["reason"],
+        )
+        for reason in NOT_FORWARDED_REASONS:
+            not_forwarded.add_metric([reason], counted.get(_key("not_forwarded", reason), 0))
+        yield not_forwarded
 
         pending = Delivery.objects.filter(status=Delivery.Status.PENDING)
         backlog = pending.aggregate(oldest=Min("created_at"))

@@ -258,8 +258,13 @@ class WavixAccount(models.Model):
             self._webhook_secret = crypto.decrypt(current.secret_encrypted) if current else WebhookSecret.generate()
         return self._webhook_secret
 
+    @staticmethod
+    def webhook_url_prefix() -> str:
+        """What every webhook URL the portal gives Wavix starts with, whatever its account and secret."""
+        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/"
+
     def webhook_url(self, kind: str) -> str:
-        return f"{settings.PUBLIC_BASE_URL}/webhooks/wavix/{self.webhook_secret()}/{kind}/"
+        return f"{self.webhook_url_prefix()}{self.webhook_secret()}/{kind}/"
 
     @property
     def inbound_webhook_url(self) -> str:
@@ -397,6 +402,11 @@ class PhoneNumber(models.Model):
         if self.trunk_id and self.trunk.sms_enabled:
             return self.account.inbound_webhook_url
         return None
+
+    @property
+    def relays_to_portal(self) -> bool:
+        """Wavix sends this number's texts to the portal (any of its webhook URLs), as of the last sync."""
+        return self.sms_relay_url.startswith(WavixAccount.webhook_url_prefix())
 
     def clean(self) -> None:
         try:
@@ -811,11 +821,18 @@ class Message(models.Model):
       Delivery reports may skip steps, repeat or arrive out of order: a move back is ignored and a final
       status never changes.
 
-    Inbound (handset → Wavix → portal → 3CX):
+    Inbound (handset → Wavix → portal → 3CX); routing creates each text received, held or not_forwarded:
 
         received ──3CX answered 2xx───────────────────────> forwarded
         received ──retries exhausted, or 3CX refused it───> failed ──replayed──> received
-        received ──tenant suspended───────────────────────> held   ──resumed───> received
+        held     ──tenant active and trunk's SMS on again─> received   (a trunk's or tenant's, in arrival order)
+        not_forwarded                                                  (final)
+
+      held: the tenant is suspended or the trunk has SMS off (not_forwarded_reason says which; it goes on only
+      once neither holds). not_forwarded: the receiving number has no trunk (or is not in the portal at all, on a
+      tenant's own account), or Wavix's webhook could not be read. Final on purpose: a number given a trunk later
+      does not push texts days old to 3CX, whose users would take them for new ones; the text stays in the log,
+      with its reason, for a person to read and answer.
     """
 
     class Direction(models.TextChoices):
@@ -836,8 +853,9 @@ class Message(models.Model):
         DLR_EXPIRED = "dlr_expired", "No delivery report"  # final
         FAILED = "failed", "Failed"  # final for outbound: permanent error; inbound: forwarding gave up
         RECEIVED = "received", "Received"  # inbound, to be forwarded to 3CX
-        HELD = "held", "Held (tenant suspended)"
+        HELD = "held", "Held"  # inbound: the tenant is suspended or the trunk has SMS off; released later
         FORWARDED = "forwarded", "Forwarded to 3CX"  # final
+        NOT_FORWARDED = "not_forwarded", "Not forwarded"  # final: inbound with nowhere to go, or unreadable
 
     class Encoding(models.TextChoices):
         GSM7 = "gsm7", "GSM-7"
@@ -855,7 +873,7 @@ class Message(models.Model):
         S.HELD: {S.RECEIVED},
         S.FAILED: {S.RECEIVED},  # inbound replay only; see transition()
     }
-    FINAL = frozenset({S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED, S.FORWARDED})
+    FINAL = frozenset({S.DELIVERED, S.UNDELIVERED, S.EXPIRED, S.REJECTED, S.DLR_EXPIRED, S.FORWARDED, S.NOT_FORWARDED})
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="messages")
     account = models.ForeignKey(WavixAccount, on_delete=models.PROTECT, related_name="messages")
@@ -877,6 +895,14 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     error_code = models.CharField(max_length=16, blank=True)
     error_message = models.TextField(blank=True)
+    not_forwarded_reason = models.CharField(
+        "why not forwarded",
+        max_length=300,
+        blank=True,
+        default="",
+        db_default="",  # code of the release before, still running while this one migrates, inserts without it
+        help_text="Inbound: why the text is held, or was not forwarded to 3CX, in words a reseller can act on.",
+    )
     charge = models.DecimalField(max_digits=10, decimal_places=5, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -912,6 +938,12 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.direction} {self.from_number} → {self.to_number} ({self.status})"
 
+    @property
+    def status_explained(self) -> str:
+        """The status in words, with the reason when an inbound text is held or was not forwarded."""
+        label = self.get_status_display()
+        return f"{label}: {self.not_forwarded_reason}" if self.not_forwarded_reason else label
+
     def can_transition(self, status: str) -> bool:
         if status not in self.TRANSITIONS.get(self.status, ()):
             return False
@@ -944,7 +976,7 @@ class WebhookEvent(models.Model):
         PENDING = "pending", "Pending"  # stored, not yet processed
         PROCESSED = "processed", "Processed"
         UNROUTABLE = "unroutable", "Unroutable"  # no number or trunk to route it to; nothing forwarded
-        HELD = "held", "Held"  # the tenant is suspended
+        HELD = "held", "Held"  # the tenant is suspended or the trunk has SMS off: its body is forwarded later
         UNMATCHED = "unmatched", "Unmatched"  # a delivery report for a message the portal did not send
         INVALID = "invalid", "Invalid"  # stored but could not be interpreted
 
@@ -1164,6 +1196,7 @@ class AuditEvent(models.Model):
         TENANT_STATUS = "tenant.status", "Tenant status changed"
         REPLAY = "delivery.replayed", "Delivery replayed"
         WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated", "Webhook secret rotated"
+        NUMBERS_UNPOINTED = "numbers.unpointed", "Numbers un-pointed at Wavix (trunk's SMS off)"
         DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
         RETENTION_PURGED = "retention.purged", "Old message content purged"
 

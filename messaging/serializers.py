@@ -246,6 +246,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "segments",
             "wavix_message_id",
             "status",
+            "not_forwarded_reason",
             "error_code",
             "error_message",
             "charge",

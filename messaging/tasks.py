@@ -14,12 +14,13 @@ from django.core.cache import cache
 from django.db import connection
 
 from messaging import services
-from messaging.models import DailyMessageCount, PhoneNumber, SenderID, WavixAccount
+from messaging.models import DailyMessageCount, PhoneNumber, SenderID, Trunk, WavixAccount
 from messaging.services import retention
 from messaging.wavix import WavixPermanentError, WavixTransientError
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_TTL_SECONDS = 600
+NUMBERS_SYNC_LOCK = "lock:wavix-numbers-sync:{}"  # per account: what changes its numbers at Wavix, one at a time
 WAVIX_RETRY = {
     "autoretry_for": (WavixTransientError,),
     "retry_backoff": settings.WAVIX_RETRY_BACKOFF_SECONDS,
@@ -41,7 +42,7 @@ def worker_heartbeat(queue: str) -> None:
 @shared_task(bind=True, **WAVIX_RETRY)
 def wavix_numbers_sync(self, account_id: int, wire: bool = True) -> None:
     """Pull an account's numbers from Wavix; wire the relay URLs of SMS-enabled trunks (or only report drift)."""
-    lock = f"lock:wavix-numbers-sync:{account_id}"
+    lock = NUMBERS_SYNC_LOCK.format(account_id)
     if not cache.add(lock, self.request.id or "eager", timeout=600):
         raise self.retry(countdown=20)  # one sync per account at a time; this one comes back shortly
     try:
@@ -83,6 +84,28 @@ def wavix_relay_repair(number_ids: list[int]) -> None:
         logger.warning("wavix: relay repair refused: %s", error.message)
         return
     logger.info("wavix: repaired the relay URL of %s number(s)", repaired)
+
+
+@shared_task(bind=True, **WAVIX_RETRY)
+def wavix_numbers_unpoint(self, trunk_id: int) -> None:
+    """Empty the relay URL at Wavix of a trunk's numbers while its SMS is off (each account under its sync lock)."""
+    trunk = Trunk.objects.filter(pk=trunk_id).first()
+    if trunk is None:
+        return
+    for account in WavixAccount.objects.filter(numbers__trunk=trunk).distinct().order_by("pk"):
+        # The number sync's lock: a sync wiring these numbers (SMS switched on again) runs before or after, not
+        # in between. A retry redoes only what is left, since numbers already emptied no longer point here.
+        lock = NUMBERS_SYNC_LOCK.format(account.pk)
+        if not cache.add(lock, self.request.id or "eager", timeout=600):
+            raise self.retry(countdown=20)
+        try:
+            services.numbers_unpoint(trunk, account)
+        except WavixPermanentError as error:
+            logger.warning(
+                "wavix: un-pointing trunk %s's numbers on account %s refused: %s", trunk_id, account.pk, error.message
+            )
+        finally:
+            cache.delete(lock)
 
 
 @shared_task

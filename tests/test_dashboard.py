@@ -257,7 +257,15 @@ def test_alert_totals_and_the_only_alerts_filter(client, reseller_admin, reselle
     f.PhoneNumberFactory(account=other_account, tenant=other_tenant, relay_drift=True)
     client.force_login(reseller_admin)
     response = client.get(DASHBOARD)
-    assert response.context["alert_totals"] == {"unhealthy": 1, "no_reports": 0, "rejected": 0, "drift": 0, "any": 1}
+    assert response.context["alert_totals"] == {
+        "not_forwarded": 0,
+        "held": 0,
+        "unhealthy": 1,
+        "no_reports": 0,
+        "rejected": 0,
+        "drift": 0,
+        "any": 1,
+    }
     assert {row.tenant for row in response.context["rows"]} == {tenant, calm}
     only = client.get(DASHBOARD, {"alerts": "1"})
     assert [row.tenant for row in only.context["rows"]] == [tenant]
@@ -275,6 +283,8 @@ def populate(reseller, count: int, start: int = 0) -> None:
         tenant = f.TenantFactory(reseller=reseller, name=f"Load {n:03d}")
         trunk = f.TrunkFactory(tenant=tenant, setup_progress={"steps_done": ["sender"]}, forward_failures=n % 4)
         inbound = message(tenant, account, direction="inbound", status=S.FORWARDED)
+        message(tenant, account, direction="inbound", status=S.HELD, not_forwarded_reason=f"{tenant} is suspended")
+        message(tenant, account, direction="inbound", status=S.NOT_FORWARDED, not_forwarded_reason="no trunk")
         message(tenant, account, status=S.SENT, ago=timedelta(hours=4), sent_at=timezone.now() - timedelta(hours=4))
         f.DeliveryFactory(message=inbound, trunk=trunk, status="dead", attempts=3)
         sender = f.SenderIDFactory(tenant=tenant, account=account)
@@ -299,7 +309,7 @@ def test_queries_do_not_grow_with_the_number_of_tenants(
     populate(reseller, 27, start=3)
     with_thirty = dashboard_queries(client)
     assert with_three == with_thirty
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(18):
         response = client.get(DASHBOARD)
     assert len(response.context["rows"]) == 30
     assert all(len(row.alerts) >= 3 for row in response.context["rows"])

@@ -174,8 +174,8 @@ def test_export_streams_exactly_the_filtered_log(client, reseller_admin, log):
         "Sister booking confirmed",
     }
     assert list(everything[0]) == [
-        "created_at", "tenant", "direction", "from", "to", "status", "text", "segments", "charge",
-        "error_code", "error_message", "sent_at", "completed_at", "wavix_message_id",
+        "created_at", "tenant", "direction", "from", "to", "status", "not_forwarded_reason", "text", "segments",
+        "charge", "error_code", "error_message", "sent_at", "completed_at", "wavix_message_id",
     ]  # fmt: skip
     assert [row["text"] for row in everything][0] in {"Can I move my Booking to Friday?", "Sister booking confirmed"}
     assert texts(exported(client, status__exact="undelivered")) == {"We are running late"}

@@ -105,8 +105,10 @@ def test_a_text_to_an_unknown_number_is_unroutable_and_forwarded_nowhere(setup, 
     event = webhook(account, "msg-1", to="14155550199")
     relay()
     event.refresh_from_db()
-    assert event.state == "unroutable" and "+14155550199 is not a number of this account" in event.last_error
-    assert not Message.objects.exists() and not received(inbox)
+    assert event.state == "unroutable" and f"+14155550199 is not a number of the Wavix account {account.name}" in (
+        event.last_error
+    )
+    assert Message.objects.get().status == "not_forwarded" and not received(inbox)  # in the log: tests/test_routing.py
 
 
 def test_a_suspended_tenant_holds_texts_and_releases_them_in_order_when_resumed(setup, inbox, reseller_admin):

@@ -33,6 +33,7 @@ from messaging.models import (
     WebhookEvent,
     WebhookSecret,
 )
+from messaging.services.sending import message_parts
 from messaging.services.wavix_sync import numbers_sync_soon
 from messaging.wavix import WavixClient
 from tenants.models import Tenant
@@ -146,11 +147,9 @@ def events_process(batch_size: int = 100) -> int:
     processed = 0
     while True:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                # Batches strictly one after another: two routers could otherwise create a conversation's
-                # deliveries out of order. (SQLite's IMMEDIATE transactions already serialize writers.)
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROUTING_LOCK])
+            # Batches strictly one after another: two routers could otherwise create a conversation's deliveries
+            # out of order.
+            _routing_lock()
             batch = list(
                 WebhookEvent.objects.select_related("account")
                 .filter(state=WebhookEvent.State.PENDING)
@@ -165,6 +164,14 @@ def events_process(batch_size: int = 100) -> int:
     if processed:
         deliveries_process_soon()
     return processed
+
+
+def _routing_lock() -> None:
+    """Wait for the router's turn, until this transaction ends (SQLite's IMMEDIATE transactions already serialize
+    writers): routing batches, and releases of held texts, each see what the one before them committed."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROUTING_LOCK])
 
 
 def _process_event(event: WebhookEvent, numbers: dict) -> None:
@@ -182,6 +189,8 @@ def _process_event(event: WebhookEvent, numbers: dict) -> None:
     except Exception as error:  # noqa: BLE001 - whatever it was, it is recorded and visible in the admin
         logger.exception("relay: webhook event %s could not be processed", event.pk)
         event.state, event.last_error = WebhookEvent.State.INVALID, f"{type(error).__name__}: {error}"[:500]
+        if event.kind == WebhookEvent.Kind.INBOUND:
+            _unreadable_inbound(event, numbers)
     event.processed_at = timezone.now()
     event.save(update_fields=["state", "tenant", "last_error", "attempts", "processed_at"])
 
@@ -191,51 +200,159 @@ def _e164(value) -> str:
     return "+" + text.lstrip("+") if text.lstrip("+").isdigit() else text
 
 
-def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
-    to = _e164(payload["to"])
+def _receiving_number(event: WebhookEvent, to: str, numbers: dict) -> PhoneNumber | None:
+    """The account's number a text was sent to, with its trunk and tenant; `numbers` caches them for the batch."""
     if (event.account_id, to) not in numbers:
         numbers[event.account_id, to] = (
             PhoneNumber.objects.select_related("trunk", "tenant").filter(account=event.account, number=to).first()
         )
-    number = numbers[event.account_id, to]
+    return numbers[event.account_id, to]
+
+
+def hold_reason(tenant: Tenant, trunk: Trunk) -> str:
+    """Why a text for this trunk waits instead of going to its 3CX, in words; "" when nothing holds it."""
+    reasons = []
+    if not tenant.is_active:
+        reasons.append(f"{tenant.name} is suspended")
+    if not trunk.sms_enabled:
+        reasons.append(f"SMS is off on trunk {trunk.name}")
+    return " and ".join(reasons)
+
+
+def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
+    to = _e164(payload["to"])
+    number = _receiving_number(event, to, numbers)
     if number is None or number.tenant_id is None or number.trunk_id is None:
-        where = "is not a number of this account" if number is None else "is not assigned to a tenant's trunk"
-        event.state, event.last_error = WebhookEvent.State.UNROUTABLE, f"{to} {where}; nothing was forwarded."
+        _route_nowhere(event, payload, to, number)
         return
-    tenant, remote = number.tenant, _e164(payload.get("from"))
+    tenant, trunk = number.tenant, number.trunk
+    held = hold_reason(tenant, trunk)
+    message, created = _inbound_message(
+        event,
+        payload,
+        to,
+        tenant_id=tenant.pk,
+        trunk=trunk,
+        status=Message.Status.HELD if held else Message.Status.RECEIVED,
+        reason=held,
+    )
+    event.tenant = tenant
+    event.state = WebhookEvent.State.HELD if held else WebhookEvent.State.PROCESSED
+    if not created:
+        return  # the same message reached us twice (a webhook and a reconciliation): forwarded once
+    opt_out_apply(tenant.pk, message.from_number, message.text)
+    if held:
+        metrics.count("not_forwarded", "trunk_sms_off" if tenant.is_active else "tenant_suspended")
+    else:
+        Delivery.objects.create(tenant=tenant, message=message, trunk=trunk, remote_number=message.from_number)
+
+
+def _route_nowhere(event: WebhookEvent, payload: dict, to: str, number: PhoneNumber | None) -> None:
+    """A text to a number with no trunk: in its tenant's log as not forwarded, when the number (or the tenant's own
+    account) says whose it is; otherwise the webhook event alone keeps it, counted for the reseller to see."""
+    if number is None:
+        reason, label = f"{to} is not a number of the Wavix account {event.account.name}", "unknown_number"
+    elif number.tenant_id is None:
+        reason, label = f"{to} is not assigned to a tenant", "no_tenant"
+    else:
+        reason, label = f"{to} is not assigned to a trunk", "no_trunk"
+    event.state, event.last_error = WebhookEvent.State.UNROUTABLE, f"{reason}; nothing was forwarded."
+    metrics.count("not_forwarded", label)
+    tenant_id = (number.tenant_id if number is not None else None) or event.account.tenant_id
+    if tenant_id is None:
+        return
+    event.tenant_id = tenant_id
+    message, created = _inbound_message(
+        event, payload, to, tenant_id=tenant_id, trunk=None, status=Message.Status.NOT_FORWARDED, reason=reason
+    )
+    if created:
+        opt_out_apply(tenant_id, message.from_number, message.text)  # a STOP is a STOP, forwarded or not
+
+
+def _inbound_message(
+    event: WebhookEvent, payload: dict, to: str, *, tenant_id: int, trunk: Trunk | None, status: str, reason: str
+) -> tuple[Message, bool]:
+    """The message of an inbound webhook, created once per Wavix message id, with its encoding and segments."""
     body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    text = str(body.get("text") or "")
     media = [str(url) for url in body.get("media") or [] if isinstance(url, str)]
-    message, created = Message.objects.get_or_create(
+    encoding, segments = message_parts(text, media)
+    return Message.objects.get_or_create(
         account=event.account,
         wavix_message_id=str(payload["message_id"]),
         defaults={
-            "tenant": tenant,
-            "trunk": number.trunk,
+            "tenant_id": tenant_id,
+            "trunk": trunk,
             "direction": Message.Direction.INBOUND,
-            "from_number": remote[:20],
+            "from_number": _e164(payload.get("from"))[:20],
             "to_number": to,
-            "text": str(body.get("text") or ""),
+            "text": text,
             "media": media,
-            "status": Message.Status.RECEIVED if tenant.is_active else Message.Status.HELD,
+            "encoding": encoding,
+            "segments": segments,
+            "status": status,
+            "not_forwarded_reason": reason[:300],
+            "completed_at": timezone.now() if status in Message.FINAL else None,
             "source_event": event,
         },
     )
-    event.tenant = tenant
-    event.state = WebhookEvent.State.PROCESSED if tenant.is_active else WebhookEvent.State.HELD
-    if not created:
-        return  # the same message reached us twice (a webhook and a reconciliation): forwarded once
-    opt_out_apply(tenant, remote, message.text)
-    if tenant.is_active:
-        Delivery.objects.create(tenant=tenant, message=message, trunk=number.trunk, remote_number=remote[:20])
 
 
-def opt_out_apply(tenant: Tenant, number: str, text: str) -> None:
+def _unreadable_inbound(event: WebhookEvent, numbers: dict) -> None:
+    """An inbound webhook that could not be read is still a text someone sent: in its tenant's log as not forwarded
+    when its account (or a `to` that can be read) says whose it is. Whatever of it can be read is kept."""
+    metrics.count("not_forwarded", "invalid")
+    try:
+        payload = json.loads(bytes(event.body))
+    except ValueError:
+        payload = None
+    payload = payload if isinstance(payload, dict) else {}
+
+    def readable(key: str) -> str:
+        value = payload.get(key)
+        return _e164(value)[:20] if isinstance(value, str | int) and not isinstance(value, bool) else ""
+
+    to = readable("to")
+    number = _receiving_number(event, to, numbers) if to else None
+    tenant_id = (number.tenant_id if number is not None else None) or event.account.tenant_id
+    if tenant_id is None:
+        return
+    body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    # PostgreSQL cannot store a NUL character, which may be what made the text unreadable in the first place.
+    text = body.get("text").replace("\x00", "") if isinstance(body.get("text"), str) else ""
+    encoding, segments = message_parts(text)
+    try:
+        with transaction.atomic():
+            Message.objects.create(
+                tenant_id=tenant_id,
+                account=event.account,
+                direction=Message.Direction.INBOUND,
+                from_number=readable("from"),
+                to_number=to,
+                text=text,
+                encoding=encoding,
+                segments=segments,
+                wavix_message_id=event.dedup_key[:64],
+                status=Message.Status.NOT_FORWARDED,
+                not_forwarded_reason=f"Wavix's webhook could not be read ({event.last_error})"[:300],
+                completed_at=timezone.now(),
+                source_event=event,
+            )
+    except IntegrityError:
+        return  # a message with this Wavix id is in the log already
+    except Exception:  # noqa: BLE001 - the event stays invalid and visible; the rest of the batch must go on
+        logger.exception("relay: webhook event %s could not be shown as a text not forwarded", event.pk)
+        return
+    event.tenant_id = tenant_id
+
+
+def opt_out_apply(tenant_id: int, number: str, text: str) -> None:
     """Record or lift an opt-out when the whole text is a stop or start word (case and spaces ignored)."""
     word = "".join(text.split()).upper()
     if word in STOP_WORDS:
-        OptOut.objects.get_or_create(tenant=tenant, number=number, defaults={"keyword": word})
+        OptOut.objects.get_or_create(tenant_id=tenant_id, number=number, defaults={"keyword": word})
     elif word in START_WORDS:
-        OptOut.objects.filter(tenant=tenant, number=number).delete()
+        OptOut.objects.filter(tenant_id=tenant_id, number=number).delete()
 
 
 def _report_time(value) -> datetime | None:
@@ -506,25 +623,43 @@ def delivery_replay(*, actor, deliveries) -> int:
     return replayed
 
 
-def tenant_held_release(tenant: Tenant) -> int:
-    """Forward what was held while the tenant was suspended, in the order it arrived."""
+def held_release(messages) -> int:
+    """Forward the held texts among these whose tenant is active and whose trunk has SMS on, in arrival order;
+    the others stay held, their reason brought up to date. Returns how many were released."""
     released = 0
-    for message in (
-        Message.objects.filter(tenant=tenant, status=Message.Status.HELD).select_related("trunk").order_by("id")
-    ):
-        if message.trunk_id is None:
-            continue
-        with transaction.atomic():
+    with transaction.atomic():
+        # A text routed while this looks would be held after it looked, and stay held: routing waits, or this does.
+        _routing_lock()
+        held = messages.filter(status=Message.Status.HELD).select_related("tenant", "trunk").order_by("id")
+        for message in held:
+            if message.trunk_id is None:
+                continue  # its trunk was deleted: nowhere to release it to
+            reason = hold_reason(message.tenant, message.trunk)
+            if reason:
+                if reason != message.not_forwarded_reason:
+                    Message.objects.filter(pk=message.pk).update(not_forwarded_reason=reason)
+                continue
             message.transition(Message.Status.RECEIVED)
-            message.save(update_fields=["status", "updated_at"])
+            message.not_forwarded_reason = ""
+            message.save(update_fields=["status", "not_forwarded_reason", "updated_at"])
             Delivery.objects.create(
-                tenant=tenant, message=message, trunk=message.trunk, remote_number=message.from_number
+                tenant=message.tenant, message=message, trunk=message.trunk, remote_number=message.from_number
             )
             WebhookEvent.objects.filter(pk=message.source_event_id).update(state=WebhookEvent.State.PROCESSED)
-        released += 1
+            released += 1
     if released:
         transaction.on_commit(deliveries_process_soon)
     return released
+
+
+def tenant_held_release(tenant: Tenant) -> int:
+    """Forward what was held while the tenant was suspended (unless its trunk has SMS off), in arrival order."""
+    return held_release(Message.objects.filter(tenant=tenant))
+
+
+def trunk_held_release(trunk: Trunk) -> int:
+    """Forward what was held while the trunk had SMS off (unless its tenant is suspended), in arrival order."""
+    return held_release(Message.objects.filter(trunk=trunk))
 
 
 def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = timedelta(hours=24)) -> WebhookSecret:
@@ -582,7 +717,10 @@ __all__ = [
     "opt_out_apply",
     "deliveries_process",
     "delivery_replay",
+    "hold_reason",
+    "held_release",
     "tenant_held_release",
+    "trunk_held_release",
     "webhook_secret_rotate",
     "inbound_reconcile",
     "STOP_WORDS",

@@ -78,6 +78,12 @@ def text_size(text: str) -> tuple[str, int, int]:
     return encoding, units, 1 if units <= single else math.ceil(units / part)
 
 
+def message_parts(text: str, media=()) -> tuple[str, int]:
+    """(encoding, segments) a message counts as, outbound or inbound: its text's, or one for an MMS."""
+    encoding, _, segments = text_size(text)
+    return encoding, 1 if media else segments
+
+
 @dataclass(frozen=True)
 class Draft:
     """A message that passed every check, ready to queue."""
@@ -148,7 +154,7 @@ def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, me
     text, media = text or "", tuple(media or ())
     if not text.strip() and not media:
         raise ValidationError({"text": "Write the message (or attach media)."})
-    encoding, units, segments = text_size(text)
+    encoding, units, _ = text_size(text)
     if units > LIMITS[encoding]:
         raise ValidationError(
             {
@@ -176,7 +182,7 @@ def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, me
         raise ValidationError(
             {"to": f"{destination} already has {DAILY_LIMIT} messages in the last 24 hours (Wavix's limit)."}
         )
-    return Draft(tenant, sender, destination, text, media, encoding, 1 if media else segments)
+    return Draft(tenant, sender, destination, text, media, *message_parts(text, media))
 
 
 def _check_media(sender: SenderID, country: str, place: str, media) -> None:
@@ -537,6 +543,7 @@ __all__ = [
     "idempotent",
     "message_send",
     "message_send_bulk",
+    "message_parts",
     "message_validate",
     "outbound_drain",
     "outbound_reconcile",

@@ -222,13 +222,65 @@ def relay_repair(numbers) -> int:
     return sum(len(n) for n in by_account.values())
 
 
+def numbers_relaying_to_portal(trunk: Trunk, account: WavixAccount | None = None) -> list[PhoneNumber]:
+    """The trunk's numbers (on this account, or any) that Wavix sends to the portal, as of the last sync."""
+    numbers = trunk.numbers.exclude(wavix_id="").select_related("account")
+    if account is not None:
+        numbers = numbers.filter(account=account)
+    return [number for number in numbers if number.relays_to_portal]
+
+
+def trunk_numbers_unpoint(*, actor, trunk: Trunk) -> list[PhoneNumber]:
+    """Queue emptying, at Wavix, the relay URL of a trunk's numbers while its SMS is off, so that Wavix stops sending
+    their texts to the portal (where they would be held); audited. Returns the numbers queued."""
+    if trunk.sms_enabled:
+        raise ValidationError(
+            f"SMS is on for {trunk}: its numbers must keep sending their texts to the portal. Switch SMS off first."
+        )
+    numbers = numbers_relaying_to_portal(trunk)
+    if numbers:
+        from messaging.tasks import wavix_numbers_unpoint
+
+        with transaction.atomic():
+            AuditEvent.record(
+                AuditEvent.Action.NUMBERS_UNPOINTED,
+                trunk,
+                actor=actor,
+                changes={"numbers": [n.number for n in numbers]},
+            )
+            transaction.on_commit(partial(wavix_numbers_unpoint.delay, trunk.pk))
+    return numbers
+
+
+def numbers_unpoint(trunk: Trunk, account: WavixAccount) -> int:
+    """Empty the relay URL at Wavix of the trunk's numbers on this account that point at the portal; returns how many.
+
+    Nothing is done if SMS was switched on again since it was asked for: those numbers must point at the portal,
+    and the sync that switching on queued points them there. (The caller holds the account's sync lock, so that
+    sync runs before or after this, never in between.)
+    """
+    trunk.refresh_from_db(fields=["sms_enabled"])
+    numbers = [] if trunk.sms_enabled else numbers_relaying_to_portal(trunk, account)
+    if not numbers:
+        return 0
+    updated = WavixClient.for_account(account).set_numbers_relay([n.wavix_id for n in numbers], "")
+    relay_of = {n.wavix_id: n.sms_relay_url for n in updated}
+    for number in numbers:
+        number.sms_relay_url = relay_of.get(number.wavix_id, "")
+        number.relay_set_at, number.relay_drift = None, False
+    PhoneNumber.objects.bulk_update(numbers, ["sms_relay_url", "relay_set_at", "relay_drift"])
+    logger.info("wavix: un-pointed %s number(s) of trunk %s on %s", len(numbers), trunk.pk, account)
+    return len(numbers)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trunks and tenants
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -> Trunk:
-    """Save a trunk, encrypting a new 3CX webhook URL if one is given; enabling SMS wires its numbers."""
+    """Save a trunk, encrypting a new 3CX webhook URL if one is given; with SMS on, its numbers are wired and the
+    texts held while SMS was off go to 3CX. Every way of switching SMS on (admin, API, setup wizard) comes here."""
     if threecx_webhook_url is not None:
         trunk.set_threecx_webhook_url(threecx_webhook_url)
     trunk.full_clean()
@@ -241,6 +293,11 @@ def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -
         if trunk.sms_enabled:
             for account in WavixAccount.objects.filter(numbers__trunk=trunk).distinct():
                 numbers_sync_soon(account)
+            from messaging.services.relay import trunk_held_release  # the relay builds on this module
+
+            # On every save with SMS on, not only when it is switched on: it costs an indexed look at the trunk's
+            # held texts, and no text then stays held for a trunk whose SMS is on.
+            trunk_held_release(trunk)
     from messaging.services.setup import setup_refresh  # setup builds on this module
 
     setup_refresh(trunk)  # a trunk set up by hand shows its setup progress too
@@ -368,6 +425,9 @@ __all__ = [
     "numbers_sync",
     "phone_number_save",
     "relay_repair",
+    "numbers_relaying_to_portal",
+    "trunk_numbers_unpoint",
+    "numbers_unpoint",
     "trunk_save",
     "sender_id_register",
     "sender_id_deletion_problem",
