@@ -4,9 +4,12 @@
   envelope 3CX's generic provider expects.
 - Every POST says `Content-Type: application/json` and carries the Wavix message id in X-Wavix-Message-Id, so
   3CX (or a proxy in front of it) can drop a repeat.
-- SSRF guard: the URL's host must not resolve to a loopback, private, link-local, reserved or metadata
-  address, unless THREECX_ALLOW_PRIVATE_ADDRESSES (the sandbox's fake 3CX lives on loopback). It is checked
-  when the URL is saved and again before every POST, since DNS answers change.
+- SSRF guard: the portal connects only to public addresses (is_public_address(): an IPv6 address that carries an
+  IPv4 one — IPv4-mapped, 6to4, Teredo, NAT64 — is judged by the IPv4 address it reaches), and every address the
+  URL's host resolves to must be one, unless THREECX_ALLOW_PRIVATE_ADDRESSES (the sandbox's fake 3CX lives on
+  loopback). It is checked when the URL is saved and again before every POST, since DNS answers change.
+- A refusal never names the non-public address a name resolves to: a 3CX URL must not become a way to map the
+  portal's network.
 - One pooled requests.Session per worker process; connect and read timeouts on every call.
 - probe(): the setup wizard's reachability check — DNS, the address guard, TLS and certificate expiry, then
   a test POST — each step reported in words, stopping at the first that fails.
@@ -30,12 +33,80 @@ RESPONSE_KEPT = 500  # characters of 3CX's answer kept on the delivery
 
 
 class UnsafeDestination(Exception):
-    """The URL points somewhere the portal must not send to; the message says where and why."""
+    """The URL points somewhere the portal must not send to; the message says why — never which internal
+    address a name resolves to."""
 
 
-def check_destination(url: str, *, unresolved_ok: bool = False) -> None:
-    """Refuse URLs whose host resolves to an address inside a private network, or (unless unresolved_ok, as
-    when a URL is saved before the PBX's DNS exists) that does not resolve."""
+class DoesNotResolve(UnsafeDestination):
+    """The URL's host has no address (yet)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The address guard
+# ---------------------------------------------------------------------------------------------------------------
+
+# Where no 3CX can be reached: IANA's special-purpose blocks that are not globally reachable, plus multicast.
+# Python's is_global covers most of them, but what it says has changed between patch releases (ours, 3.11.7, calls
+# 192.0.0.8, 224.0.0.1 and 3fff::1 global): this table is what the portal promises, whatever the interpreter.
+# Wrapped IPv4 (mapped, 6to4, Teredo, NAT64) is unwrapped first.
+NOT_PUBLIC = tuple(
+    (ipaddress.ip_network(network), why)
+    for network, why in (
+        ("0.0.0.0/8", "'this network'"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "shared address space: carrier-grade NAT, and cloud metadata such as 100.100.100.200"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local, and cloud metadata at 169.254.169.254"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments (192.0.0.8: IPv4 dummy address)"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay anycast, deprecated"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved, and the broadcast address"),
+        ("2001::/23", "IETF protocol assignments (Teredo, 2001::/32, is judged by the IPv4 it carries)"),
+        ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+    )
+)
+# Public IPv6 unicast is all inside 2000::/3; outside it are loopback, unspecified, IPv4-compatible, discard,
+# unique-local (fc00::/7), link-local (fe80::/10), site-local (fec0::/10), multicast (ff00::/8) and reserved space.
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are the IPv4 reached
+
+
+def is_public_address(address: str) -> bool:
+    """May the portal connect to this address? Only if it is on the public internet; an IPv6 address that carries
+    an IPv4 one is judged by the IPv4 address(es) a connection to it reaches."""
+    ip = ipaddress.ip_address(address.split("%")[0])  # an IPv6 zone ("%eth0") says nothing about the address
+    carried = _carried_ipv4(ip)
+    if carried:
+        return all(is_public_address(str(ipv4)) for ipv4 in carried)
+    if ip.version == 6 and ip not in GLOBAL_UNICAST_V6:
+        return False
+    return ip.is_global and not ip.is_multicast and not any(ip in network for network, _ in NOT_PUBLIC)
+
+
+def _carried_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 address(es) inside an IPv6 one that reaches them: 2002:7f00:1:: (6to4) is 127.0.0.1 in disguise."""
+    if ip.version == 4:
+        return ()
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo  # (server, client): the packets pass through both
+    if ip in NAT64:
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    return ()
+
+
+def _split(url: str) -> tuple[str, str, int]:
+    """The URL's scheme, host and port, or why the portal will not send to it whatever the host resolves to."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
@@ -43,24 +114,50 @@ def check_destination(url: str, *, unresolved_ok: bool = False) -> None:
     if parts.scheme == "http" and not (settings.DEBUG or settings.SANDBOX_ENABLED):
         raise UnsafeDestination("the URL must start with https://")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)}
+        port = parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if not 0 < port < 65536:
+        raise UnsafeDestination("the URL's port must be a number from 1 to 65535")
+    return parts.scheme, host, port
+
+
+def _resolve(host: str, port: int) -> tuple[str, ...]:
+    """Every address the host resolves to, in the resolver's order of preference (the order to connect in)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return tuple(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _judge(host: str, addresses: tuple[str, ...]) -> None:
+    """Refuse a host with any non-public address: one private answer among public ones is enough to be led to it."""
+    if settings.THREECX_ALLOW_PRIVATE_ADDRESSES or all(is_public_address(address) for address in addresses):
+        return
+    if _is_address(host):  # the URL names the address itself: saying so tells nobody anything new
+        raise UnsafeDestination(f"{host} is not a public address; the portal sends only to a 3CX on the internet")
+    raise UnsafeDestination(
+        f"{host} resolves to a non-public address; the portal sends only to a 3CX on the internet (use its public name)"
+    )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def check_destination(url: str, *, unresolved_ok: bool = False) -> None:
+    """Refuse URLs whose host resolves to a non-public address, or (unless unresolved_ok, as when a URL is saved
+    before the PBX's DNS exists) that does not resolve."""
+    _, host, port = _split(url)
+    try:
+        addresses = _resolve(host, port)
     except (socket.gaierror, UnicodeError):
         if unresolved_ok:
             return
-        raise UnsafeDestination(f"DNS: {host} does not resolve") from None
-    if settings.THREECX_ALLOW_PRIVATE_ADDRESSES:
-        return
-    for address in sorted(addresses):
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if (
-            ip.is_loopback
-            or ip.is_private
-            or ip.is_link_local
-            or ip.is_reserved
-            or ip.is_multicast
-            or ip.is_unspecified
-        ):
-            raise UnsafeDestination(f"{host} resolves to {ip}, an address inside a private network")
+        raise DoesNotResolve(f"DNS: {host} does not resolve") from None
+    _judge(host, addresses)
 
 
 @dataclass(frozen=True)
@@ -171,19 +268,20 @@ def probe(url: str, body: bytes, test_id: str) -> list[Check]:
 
     Stops at the first check that fails: what follows could only fail for the same reason.
     """
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    checks = []
     try:
-        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+        scheme, host, port = _split(url)
+    except UnsafeDestination as refusal:
+        return [Check("Address", False, f"Refused: {refusal}.")]
+    try:
+        addresses = _resolve(host, port)
     except (socket.gaierror, UnicodeError):
         return [Check("DNS", False, f"{host} does not resolve. Check the PBX's FQDN in 3CX and its DNS record.")]
-    checks.append(Check("DNS", True, f"{host} resolves to {', '.join(addresses[:3])}"))
+    checks = [Check("DNS", True, _resolved_to(host, addresses))]
     try:
-        check_destination(url)
+        _judge(host, addresses)
     except UnsafeDestination as refusal:
         return [*checks, Check("Address", False, f"Refused: {refusal}.")]
-    if parts.scheme == "https":
+    if scheme == "https":
         tls = _certificate_check(host, port)
         checks.append(tls)
         if not tls.ok:
@@ -204,6 +302,19 @@ def probe(url: str, body: bytes, test_id: str) -> list[Check]:
         detail = outcome.error + (f" ({outcome.response[:120]})" if outcome.response else "")
     checks.append(Check("Test POST", outcome.delivered, detail))
     return checks
+
+
+def _resolved_to(host: str, addresses: tuple[str, ...]) -> str:
+    """The DNS check's words: the public addresses, and only how many others (never which: see UnsafeDestination)."""
+    if _is_address(host):
+        return f"{host} is an address: nothing to look up"
+    public = [address for address in addresses if is_public_address(address)]
+    named = ", ".join(public[:3]) + (f" and {len(public) - 3} more" if len(public) > 3 else "")
+    others = len(addresses) - len(public)
+    if not others:
+        return f"{host} resolves to {named}"
+    hidden = "a non-public address" if others == 1 else f"{others} non-public addresses"
+    return f"{host} resolves to {named} and {hidden}" if public else f"{host} resolves to {hidden}"
 
 
 def _certificate_check(host: str, port: int) -> Check:
