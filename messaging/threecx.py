@@ -8,9 +8,14 @@
   IPv4 one — IPv4-mapped, 6to4, Teredo, NAT64 — is judged by the IPv4 address it reaches), and every address the
   URL's host resolves to must be one, unless THREECX_ALLOW_PRIVATE_ADDRESSES (the sandbox's fake 3CX lives on
   loopback). It is checked when the URL is saved and again before every POST, since DNS answers change.
+- Pinned connections: before a POST (and once per probe) the host is resolved once, judged, and the connection
+  goes to exactly the addresses judged; the name is never resolved again to connect. A name that answers a public
+  address to the check and 127.0.0.1 to the connect (DNS rebinding) therefore reaches nothing. TLS (SNI and the
+  certificate's name) and the Host header still speak for the host name.
 - A refusal never names the non-public address a name resolves to: a 3CX URL must not become a way to map the
   portal's network.
-- One pooled requests.Session per worker process; connect and read timeouts on every call.
+- One set of pooled connections per worker process (bench/relay.py: forwarding throughput is connection reuse),
+  one pool per (scheme, host, port, addresses judged); connect and read timeouts on every call.
 - probe(): the setup wizard's reachability check — DNS, the address guard, TLS and certificate expiry, then
   a test POST — each step reported in words, stopping at the first that fails.
 """
@@ -21,12 +26,27 @@ import os
 import re
 import socket
 import ssl
+import sys
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-import requests
+import requests.certs
 from django.conf import settings
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import make_headers, parse_url
+from urllib3.util.connection import create_connection
 
 USER_AGENT = "pbx-messaging-portal"
 RESPONSE_KEPT = 500  # characters of 3CX's answer kept on the delivery
@@ -105,6 +125,17 @@ def _carried_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[ip
     return ()
 
 
+@dataclass(frozen=True)
+class Destination:
+    """A 3CX webhook URL and the addresses its host resolved to when it was judged: the only ones to connect to."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+
 def _split(url: str) -> tuple[str, str, int]:
     """The URL's scheme, host and port, or why the portal will not send to it whatever the host resolves to."""
     parts = urlsplit(url)
@@ -147,17 +178,25 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def check_destination(url: str, *, unresolved_ok: bool = False) -> None:
-    """Refuse URLs whose host resolves to a non-public address, or (unless unresolved_ok, as when a URL is saved
-    before the PBX's DNS exists) that does not resolve."""
-    _, host, port = _split(url)
+def destination(url: str) -> Destination:
+    """Resolve the URL's host once and judge every address it gave: where a POST to this URL may go, and only there."""
+    scheme, host, port = _split(url)
     try:
         addresses = _resolve(host, port)
     except (socket.gaierror, UnicodeError):
-        if unresolved_ok:
-            return
         raise DoesNotResolve(f"DNS: {host} does not resolve") from None
     _judge(host, addresses)
+    return Destination(url, scheme, host, port, addresses)
+
+
+def check_destination(url: str, *, unresolved_ok: bool = False) -> None:
+    """Refuse URLs whose host resolves to a non-public address, or (unless unresolved_ok, as when a URL is saved
+    before the PBX's DNS exists) that does not resolve."""
+    try:
+        destination(url)
+    except DoesNotResolve:
+        if not unresolved_ok:
+            raise
 
 
 @dataclass(frozen=True)
@@ -193,55 +232,174 @@ def generic_envelope(message, received_at: str) -> bytes:
     return json.dumps(envelope).encode()
 
 
-_session: requests.Session | None = None
+# ---------------------------------------------------------------------------------------------------------------
+# Connections to the judged addresses only
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _connect(addresses: tuple[str, ...], port: int, timeout, socket_options=None) -> socket.socket:
+    """A TCP connection to the first judged address that takes it, in the resolver's order (as a client tries a
+    name's addresses) — never to the name, which may answer differently by now."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return create_connection((address, port), timeout, socket_options=socket_options)
+        except OSError as failed:
+            error = failed
+    raise error or OSError("no address to connect to")
+
+
+class _ConnectsToJudgedAddresses:
+    """A urllib3 connection that opens its socket to the addresses judged for its host. Everything else — SNI, the
+    certificate's name, the Host header — stays the host name's, as urllib3 does it."""
+
+    def __init__(self, *args, addresses: tuple[str, ...], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.addresses = addresses
+
+    def _new_conn(self) -> socket.socket:
+        # urllib3's own _new_conn resolves self.host again; the errors are the ones its callers expect.
+        try:
+            sock = _connect(self.addresses, self.port, self.timeout, self.socket_options)
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
+        except OSError as error:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
+
+
+class _PinnedHTTPConnection(_ConnectsToJudgedAddresses, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_ConnectsToJudgedAddresses, HTTPSConnection):
+    pass
+
+
+class _PinnedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PinnedHTTPConnection
+
+
+class _PinnedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+def _tls_context() -> ssl.SSLContext:
+    """What a 3CX certificate must be signed by, as requests had it: its bundle (certifi), or REQUESTS_CA_BUNDLE for
+    PBXs with a private CA (read once per process: requests reading it on every call cost a third of a forward's
+    HTTP time in bench/relay.py's profile)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or requests.certs.where()
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
+
+
+class _Session:
+    """This worker process's connections to 3CX: one pool per (scheme, host, port, addresses judged), the most
+    recently used kept. Keyed by the addresses, a pooled connection is always to an address judged for this very
+    POST; a host whose answer did not change keeps its warm connections (bench/relay.py: reuse is the throughput).
+
+    No proxy and no ~/.netrc from the environment: the guard vets the address the portal connects to, which a proxy
+    would make moot, and netrc credentials must never reach a PBX."""
+
+    POOLS_KEPT = 32  # hosts a worker forwards to at once, with room; an evicted pool closes its idle connections
+    CONNECTIONS_PER_POOL = 10  # idle connections kept per pool (requests' default; RELAY_FORWARDS_IN_FLIGHT is 8)
+
+    def __init__(self) -> None:
+        self.tls = _tls_context()
+        self._pools: OrderedDict[tuple, HTTPConnectionPool] = OrderedDict()
+        self._lock = threading.Lock()  # forwards run on several threads of one drain
+
+    def pool(self, target: Destination) -> HTTPConnectionPool:
+        key = (target.scheme, target.host, target.port, frozenset(target.addresses))
+        with self._lock:
+            pool = self._pools.pop(key, None)
+            if pool is None:
+                pool = self._new_pool(target)
+            self._pools[key] = pool  # the most recently used last
+            while len(self._pools) > self.POOLS_KEPT:
+                self._pools.popitem(last=False)[1].close()
+        return pool
+
+    def _new_pool(self, target: Destination) -> HTTPConnectionPool:
+        options = {"maxsize": self.CONNECTIONS_PER_POOL, "retries": False, "addresses": target.addresses}
+        if target.scheme == "https":
+            return _PinnedHTTPSPool(target.host, target.port, ssl_context=self.tls, **options)
+        return _PinnedHTTPPool(target.host, target.port, **options)
+
+    def close(self) -> None:
+        with self._lock:
+            while self._pools:
+                self._pools.popitem()[1].close()
+
+
+_session: _Session | None = None
 _session_pid: int | None = None
+_session_lock = threading.Lock()
 
 
-def _http() -> requests.Session:
+def _http() -> _Session:
     global _session, _session_pid
-    if _session is None or _session_pid != os.getpid():  # never share a pool across a fork
-        _session, _session_pid = requests.Session(), os.getpid()
-        # No proxy or ~/.netrc from the environment: check_destination() vetted the address this session
-        # connects to, which an HTTP(S)_PROXY would make moot, and netrc credentials must never reach a PBX.
-        # Requests read them on every call (a scan of os.environ: a third of a forward's HTTP time in
-        # bench/relay.py's profile); a CA bundle for PBXs with a private CA is still honoured, read once here.
-        _session.trust_env = False
-        _session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return _session
+    with _session_lock:
+        if _session is None or _session_pid != os.getpid():  # never share a pool across a fork
+            _session, _session_pid = _Session(), os.getpid()
+        return _session
 
 
 def forward(url: str, body: bytes, wavix_message_id: str) -> Outcome:
     """POST one inbound text to a 3CX webhook URL and say what happened."""
     try:
-        check_destination(url)
+        target = destination(url)
     except UnsafeDestination as refusal:
         return Outcome(False, transient=False, status_code=None, response="", error=f"Refused: {refusal}")
+    return _post(target, body, wavix_message_id)
+
+
+def _post(target: Destination, body: bytes, wavix_message_id: str) -> Outcome:
+    """POST to the addresses judged for this destination, and to nothing else."""
     headers = {"Content-Type": "application/json", "X-Wavix-Message-Id": wavix_message_id, "User-Agent": USER_AGENT}
     try:
-        answer = _http().post(
-            url,
-            data=body,
+        url = parse_url(target.url)  # its request_uri is percent-encoded as a server expects
+        if url.auth:  # https://user:password@… becomes Basic auth, as requests did it
+            headers.update(make_headers(basic_auth=unquote(url.auth)))
+        pool = _http().pool(target)
+        answer = pool.urlopen(
+            "POST",
+            url.request_uri,
+            body=body,
             headers=headers,
-            timeout=(settings.THREECX_CONNECT_TIMEOUT, settings.THREECX_READ_TIMEOUT),
-            allow_redirects=False,
+            timeout=Timeout(connect=settings.THREECX_CONNECT_TIMEOUT, read=settings.THREECX_READ_TIMEOUT),
+            retries=False,
+            redirect=False,
         )
-    except requests.exceptions.SSLError as error:
+    except SSLError as error:
         return Outcome(False, True, None, "", f"TLS/certificate: {_short(error)}")
-    except requests.exceptions.ConnectTimeout:
+    except NewConnectionError as error:  # before ConnectTimeoutError, which it subclasses
+        return Outcome(False, True, None, "", f"Connection failed: {_short(error.__cause__ or error)}")
+    except ConnectTimeoutError:
         return Outcome(False, True, None, "", "Timeout: 3CX did not accept the connection in time")
-    except requests.exceptions.ReadTimeout:
+    except ReadTimeoutError:
         return Outcome(False, True, None, "", "Timeout: 3CX did not answer in time")
-    except requests.exceptions.ConnectionError as error:
-        text = _short(error)
-        reason = "DNS: the host does not resolve" if "resolve" in text.lower() else f"Connection failed: {text}"
-        return Outcome(False, True, None, "", reason)
-    except requests.RequestException as error:
+    except ProtocolError as error:
+        return Outcome(False, True, None, "", f"Connection failed: {_short(error)}")
+    except (HTTPError, OSError) as error:
         return Outcome(False, True, None, "", f"Request failed: {_short(error)}")
-    response = answer.text[:RESPONSE_KEPT]
-    if 200 <= answer.status_code < 300:
-        return Outcome(True, False, answer.status_code, response, "")
-    transient = answer.status_code >= 500 or answer.status_code == 429
-    return Outcome(False, transient, answer.status_code, response, f"HTTP {answer.status_code} from 3CX")
+    response = _text(answer.data, answer.headers.get("Content-Type", ""))
+    if 200 <= answer.status < 300:
+        return Outcome(True, False, answer.status, response, "")
+    transient = answer.status >= 500 or answer.status == 429
+    return Outcome(False, transient, answer.status, response, f"HTTP {answer.status} from 3CX")
+
+
+def _text(data: bytes, content_type: str) -> str:
+    """The start of 3CX's answer as text, in the charset it names (UTF-8 if none or an unknown one)."""
+    charset = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.IGNORECASE)
+    head = data[: RESPONSE_KEPT * 4]  # enough bytes for RESPONSE_KEPT characters in any encoding
+    try:
+        return head.decode(charset.group(1) if charset else "utf-8", errors="replace")[:RESPONSE_KEPT]
+    except LookupError:
+        return head.decode("utf-8", errors="replace")[:RESPONSE_KEPT]
 
 
 def _short(error: Exception) -> str:
@@ -266,7 +424,8 @@ class Check:
 def probe(url: str, body: bytes, test_id: str) -> list[Check]:
     """Can the portal reach this 3CX webhook URL? DNS, address, TLS and certificate, then a test POST of `body`.
 
-    Stops at the first check that fails: what follows could only fail for the same reason.
+    The host is resolved once: the TLS check and the test POST connect to the addresses the guard judged. Stops at
+    the first check that fails: what follows could only fail for the same reason.
     """
     try:
         scheme, host, port = _split(url)
@@ -281,14 +440,15 @@ def probe(url: str, body: bytes, test_id: str) -> list[Check]:
         _judge(host, addresses)
     except UnsafeDestination as refusal:
         return [*checks, Check("Address", False, f"Refused: {refusal}.")]
+    target = Destination(url, scheme, host, port, addresses)
     if scheme == "https":
-        tls = _certificate_check(host, port)
+        tls = _certificate_check(target)
         checks.append(tls)
         if not tls.ok:
             return checks
     else:
         checks.append(Check("TLS", True, "plain http: accepted only in development and the sandbox"))
-    outcome = forward(url, body, test_id)
+    outcome = _post(target, body, test_id)
     if outcome.delivered:
         detail = f"3CX answered HTTP {outcome.status_code}" + (
             f": {outcome.response[:120]}" if outcome.response else ""
@@ -317,11 +477,11 @@ def _resolved_to(host: str, addresses: tuple[str, ...]) -> str:
     return f"{host} resolves to {named} and {hidden}" if public else f"{host} resolves to {hidden}"
 
 
-def _certificate_check(host: str, port: int) -> Check:
-    context = ssl.create_default_context()
+def _certificate_check(target: Destination) -> Check:
+    host, port = target.host, target.port
     try:
-        with socket.create_connection((host, port), timeout=settings.THREECX_CONNECT_TIMEOUT) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
+        with _connect(target.addresses, port, settings.THREECX_CONNECT_TIMEOUT) as raw:
+            with ssl.create_default_context().wrap_socket(raw, server_hostname=host) as tls:
                 certificate = tls.getpeercert()
     except ssl.SSLCertVerificationError as error:
         return Check("TLS", False, f"The certificate is not trusted: {error.verify_message}. 3CX needs a valid one.")

@@ -1,24 +1,39 @@
 """The SSRF guard on 3CX webhook URLs: only public addresses (wrapped IPv4 unwrapped first), judged on save, in the
-wizard's probe and before every POST; and no message names the non-public address a name resolves to.
+wizard's probe and before every POST; the connection goes to exactly the address judged (DNS rebinding reaches
+nothing); and no message names the non-public address a name resolves to.
 
 DNS for a public name is outside this machine, so a fake resolver answers for `pbx.example.com`. Nothing may leave
-the machine either: a test network lets connections to loopback through and refuses (and records) every other
-attempt. The guard is ON in every test here.
+the machine either: a test network lets connections to loopback through, sends a "public" address the test routes
+to a local server, and refuses (and records) every other attempt. The guard is ON in every test here, and judges
+the test's public address as public: only the network under it knows that address lands on 127.0.0.1.
 """
 
+import datetime
 import errno
 import ipaddress
+import json
 import socket
+import ssl
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
-from messaging import threecx
-from messaging.models import Trunk
+from messaging import services, threecx
+from messaging.models import Delivery, PhoneNumber, Trunk, WebhookEvent
+from tests import factories as f
 
 NAME = "pbx.example.com"
-PUBLIC = "1.2.3.4"  # globally routable, so the guard lets it through
+PUBLIC = "1.2.3.4"  # globally routable, so the guard lets it through; the test network sends it to a local server
+OTHER_PUBLIC = "1.2.3.5"
+LOOPBACK = "127.0.0.1"
 
 REFUSED = {
     "100.100.100.200": "shared address space (100.64/10): Alibaba Cloud's metadata service",
@@ -66,7 +81,7 @@ def wrapped(address: str) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The fake resolver and the test network
+# The fake resolver, the test network and the servers on it
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -102,14 +117,17 @@ class FakeDns:
 
 
 class LocalNetwork:
-    """Connections to loopback go through; every other attempt is refused and kept in `outside`."""
+    """Connections to loopback go through; `routes` send a public (address, port) to a local one; every other
+    attempt is refused and kept in `outside`."""
 
     def __init__(self, real_connect):
-        self.real_connect, self.outside = real_connect, []
+        self.real_connect, self.routes, self.outside = real_connect, {}, []
 
     def connect(self, sock, address):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             host, port = address[0], address[1]
+            if (host, port) in self.routes:
+                return self.real_connect(sock, self.routes[(host, port)])
             if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
                 self.outside.append((host, port))
                 raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
@@ -139,6 +157,136 @@ def guard_on(settings):
     if threecx._session is not None:
         threecx._session.close()
     threecx._session = None
+
+
+class LoopbackService:
+    """What a rebinding name would lead the portal to: a service on 127.0.0.1 at the URL's own port. It counts the
+    connections it gets and answers anything with 200 "loopback secrets"."""
+
+    def __init__(self):
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port, self.connections = self.listener.getsockname()[1], 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                connection.settimeout(2)
+                try:
+                    connection.recv(65536)
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nloopback secrets")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+class PinnedFake(ThreadingHTTPServer):
+    """The 3CX behind the public address: an HTTP/1.1 server (TLS if given a context) on 127.0.0.1 keeping every
+    request's Host, path and body, the TLS server names asked for, and how many connections it accepted."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: bytes = b"pinned 3CX", tls: ssl.SSLContext | None = None):
+        self.answer, self.requests, self.server_names, self.connections = answer, [], [], 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a PBX behind a proxy would
+
+            def do_POST(handler):
+                body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+                self.requests.append({"host": handler.headers["Host"], "path": handler.path, "body": body})
+                handler.send_response(200)
+                handler.send_header("Content-Length", str(len(self.answer)))
+                handler.end_headers()
+                handler.wfile.write(self.answer)
+
+            def log_message(handler, *args):
+                pass
+
+        super().__init__((LOOPBACK, 0), Handler)
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _context: self.server_names.append(name)
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def get_request(self):
+        request = super().get_request()
+        self.connections += 1
+        return request
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def loopback_service():
+    service = LoopbackService()
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def pinned(network, loopback_service):
+    """The 3CX the public address stands for: PUBLIC at the URL's port leads to it, over the test network."""
+    fake = PinnedFake()
+    network.routes[(PUBLIC, loopback_service.port)] = (LOOPBACK, fake.port)
+    yield fake
+    fake.stop()
+
+
+def _certificate(subject, key, issuer, issuer_key, *, ca=False, names=()):
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture
+def pinned_tls(network, loopback_service, tmp_path, monkeypatch):
+    """The same over TLS, with a certificate for pbx.example.com only (from a CA the portal is told to trust): the
+    handshake passes only if the portal speaks for the name while it connects to the address."""
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+    ca = _certificate("Test CA", ca_key, ca_name, ca_key, ca=True)
+    leaf = _certificate(NAME, leaf_key, ca_name, ca_key, names=[NAME])
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "leaf.key").write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    threecx._session = None  # the CA bundle is read when the session is made
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    fake = PinnedFake(tls=context)
+    network.routes[(PUBLIC, loopback_service.port)] = (LOOPBACK, fake.port)
+    yield fake
+    fake.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,3 +397,109 @@ def test_with_the_guard_off_the_dns_line_still_does_not_name_a_non_public_addres
     assert checks[0].detail == f"{NAME} resolves to a non-public address"
     assert network.outside == [("10.0.0.7", 80)]  # …at the address judged (the test network refused it)
     assert not any("10.0.0.7" in c.detail for c in checks), checks
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DNS rebinding: a name that answers a public address to the check and 127.0.0.1 after
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_forward_posts_to_the_address_it_checked_when_the_name_then_answers_loopback(
+    dns, pinned, loopback_service, network
+):
+    dns.serve(NAME, [PUBLIC], [LOOPBACK])
+    url = f"http://{NAME}:{loopback_service.port}/sms/token?x=1"
+    outcome = threecx.forward(url, b'{"text": "hi"}', "msg-1")
+    assert outcome.delivered and outcome.response == "pinned 3CX"
+    assert pinned.requests == [
+        {"host": f"{NAME}:{loopback_service.port}", "path": "/sms/token?x=1", "body": b'{"text": "hi"}'}
+    ]
+    assert loopback_service.connections == 0
+    assert dns.asked[NAME] == 1  # resolved once: to judge and to connect
+    assert network.outside == []
+
+
+@pytest.mark.parametrize("honest", [1, 2, 4], ids=["rebinds-after-the-dns-check", "before-tls", "before-the-post"])
+def test_the_probe_checks_tls_and_posts_to_the_address_it_checked_speaking_for_the_name(
+    dns, pinned_tls, loopback_service, network, honest
+):
+    dns.serve(NAME, *[[PUBLIC]] * honest, [LOOPBACK])  # public to the first `honest` lookups, loopback after
+    checks = threecx.probe(f"https://{NAME}:{loopback_service.port}/sms/token", b"{}", "test")
+    assert [(c.name, c.ok) for c in checks] == [("DNS", True), ("TLS", True), ("Test POST", True)], checks
+    assert checks[0].detail == f"{NAME} resolves to {PUBLIC}"
+    assert checks[2].detail == "3CX answered HTTP 200: pinned 3CX"
+    assert pinned_tls.server_names == [NAME, NAME]  # the certificate check and the POST: SNI is the name…
+    assert [r["host"] for r in pinned_tls.requests] == [f"{NAME}:{loopback_service.port}"]  # …and so is Host
+    assert loopback_service.connections == 0
+    assert dns.asked[NAME] == 1
+    assert network.outside == []
+
+
+def test_a_certificate_for_another_name_fails_even_at_the_right_address(dns, pinned_tls, loopback_service):
+    dns.serve("elsewhere.example.com", [PUBLIC])
+    checks = threecx.probe(f"https://elsewhere.example.com:{loopback_service.port}/sms/token", b"{}", "test")
+    assert [(c.name, c.ok) for c in checks] == [("DNS", True), ("TLS", False)]
+    assert "certificate is not trusted" in checks[1].detail and "elsewhere.example.com" in checks[1].detail
+    assert pinned_tls.requests == []
+
+
+def test_a_pooled_connection_is_reused_while_the_answer_holds_and_never_after_it_changes(
+    dns, pinned, loopback_service, network
+):
+    other = PinnedFake(answer=b"the new 3CX")
+    network.routes[(OTHER_PUBLIC, loopback_service.port)] = (LOOPBACK, other.port)
+    url = f"http://{NAME}:{loopback_service.port}/sms/token"
+    try:
+        dns.serve(NAME, [PUBLIC])
+        assert [threecx.forward(url, b"{}", f"m{n}").response for n in range(3)] == ["pinned 3CX"] * 3
+        assert pinned.connections == 1  # one warm connection for three POSTs (bench/relay.py's throughput)
+        dns.serve(NAME, [OTHER_PUBLIC])  # the PBX moved: its warm connection is to an address no longer judged
+        assert threecx.forward(url, b"{}", "m3").response == "the new 3CX"
+        dns.serve(NAME, [LOOPBACK])
+        assert threecx.forward(url, b"{}", "m4").error.startswith("Refused: ")
+        assert (len(pinned.requests), len(other.requests), loopback_service.connections) == (3, 1, 0)
+    finally:
+        other.stop()
+
+
+@pytest.fixture
+def other_pbx(network, loopback_service):
+    """Another reseller's tenant's 3CX, at another public address."""
+    fake = PinnedFake(answer=b"other tenant's 3CX")
+    network.routes[(OTHER_PUBLIC, loopback_service.port)] = (LOOPBACK, fake.port)
+    yield fake
+    fake.stop()
+
+
+def line_to(tenant, name: str, port: int, number: str) -> Trunk:
+    """A trunk of this tenant with SMS on, its 3CX at http://name:port/, and a number routed to it."""
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
+    trunk = f.TrunkFactory(tenant=tenant, sms_enabled=True)
+    trunk.set_threecx_webhook_url(f"http://{name}:{port}/sms/token")
+    trunk.save()
+    PhoneNumber.objects.create(account=account, tenant=tenant, trunk=trunk, number=number, wavix_id=number)
+    return trunk
+
+
+@pytest.mark.django_db
+def test_a_relayed_text_keeps_the_answer_of_the_3cx_it_checked_and_no_other_tenant_sees_it(
+    dns, pinned, other_pbx, loopback_service, network, tenant, other_tenant, other_admin, client
+):
+    dns.serve(NAME, [PUBLIC])
+    dns.serve("pbx.other.example", [OTHER_PUBLIC])
+    trunk = line_to(tenant, NAME, loopback_service.port, "+14155550100")
+    line_to(other_tenant, "pbx.other.example", loopback_service.port, "+14155550199")
+    body = {"message_id": "msg-1", "from": "447700900001", "to": "14155550100", "message_body": {"text": "Hi"}}
+    account = trunk.numbers.get().account
+    WebhookEvent.objects.create(account=account, kind="inbound", dedup_key="msg-1", body=json.dumps(body).encode())
+
+    dns.serve(NAME, [PUBLIC], [LOOPBACK])  # rebinding between the check and the connect
+    services.events_process()
+    assert services.deliveries_process() == 1
+
+    delivery = Delivery.objects.get()
+    assert (delivery.trunk, delivery.status, delivery.last_response) == (trunk, "delivered", "pinned 3CX")
+    assert json.loads(pinned.requests[0]["body"]) == body
+    assert (loopback_service.connections, other_pbx.requests, network.outside) == (0, [], [])
+    client.force_login(other_admin)
+    assert client.get(reverse("admin:messaging_delivery_change", args=[delivery.pk])).status_code == 404
