@@ -286,9 +286,8 @@ class _PinnedHTTPSPool(HTTPSConnectionPool):
 
 
 def _tls_context() -> ssl.SSLContext:
-    """What a 3CX certificate must be signed by, as requests had it: its bundle (certifi), or REQUESTS_CA_BUNDLE for
-    PBXs with a private CA (read once per process: requests reading it on every call cost a third of a forward's
-    HTTP time in bench/relay.py's profile)."""
+    """What a 3CX certificate must be signed by — the same for the wizard's TLS check and every POST, so the check
+    cannot pass a PBX the POST then refuses: requests' bundle (certifi), or a bundle for PBXs with a private CA."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or requests.certs.where()
     if os.path.isdir(bundle):
         return ssl.create_default_context(capath=bundle)
@@ -481,7 +480,7 @@ def _certificate_check(target: Destination) -> Check:
     host, port = target.host, target.port
     try:
         with _connect(target.addresses, port, settings.THREECX_CONNECT_TIMEOUT) as raw:
-            with ssl.create_default_context().wrap_socket(raw, server_hostname=host) as tls:
+            with _http().tls.wrap_socket(raw, server_hostname=host) as tls:
                 certificate = tls.getpeercert()
     except ssl.SSLCertVerificationError as error:
         return Check("TLS", False, f"The certificate is not trusted: {error.verify_message}. 3CX needs a valid one.")

@@ -279,7 +279,6 @@ def pinned_tls(network, loopback_service, tmp_path, monkeypatch):
         )
     )
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
     threecx._session = None  # the CA bundle is read when the session is made
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
@@ -441,6 +440,12 @@ def test_a_certificate_for_another_name_fails_even_at_the_right_address(dns, pin
     assert [(c.name, c.ok) for c in checks] == [("DNS", True), ("TLS", False)]
     assert "certificate is not trusted" in checks[1].detail and "elsewhere.example.com" in checks[1].detail
     assert pinned_tls.requests == []
+
+
+def test_the_tls_check_trusts_the_ca_bundle_the_post_trusts(dns, pinned_tls, loopback_service):
+    dns.serve(NAME, [PUBLIC])  # a PBX with a private CA, which REQUESTS_CA_BUNDLE names (and nothing else does)
+    checks = threecx.probe(f"https://{NAME}:{loopback_service.port}/sms/token", b"{}", "test")
+    assert [(c.name, c.ok) for c in checks] == [("DNS", True), ("TLS", True), ("Test POST", True)], checks
 
 
 def test_a_pooled_connection_is_reused_while_the_answer_holds_and_never_after_it_changes(
