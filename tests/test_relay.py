@@ -215,6 +215,21 @@ def test_a_leased_delivery_is_not_taken_by_another_worker(setup, inbox):
     assert services.deliveries_process() == 1
 
 
+def test_a_forwards_lease_outlasts_its_connect_and_read_timeouts_and_no_more(setup, settings):
+    """A worker killed mid-POST has its texts sent again once their leases lapse (at-least-once to 3CX): the lease
+    is what a POST can take plus a margin, not a fixed minute."""
+    from messaging.services import relay as relay_service
+
+    settings.THREECX_CONNECT_TIMEOUT, settings.THREECX_READ_TIMEOUT = 2, 3
+    account, _ = setup
+    webhook(account, "msg-1")
+    services.events_process()
+    before = timezone.now()
+    delivery = relay_service._claim_delivery(Delivery.objects.get().pk)
+    held = delivery.lease_until - before
+    assert timedelta(seconds=5) + relay_service.LEASE_MARGIN <= held < timedelta(seconds=6) + relay_service.LEASE_MARGIN
+
+
 def test_a_3cx_url_inside_a_private_network_is_refused_at_save_and_at_send(setup, inbox, settings):
     from django.core.exceptions import ValidationError
 

@@ -53,7 +53,14 @@ START_WORDS = frozenset({"START", "UNSTOP"})
 # Waits before each retry of a forward that failed for a reason that may pass; then every 6 h up to 48 h.
 RETRY_DELAYS = (10, 60, 300, 1800, 7200, 21600)
 RETRY_FOR = timedelta(hours=48)
-LEASE = timedelta(seconds=60)  # longer than one POST can take (connect + read timeouts)
+# A forward holds its delivery (a lease) for longer than its POST can take — the connect and read timeouts, plus a
+# margin for the address check before the POST and for recording the answer after it — so a live worker never
+# loses a delivery under its POST; and for no longer, because a worker killed mid-POST has its deliveries sent
+# again once their leases lapse: at-least-once to 3CX, the repeat carrying the same X-Wavix-Message-Id. (Derived,
+# not a fixed 60 s: that was four times what the default timeouts need, and would fall short if they were raised.
+# The read timeout bounds each wait for bytes, not a whole answer: a 3CX trickling its answer past the lease may
+# get the text twice — at-least-once again.)
+LEASE_MARGIN = timedelta(seconds=10)
 EVENTS_FLAG, DELIVERIES_FLAG = "relay:events-drain-queued", "relay:deliveries-drain-queued"
 ROUTING_LOCK = 72_211_001  # PostgreSQL advisory lock id: one router at a time
 _broker_down_until = 0.0
@@ -390,13 +397,18 @@ def deliveries_process(limit: int = 200) -> int:
 NO_URL = threecx.Outcome(False, True, None, "", "The trunk has no 3CX webhook URL yet")
 
 
+def forward_lease() -> timedelta:
+    """How long a claimed delivery is held for its POST (see LEASE_MARGIN)."""
+    return timedelta(seconds=settings.THREECX_CONNECT_TIMEOUT + settings.THREECX_READ_TIMEOUT) + LEASE_MARGIN
+
+
 def _claim_delivery(pk: int) -> Delivery | None:
     """Take this delivery for one forward (a lease: a worker that dies mid-POST leaves it to the next drain)."""
     now = timezone.now()
     claimed = (
         Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + LEASE)
+        .update(lease_until=now + forward_lease())
     )
     if not claimed:
         return None
@@ -589,7 +601,8 @@ __all__ = [
     "START_WORDS",
     "RETRY_DELAYS",
     "RETRY_FOR",
-    "LEASE",
+    "LEASE_MARGIN",
+    "forward_lease",
     "ROUTING_LOCK",
     "RECONCILE_OVERLAP",
 ]
