@@ -71,6 +71,7 @@ class Tally:
     lost_ids: list[str] = field(default_factory=list)
     contradicted: int = 0  # marked failed here, yet the other side has it
     duplicated_mid_post: int = 0  # repeats of a POST that was in flight when the bench SIGKILLed its worker
+    unexplained: list[tuple[str, float, float]] = field(default_factory=list)  # (id, previous, repeat) of the others
 
 
 def tally(
@@ -91,23 +92,24 @@ def tally(
     arrived = accepted & times.keys()
     with_reason = {i for i, reason in failed.items() if reason and i in accepted} - arrived
     lost = sorted(accepted - arrived - with_reason)
-    mid_post = other = 0
-    for ats in times.values():
+    mid_post, unexplained = 0, []
+    for message_id, ats in times.items():
         ats.sort()
         for before, repeat in zip(ats, ats[1:], strict=False):
             if any(before <= kill < repeat and kill - before <= in_flight_for for kill in kills):
                 mid_post += 1
             else:
-                other += 1
+                unexplained.append((message_id, before, repeat))
     return Tally(
         accepted=len(accepted),
         arrived=len(arrived),
-        duplicated=other,
+        duplicated=len(unexplained),
         failed=len(with_reason),
         lost=len(lost),
         lost_ids=lost,
         contradicted=len(arrived & {i for i, reason in failed.items() if reason}),
         duplicated_mid_post=mid_post,
+        unexplained=sorted(unexplained, key=lambda repeat: repeat[1]),
     )
 
 
@@ -667,6 +669,7 @@ def run_scenario(name: str, stack: Stack, seed: int) -> list[dict]:
                 "tally": t,
                 "seconds": seconds,
                 "recovery": recovery if direction == "inbound" else None,
+                "epoch": time.time() - (time.monotonic() - stack.started),  # t=0 of the load, in time.time()
                 "answers": {
                     k: v
                     for k, v in load.answers.items()
@@ -763,7 +766,11 @@ def main() -> int:
         if row["gave_up"]:
             notes.append(f"{row['gave_up']} requests given up by the client")
         if t.duplicated:
-            notes.append(f"**{t.duplicated} duplicate(s) not explained by a killed worker**")
+            when = ", ".join(
+                f"{message_id[:8]}… at t={before - row['epoch']:.1f} s and {repeat - row['epoch']:.1f} s"
+                for message_id, before, repeat in t.unexplained[:5]
+            )
+            notes.append(f"**{t.duplicated} duplicate(s) not explained by a killed worker**: {when}")
         if t.contradicted:
             notes.append(f"{t.contradicted} marked failed but present at the other side")
         if row["unsettled"]:

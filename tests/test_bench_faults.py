@@ -41,6 +41,11 @@ def test_a_repeat_of_a_post_in_flight_when_the_worker_was_killed_counts_apart_fr
     ids = {message_id for message_id, _ in arrivals}
     result = tally(ids, set(), arrivals, {}, kills=(100.0,), in_flight_for=25.0)
     assert (result.arrived, result.duplicated_mid_post, result.duplicated, result.lost) == (4, 2, 3, 0)
+    assert result.unexplained == [
+        ("answered-long-before", 50.0, 125.0),
+        ("thrice", 122.0, 140.0),
+        ("twice-after", 130.0, 131.0),
+    ]
     without_kill = tally(ids, set(), arrivals, {}, in_flight_for=25.0)
     assert (without_kill.duplicated_mid_post, without_kill.duplicated) == (0, 5)
 
