@@ -15,7 +15,12 @@ Counted per scenario (ids: the Wavix message id inbound, the message id = Wavix 
   forwarded   inbound: 3CX answered 200 to a POST carrying the id (X-Wavix-Message-Id).
   sent        outbound: the sandbox Wavix stored a message with the tag.
   duplicated  inbound: 200-answered POSTs of an id beyond its first; outbound: sandbox messages of a tag
-              beyond its first (both: what at-least-once may cost; each must be explained).
+              beyond its first. Inbound repeats are counted apart as "worker died mid-POST" when the previous
+              POST of the id reached 3CX at most one forward lease (the longest a POST holds its delivery) before
+              a SIGKILL this bench sent, and the repeat after it: at-least-once to 3CX, what the relay promises.
+              Any other duplicate (outbound: every one) must be explained.
+  3CX back → last text delivered (3cx-down): from the moment every 3CX answers 200 again to the last POST it
+              answered 200.
   failed      accepted, not forwarded/sent, and in a final failed state with its reason recorded: a delivery
               failed/dead-lettered with last_error, an event invalid/unroutable with last_error; a message
               failed/rejected/expired with error_message.
@@ -60,29 +65,51 @@ SETTLE_MARGIN = 180  # beyond the last retry the schedule can need
 class Tally:
     accepted: int
     arrived: int  # forwarded (inbound) or sent (outbound): distinct accepted ids that reached the other side
-    duplicated: int
+    duplicated: int  # repeats not explained by a killed worker: each must be explained
     failed: int
     lost: int
     lost_ids: list[str] = field(default_factory=list)
     contradicted: int = 0  # marked failed here, yet the other side has it
+    duplicated_mid_post: int = 0  # repeats of a POST that was in flight when the bench SIGKILLed its worker
+    unexplained: list[tuple[str, float, float]] = field(default_factory=list)  # (id, previous, repeat) of the others
 
 
-def tally(stored: set[str], acknowledged: set[str], arrivals: list[str], failed: dict[str, str]) -> Tally:
-    """`stored`: ids in our database; `acknowledged`: ids the client got a success answer for; `arrivals`: one
-    entry per successful arrival at 3CX / Wavix (repeats are duplicates); `failed`: id → recorded reason."""
+def tally(
+    stored: set[str],
+    acknowledged: set[str],
+    arrivals: list[tuple[str, float]],
+    failed: dict[str, str],
+    kills: tuple[float, ...] = (),
+    in_flight_for: float = 0.0,
+) -> Tally:
+    """`stored`: ids in our database; `acknowledged`: ids the client got a success answer for; `arrivals`: (id, when)
+    per successful arrival at 3CX / Wavix (repeats are duplicates); `failed`: id → recorded reason; `kills`: when
+    the bench SIGKILLed a worker; `in_flight_for`: the longest a POST can be in flight (its delivery's lease)."""
     accepted = stored | acknowledged
-    counts = Counter(arrivals)
-    arrived = accepted & counts.keys()
+    times: dict[str, list[float]] = {}
+    for message_id, at in arrivals:
+        times.setdefault(message_id, []).append(at)
+    arrived = accepted & times.keys()
     with_reason = {i for i, reason in failed.items() if reason and i in accepted} - arrived
     lost = sorted(accepted - arrived - with_reason)
+    mid_post, unexplained = 0, []
+    for message_id, ats in times.items():
+        ats.sort()
+        for before, repeat in zip(ats, ats[1:], strict=False):
+            if any(before <= kill < repeat and kill - before <= in_flight_for for kill in kills):
+                mid_post += 1
+            else:
+                unexplained.append((message_id, before, repeat))
     return Tally(
         accepted=len(accepted),
         arrived=len(arrived),
-        duplicated=sum(n - 1 for n in counts.values()),
+        duplicated=len(unexplained),
         failed=len(with_reason),
         lost=len(lost),
         lost_ids=lost,
         contradicted=len(arrived & {i for i, reason in failed.items() if reason}),
+        duplicated_mid_post=mid_post,
+        unexplained=sorted(unexplained, key=lambda repeat: repeat[1]),
     )
 
 
@@ -103,15 +130,18 @@ def retry_horizon(outage: float, delays: tuple[int, ...]) -> float:
 def render(rows: list[dict]) -> str:
     lines = [
         "| scenario | what was done, when (s from the start of the load) | accepted | forwarded / sent "
-        "| duplicated | failed (with reason) | lost | wall time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| duplicated (worker died mid-POST) | duplicated (other) | failed (with reason) | lost "
+        "| 3CX back → last text delivered | wall time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         t = row["tally"]
         lost = f"**{t.lost}**" if t.lost else "0"
+        other = f"**{t.duplicated}**" if t.duplicated else "0"
+        recovery = "—" if row.get("recovery") is None else f"{row['recovery']:.1f} s"
         lines.append(
-            f"| {row['scenario']} | {row['what']} | {t.accepted} | {t.arrived} | {t.duplicated} | {t.failed} "
-            f"| {lost} | {row['seconds']:.0f} s |"
+            f"| {row['scenario']} | {row['what']} | {t.accepted} | {t.arrived} | {t.duplicated_mid_post} | {other} "
+            f"| {t.failed} | {lost} | {recovery} | {row['seconds']:.0f} s |"
         )
     return "\n".join(lines)
 
@@ -404,17 +434,15 @@ def webhook_stream(world: World, count: int, seed: int) -> list[list[tuple[str, 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def count_inbound(world: World, load: Load) -> tuple[Tally, bool]:
+def count_inbound(world: World, load: Load, kills: tuple[float, ...] = ()) -> tuple[Tally, bool]:
     from messaging.models import Delivery, WebhookEvent
-    from sandbox.models import FakePbxRequest
+    from messaging.services.relay import forward_lease
 
     events = WebhookEvent.objects.filter(account__in=world.accounts, kind=WebhookEvent.Kind.INBOUND)
     stored = set(events.values_list("dedup_key", flat=True))
     arrivals = [
-        headers.get("X-Wavix-Message-Id", "")
-        for headers in FakePbxRequest.objects.filter(inbox__in=world.inboxes, answered="ok")
-        .order_by("id")
-        .values_list("headers", flat=True)
+        (headers.get("X-Wavix-Message-Id", ""), at.timestamp())
+        for headers, at in _forwards(world).values_list("headers", "received_at")
     ]
     failed = dict(
         events.filter(state__in=[WebhookEvent.State.INVALID, WebhookEvent.State.UNROUTABLE]).values_list(
@@ -431,16 +459,35 @@ def count_inbound(world: World, load: Load) -> tuple[Tally, bool]:
         events.filter(state=WebhookEvent.State.PENDING).exists()
         or deliveries.filter(status=Delivery.Status.PENDING).exists()
     )
-    return tally(stored, set(load.acknowledged_in), arrivals, failed), busy
+    lease = forward_lease().total_seconds()
+    return tally(stored, set(load.acknowledged_in), arrivals, failed, kills, lease), busy
 
 
-def count_outbound(world: World, load: Load) -> tuple[Tally, bool]:
+def _forwards(world: World):
+    """The POSTs the scenario's 3CXs answered 200."""
+    from sandbox.models import FakePbxRequest
+
+    return FakePbxRequest.objects.filter(inbox__in=world.inboxes, answered="ok").order_by("id")
+
+
+def last_forward_at(world: World) -> float | None:
+    last = _forwards(world).order_by("-received_at").values_list("received_at", flat=True).first()
+    return last.timestamp() if last else None
+
+
+def count_outbound(world: World, load: Load, kills: tuple[float, ...] = ()) -> tuple[Tally, bool]:
     from messaging.models import Message
     from sandbox.models import SandboxMessage
 
     messages = Message.objects.filter(tenant_id=world.tenant_id, direction=Message.Direction.OUTBOUND)
     stored = {str(pk) for pk in messages.values_list("pk", flat=True)}
-    arrivals = list(SandboxMessage.objects.filter(account_id=world.sandbox_account_id).values_list("tag", flat=True))
+    # Sent to Wavix exactly once, killed worker or not: every repeat counts as unexplained.
+    arrivals = [
+        (tag, at.timestamp())
+        for tag, at in SandboxMessage.objects.filter(account_id=world.sandbox_account_id).values_list(
+            "tag", "submitted_at"
+        )
+    ]
     final = [Message.Status.FAILED, Message.Status.REJECTED, Message.Status.EXPIRED]
     failed = {str(pk): reason for pk, reason in messages.filter(status__in=final).values_list("pk", "error_message")}
     busy = messages.filter(status__in=[Message.Status.QUEUED, Message.Status.SENDING, Message.Status.UNKNOWN]).exists()
@@ -462,6 +509,8 @@ class Stack:
     started: float = 0.0
     log: list[str] = field(default_factory=list)
     killed: set[int] = field(default_factory=set)  # pids this bench SIGKILLed on purpose
+    kill_times: list[float] = field(default_factory=list)  # when (time.time()) it did, in this scenario
+    threecx_back_at: float | None = None  # when every 3CX answers 200 again, in this scenario
     died: set[int] = field(default_factory=set)  # Celery processes that exited by themselves, already reported
 
     def check_celery(self) -> None:
@@ -491,6 +540,7 @@ def fault_kill_worker(stack: Stack) -> None:
     victim = next(p for p in stack.celery.started if p.popen.poll() is None and "worker" in p.popen.args)
     stack.killed.add(victim.popen.pid)
     victim.kill()  # SIGKILL the worker and its pool, mid-forward / mid-send
+    stack.kill_times.append(time.time())  # once it is dead: what it had in flight reached 3CX before this
     stack.at("SIGKILL worker + pool")
     stack.celery.worker(concurrency=2, **stack.env)
     stack.at("new worker ready")
@@ -525,6 +575,7 @@ def fault_3cx(world: World):
         stack.sleep_until(FAULT_AT)
         until = timezone.now() + timedelta(seconds=stack.args.outage_seconds)
         _db(lambda: FakePbxInbox.objects.filter(pk__in=world.inboxes).update(mode="500", mode_until=until))
+        stack.threecx_back_at = until.timestamp()
         stack.at(f"every 3CX answers 500 for {stack.args.outage_seconds:g} s from")
 
     return apply
@@ -570,6 +621,7 @@ def run_scenario(name: str, stack: Stack, seed: int) -> list[dict]:
     load = Load()
     threads = []
     stack.log, stack.started = [], time.monotonic() + 0.5
+    stack.kill_times, stack.threecx_back_at = [], None
     if inbound:
         lanes = webhook_stream(world, stack.args.texts, seed)
         rate = stack.args.texts / stack.args.load_seconds / LANES
@@ -594,15 +646,19 @@ def run_scenario(name: str, stack: Stack, seed: int) -> list[dict]:
     counters = [("inbound", count_inbound)] * inbound + [("outbound", count_outbound)] * outbound
     while True:
         stack.check_celery()
-        results = [(direction, *_db(counter, world, load)) for direction, counter in counters]
+        results = [(direction, *_db(counter, world, load, tuple(stack.kill_times))) for direction, counter in counters]
         settled = all(t.lost == 0 and not busy for _, t, busy in results)
         if settled or time.monotonic() > deadline:
             break
         time.sleep(1)
     if settled:
         time.sleep(5)  # anything still in flight (a killed worker's lease, a late retry) shows as a duplicate
-        results = [(direction, *_db(counter, world, load)) for direction, counter in counters]
+        results = [(direction, *_db(counter, world, load, tuple(stack.kill_times))) for direction, counter in counters]
     seconds = time.monotonic() - stack.started
+    recovery = None
+    if stack.threecx_back_at is not None:
+        last = _db(last_forward_at, world)
+        recovery = last - stack.threecx_back_at if last is not None else None
     what = ", ".join(stack.log)
     rows = []
     for direction, t, _busy in results:
@@ -612,6 +668,8 @@ def run_scenario(name: str, stack: Stack, seed: int) -> list[dict]:
                 "what": what,
                 "tally": t,
                 "seconds": seconds,
+                "recovery": recovery if direction == "inbound" else None,
+                "epoch": time.time() - (time.monotonic() - stack.started),  # t=0 of the load, in time.time()
                 "answers": {
                     k: v
                     for k, v in load.answers.items()
@@ -707,6 +765,12 @@ def main() -> int:
         notes = [f"answers {dict(sorted(row['answers'].items()))}"]
         if row["gave_up"]:
             notes.append(f"{row['gave_up']} requests given up by the client")
+        if t.duplicated:
+            when = ", ".join(
+                f"{message_id[:8]}… at t={before - row['epoch']:.1f} s and {repeat - row['epoch']:.1f} s"
+                for message_id, before, repeat in t.unexplained[:5]
+            )
+            notes.append(f"**{t.duplicated} duplicate(s) not explained by a killed worker**: {when}")
         if t.contradicted:
             notes.append(f"{t.contradicted} marked failed but present at the other side")
         if row["unsettled"]:

@@ -122,11 +122,13 @@ def inbound_deliveries_drain() -> int:
 
 @shared_task
 def relay_sweep() -> None:
-    """Periodic: queue the drains if anything waits — events stored while the broker was down, retries now due."""
+    """Periodic: give failing trunks their early try; queue the drains if anything waits — events stored while the
+    broker was down, retries now due, those tries."""
     from django.utils import timezone
 
     from messaging.models import Delivery, WebhookEvent
 
+    services.failing_trunks_probe()
     if WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING).exists():
         services.events_process_soon()
     if Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).exists():

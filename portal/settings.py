@@ -309,7 +309,8 @@ CELERY_BEAT_SCHEDULE = {
         }
         for queue in WORKER_QUEUES
     },
-    # Retries that fell due, and events stored while the broker was down: at most this late.
+    # Retries that fell due, and events stored while the broker was down: at most this late. It also gives failing
+    # trunks their early try (relay.PROBE_EVERY, 15 s: one every 20 s with this period).
     "relay-sweep": {"task": "messaging.tasks.relay_sweep", "schedule": 10.0, "options": {"expires": 9}},
     "outbound-sweep": {"task": "messaging.tasks.outbound_sweep", "schedule": 10.0, "options": {"expires": 9}},
     "wavix-reconcile-all": {

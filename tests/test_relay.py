@@ -197,14 +197,14 @@ def test_a_conversation_waits_behind_its_retry_while_others_go_on(setup, inbox):
     webhook(account, "a-2", sender="447700900001", text="second")
     webhook(account, "b-1", sender="447700900002", text="other conversation")
     relay()
+    # The other conversation went on; its success (3CX is back) let the first one's retry go at once, and the text
+    # that waited behind it went only after it.
     assert [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox)] == [
         "first",
         "other conversation",
+        "first",
+        "second",
     ]
-    make_due()
-    services.deliveries_process()
-    texts = [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox)]
-    assert texts[-2:] == ["first", "second"]  # the first one, then the one that waited behind it
 
 
 def test_a_leased_delivery_is_not_taken_by_another_worker(setup, inbox):
@@ -215,6 +215,186 @@ def test_a_leased_delivery_is_not_taken_by_another_worker(setup, inbox):
     assert services.deliveries_process() == 0
     Delivery.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # that worker died
     assert services.deliveries_process() == 1
+
+
+def test_a_forwards_lease_outlasts_its_connect_and_read_timeouts_and_no_more(setup, settings):
+    """A worker killed mid-POST has its texts sent again once their leases lapse (at-least-once to 3CX): the lease
+    is what a POST can take plus a margin, not a fixed minute."""
+    from messaging.services import relay as relay_service
+
+    settings.THREECX_CONNECT_TIMEOUT, settings.THREECX_READ_TIMEOUT = 2, 3
+    account, _ = setup
+    webhook(account, "msg-1")
+    services.events_process()
+    before = timezone.now()
+    delivery = relay_service._claim_delivery(Delivery.objects.get().pk)
+    held = delivery.lease_until - before
+    assert timedelta(seconds=5) + relay_service.LEASE_MARGIN <= held < timedelta(seconds=6) + relay_service.LEASE_MARGIN
+
+
+@pytest.fixture
+def other_setup(wavix, other_tenant):
+    """Another reseller's tenant with its own account, trunk, 3CX inbox and number (+14155550200)."""
+    account = f.WavixAccountFactory(reseller=other_tenant.reseller, tenant=other_tenant)
+    other_inbox = FakePbxInbox.objects.create(label="Other PBX")
+    trunk = f.TrunkFactory(tenant=other_tenant, sms_enabled=True)
+    point(trunk, f"{wavix.url}/sandbox/3cx/{other_inbox.token}/")
+    PhoneNumber.objects.create(account=account, tenant=other_tenant, trunk=trunk, number="+14155550200", wavix_id="9")
+    return account, trunk, other_inbox
+
+
+def texts(inbox):
+    return [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox) if r.answered == "ok"]
+
+
+def three_failures(*inboxes):
+    """Every pending delivery fails three times: its next try is 5 minutes away, as after a few minutes of outage."""
+    for inbox in inboxes:
+        set_mode(inbox, "500")
+    relay()
+    for _ in range(2):
+        make_due()
+        services.deliveries_process()
+    tried = Delivery.objects.filter(status="pending", attempts__gt=0)  # the others wait behind these
+    assert tried and all(d.attempts == 3 and d.next_attempt_at > timezone.now() + timedelta(minutes=4) for d in tried)
+
+
+def test_a_failing_trunks_waiting_texts_go_at_once_on_its_first_success_and_no_one_elses(setup, inbox, other_setup):
+    account, trunk = setup
+    other_account, other_trunk, other_inbox = other_setup
+    for n in range(3):
+        webhook(account, f"a-{n}", sender=f"44770090000{n}", text=f"waiting {n}")
+    webhook(account, "a-3", sender="447700900000", text="behind waiting 0")
+    webhook(other_account, "b-0", to="14155550200", text="the other tenant's")
+    three_failures(inbox, other_inbox)
+    set_mode(inbox, "ok")
+    set_mode(other_inbox, "ok")  # both 3CXs are back
+
+    webhook(account, "a-new", sender="447700900009", text="new")  # its success is the trunk's first
+    relay()
+    got = texts(inbox)
+    assert got[0] == "new" and sorted(got[1:]) == ["behind waiting 0", "waiting 0", "waiting 1", "waiting 2"]
+    assert got.index("waiting 0") < got.index("behind waiting 0")  # a conversation still goes in order
+    trunk.refresh_from_db()
+    assert trunk.forward_failures == 0 and trunk.forward_error == ""
+    # Another reseller's trunk is not released by this trunk's success: it waits for its own (its probe).
+    other = Delivery.objects.get(trunk=other_trunk)
+    assert other.status == "pending" and other.next_attempt_at > timezone.now() + timedelta(minutes=4)
+    assert not texts(other_inbox)
+
+
+def test_the_sweeper_probes_each_failing_trunk_with_its_oldest_waiting_text_once_per_interval(
+    setup, inbox, other_setup
+):
+    from django.db import connection
+
+    from messaging.services import relay as relay_service
+    from messaging.tasks import relay_sweep
+
+    account, trunk = setup
+    other_account, other_trunk, other_inbox = other_setup
+    for n in range(3):
+        webhook(account, f"a-{n}", sender=f"44770090000{n}", text=f"waiting {n}")
+    for n in range(2):
+        webhook(other_account, f"b-{n}", sender=f"44770090000{n}", to="14155550200", text=f"other {n}")
+    three_failures(inbox, other_inbox)
+    oldest = {
+        trunk.pk: Delivery.objects.filter(trunk=trunk).earliest("id").pk,
+        other_trunk.pk: Delivery.objects.filter(trunk=other_trunk).earliest("id").pk,
+    }
+
+    def due() -> set[int]:
+        return set(
+            Delivery.objects.filter(status="pending", next_attempt_at__lte=timezone.now()).values_list("pk", flat=True)
+        )
+
+    def quiet_for(seconds: int) -> None:
+        Trunk.objects.update(forward_checked_at=timezone.now() - timedelta(seconds=seconds))
+
+    assert relay_service.failing_trunks_probe() == 0 and not due()  # both were just tried
+    quiet_for(16)
+    relay_sweep()
+    assert due() == set(oldest.values())  # one text per failing trunk: its oldest
+    relay_sweep()
+    assert due() == set(oldest.values())  # the next sweep of the same interval adds nothing
+    services.deliveries_process()  # the probes fail: 3CX is still down
+    assert not due()
+
+    # Sweepers at once (two workers, or one running late) probe each trunk once.
+    quiet_for(16)
+    start = threading.Barrier(4, timeout=10)
+    probed = []
+
+    def sweeper() -> None:
+        try:
+            start.wait()
+            probed.append(relay_service.failing_trunks_probe())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweeper) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(probed) == 2 and due() == set(oldest.values())
+
+
+def test_3cx_back_every_waiting_text_goes_after_one_sweep_not_at_its_next_retry(setup, inbox, other_setup):
+    from messaging.tasks import relay_sweep
+
+    account, _ = setup
+    other_account, _, other_inbox = other_setup
+    for n in range(3):
+        webhook(account, f"a-{n}", sender=f"44770090000{n}", text=f"waiting {n}")
+        webhook(account, f"a-{n}-2", sender=f"44770090000{n}", text=f"behind waiting {n}")
+    webhook(other_account, "b-0", to="14155550200", text="the other tenant's")
+    three_failures(inbox, other_inbox)
+    set_mode(inbox, "ok")  # this 3CX is back; the other tenant's is still down
+    Trunk.objects.update(forward_checked_at=timezone.now() - timedelta(seconds=16))
+    relay_sweep()
+    services.deliveries_process()  # the drain the sweep asked for
+    assert sorted(texts(inbox)) == sorted(
+        [f"waiting {n}" for n in range(3)] + [f"behind waiting {n}" for n in range(3)]
+    )
+    for n in range(3):
+        assert texts(inbox).index(f"waiting {n}") < texts(inbox).index(f"behind waiting {n}")
+    other = Delivery.objects.get(message__account=other_account)
+    assert (other.status, other.attempts) == ("pending", 4) and not texts(other_inbox)  # probed, failed, waits
+
+
+def test_a_text_3cx_alone_refuses_is_not_sent_again_after_every_other_texts_success(setup):
+    """Releasing a trunk's waiting texts on every success would re-send, after each of the others, a text that 3CX
+    answers 500 while it takes the rest: at most once per PROBE_EVERY instead, so it keeps about its schedule."""
+    account, trunk = setup
+    posts: Counter = Counter()
+
+    class Picky(BaseHTTPRequestHandler):
+        def do_POST(self):
+            text = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["message_body"]["text"]
+            posts[text] += 1
+            self.send_response(500 if text == "poison" else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Picky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        point(trunk, f"http://127.0.0.1:{server.server_address[1]}/sms")
+        webhook(account, "poison", sender="447700900001", text="poison")
+        relay()
+        for n in range(5):
+            webhook(account, f"ok-{n}", sender="447700900002", text=f"fine {n}")
+            relay()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [posts[f"fine {n}"] for n in range(5)] == [1] * 5
+    assert posts["poison"] == 2  # its first try, and once when the trunk's next success released it
+    assert Delivery.objects.get(message__wavix_message_id="poison").next_attempt_at > timezone.now()
 
 
 def test_a_3cx_url_inside_a_private_network_is_refused_at_save_and_at_send(setup, inbox, settings):

@@ -16,7 +16,7 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -54,7 +54,14 @@ START_WORDS = frozenset({"START", "UNSTOP"})
 # Waits before each retry of a forward that failed for a reason that may pass; then every 6 h up to 48 h.
 RETRY_DELAYS = (10, 60, 300, 1800, 7200, 21600)
 RETRY_FOR = timedelta(hours=48)
-LEASE = timedelta(seconds=60)  # longer than one POST can take (connect + read timeouts)
+# A forward holds its delivery (a lease) for longer than its POST can take — the connect and read timeouts, plus a
+# margin for the address check before the POST and for recording the answer after it — so a live worker never
+# loses a delivery under its POST; and for no longer, because a worker killed mid-POST has its deliveries sent
+# again once their leases lapse: at-least-once to 3CX, the repeat carrying the same X-Wavix-Message-Id. (Derived,
+# not a fixed 60 s: that was four times what the default timeouts need, and would fall short if they were raised.
+# The read timeout bounds each wait for bytes, not a whole answer: a 3CX trickling its answer past the lease may
+# get the text twice — at-least-once again.)
+LEASE_MARGIN = timedelta(seconds=10)
 EVENTS_FLAG, DELIVERIES_FLAG = "relay:events-drain-queued", "relay:deliveries-drain-queued"
 ROUTING_LOCK = 72_211_001  # PostgreSQL advisory lock id: one router at a time
 _broker_down_until = 0.0
@@ -507,13 +514,18 @@ def deliveries_process(limit: int = 200) -> int:
 NO_URL = threecx.Outcome(False, True, None, "", "The trunk has no 3CX webhook URL yet")
 
 
+def forward_lease() -> timedelta:
+    """How long a claimed delivery is held for its POST (see LEASE_MARGIN)."""
+    return timedelta(seconds=settings.THREECX_CONNECT_TIMEOUT + settings.THREECX_READ_TIMEOUT) + LEASE_MARGIN
+
+
 def _claim_delivery(pk: int) -> Delivery | None:
     """Take this delivery for one forward (a lease: a worker that dies mid-POST leaves it to the next drain)."""
     now = timezone.now()
     claimed = (
         Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + LEASE)
+        .update(lease_until=now + forward_lease())
     )
     if not claimed:
         return None
@@ -580,18 +592,79 @@ HEALTHY_CHECK_EVERY = timedelta(seconds=60)
 
 
 def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now) -> None:
-    if outcome.delivered:
-        if (
-            not trunk.forward_failures
-            and trunk.forward_checked_at
-            and now - trunk.forward_checked_at < HEALTHY_CHECK_EVERY
-        ):
-            return  # healthy, as loaded with the delivery a moment ago, and said so within the minute
-        Trunk.objects.filter(pk=trunk.pk).update(forward_failures=0, forward_error="", forward_checked_at=now)
-    else:
+    if not outcome.delivered:
         Trunk.objects.filter(pk=trunk.pk).update(
             forward_failures=F("forward_failures") + 1, forward_error=outcome.error[:300], forward_checked_at=now
         )
+        return
+    if not trunk.forward_failures and trunk.forward_checked_at and now - trunk.forward_checked_at < HEALTHY_CHECK_EVERY:
+        return  # healthy, as loaded with the delivery a moment ago, and said so within the minute
+    # Conditional: of several successes at once (3CX back with POSTs in flight), one ends the failures.
+    recovered = Trunk.objects.filter(pk=trunk.pk, forward_failures__gt=0).update(
+        forward_failures=0, forward_error="", forward_checked_at=now
+    )
+    if recovered:
+        _waiting_release(trunk.pk, now)
+    else:
+        Trunk.objects.filter(pk=trunk.pk).update(forward_checked_at=now)
+
+
+# Recovery. A failing trunk's texts wait out their retry schedule — 5 minutes after three failures, 30 and more
+# after a long outage — and 3CX being back must not cost that wait (it did: bench/faults.py, 3cx-down). Two things
+# end it early:
+# - the first success on a trunk that was failing, whatever brought it (a probe, a scheduled retry, a new text, a
+#   replay), makes all the trunk's waiting texts due now, in one UPDATE, and asks for a drain;
+# - a failing trunk that nothing tried for PROBE_EVERY gets one early try from the beat sweeper, with its oldest
+#   waiting text: a real text is the probe, so there is nothing 3CX must understand and nothing to clean up.
+# Each happens at most once per PROBE_EVERY per trunk, across all workers: a 3CX that keeps failing gets one early
+# POST every ~20 s; and a text that 3CX alone refuses with a 5xx while it takes the others is not sent again after
+# every other text's success — it keeps about its schedule. Only conversation heads are ever due (_due_heads), so
+# order holds; the 48 h bound counts from each delivery's creation, so it holds too.
+PROBE_EVERY = timedelta(seconds=15)  # the sweeper runs every 10 s: an idle failing trunk is tried every 20 s
+RELEASED_FLAG = "relay:trunk-released:{}"
+
+
+def _waiting_release(trunk_id: int, now) -> int:
+    """Make the trunk's texts that wait for a retry due now and ask for a drain, unless that was done for this trunk
+    within PROBE_EVERY; returns how many were released."""
+    try:
+        first = cache.add(RELEASED_FLAG.format(trunk_id), 1, timeout=int(PROBE_EVERY.total_seconds()))
+    except Exception:  # noqa: BLE001 - the cache being down costs only this limit, never the release
+        first = True
+    if not first:
+        return 0
+    released = Delivery.objects.filter(
+        trunk_id=trunk_id, status=Delivery.Status.PENDING, next_attempt_at__gt=now
+    ).update(next_attempt_at=now)
+    if released:
+        transaction.on_commit(deliveries_process_soon)
+    return released
+
+
+def failing_trunks_probe() -> int:
+    """Give each failing trunk that nothing tried for PROBE_EVERY, and whose texts wait for a retry, one early try:
+    its oldest pending delivery (the first of its conversation) becomes due now. Returns how many trunks."""
+    now = timezone.now()
+    quiet = Q(forward_checked_at__isnull=True) | Q(forward_checked_at__lte=now - PROBE_EVERY)
+    waiting = Delivery.objects.filter(trunk=OuterRef("pk"), status=Delivery.Status.PENDING, next_attempt_at__gt=now)
+    candidates = Trunk.objects.filter(quiet, forward_failures__gt=0).filter(Exists(waiting))
+    probed = 0
+    for trunk_id in candidates.values_list("pk", flat=True):
+        # The trunk's turn, taken with a conditional update (the try counts from now): two sweepers at once, or one
+        # running late, probe it once. Two statements, no transaction: no lock is held while the other is taken.
+        if not Trunk.objects.filter(quiet, pk=trunk_id, forward_failures__gt=0).update(forward_checked_at=now):
+            continue
+        oldest = (
+            Delivery.objects.filter(trunk_id=trunk_id, status=Delivery.Status.PENDING)
+            .order_by("id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        Delivery.objects.filter(pk=oldest, status=Delivery.Status.PENDING, next_attempt_at__gt=now).update(
+            next_attempt_at=now
+        )
+        probed += 1
+    return probed
 
 
 def delivery_replay(*, actor, deliveries) -> int:
@@ -716,6 +789,7 @@ __all__ = [
     "events_process",
     "opt_out_apply",
     "deliveries_process",
+    "failing_trunks_probe",
     "delivery_replay",
     "hold_reason",
     "held_release",
@@ -727,7 +801,9 @@ __all__ = [
     "START_WORDS",
     "RETRY_DELAYS",
     "RETRY_FOR",
-    "LEASE",
+    "LEASE_MARGIN",
+    "forward_lease",
     "ROUTING_LOCK",
+    "PROBE_EVERY",
     "RECONCILE_OVERLAP",
 ]
