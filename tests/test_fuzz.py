@@ -225,3 +225,67 @@ def test_a_wavix_key_that_cannot_travel_in_a_header_is_refused_with_a_reason(wor
     )
     assert response.status_code == 400
     assert "letters, digits and punctuation only, no spaces" in response.json()["api_key"][0]
+
+
+# Every operation of the API that reads a body, and the world row its {id} names.
+BODY_OPERATIONS = [
+    (method.upper(), path)
+    for path, operations in schema.raw_schema["paths"].items()
+    for method, operation in operations.items()
+    if "requestBody" in operation
+]
+WORLD_ROWS = {
+    "tenants": "tenants.tenant",
+    "wavix-accounts": "messaging.wavixaccount",
+    "trunks": "messaging.trunk",
+    "sender-ids": "messaging.senderid",
+    "messages": "messaging.message",
+    "numbers": "messaging.phonenumber",
+}
+
+
+def api_url(path: str, world: dict) -> str:
+    return path.replace("{id}", str(world[WORLD_ROWS[path.split("/")[3]]].pk))
+
+
+@pytest.mark.parametrize("method,path", BODY_OPERATIONS)
+def test_a_body_nested_100000_deep_gets_400_from_every_api_route_that_reads_one(world, reseller_admin, method, path):
+    # DRF's JSON parser let the RecursionError through: a 500.
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = token_client(reseller_admin).generic(method, api_url(path, world), body, content_type="application/json")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"detail": "JSON parse error - the body is nested too deeply."},
+    )
+
+
+@pytest.mark.parametrize("method,path", BODY_OPERATIONS)
+def test_a_lone_surrogate_anywhere_in_an_api_body_gets_400_naming_where(world, reseller_admin, method, path):
+    body = b'{"note": {"deep": ["fine", "half an emoji \\ud83d"]}}'
+    response = token_client(reseller_admin).generic(method, api_url(path, world), body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "JSON parse error - note.deep[1] contains a lone UTF-16 surrogate (an unpaired \\ud800–\\udfff escape): "
+        "send UTF-8 text."
+    )
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/api/v1/sender-ids/", {"type": "\ud800", "value": "Acme", "countries": ["GB"]}),
+        ("/api/v1/trunks/", {"name": "T", "sms_template": "\udfff"}),
+    ],
+)
+def test_a_lone_surrogate_that_drf_would_echo_in_its_answer_gets_400_not_a_500(world, reseller_admin, path, body):
+    # A choice DRF refuses comes back quoted in the answer, which cannot be encoded as UTF-8.
+    response = token_client(reseller_admin).post(path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert "lone UTF-16 surrogate" in response.json()["detail"]
+
+
+def test_another_resellers_row_answers_404_whatever_the_body(world, other_world, reseller_admin):
+    api = token_client(reseller_admin)
+    for body in (b'{"name": "x"}', b"[" * 100_000 + b"]" * 100_000, b'{"name": "\\ud800"}'):
+        url = f"/api/v1/trunks/{other_world['messaging.trunk'].pk}/"
+        assert api.generic("PATCH", url, body, content_type="application/json").status_code == 404
