@@ -354,6 +354,26 @@ def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant
     assert Message.objects.filter(status="forwarded").count() == 3
 
 
+def test_reconciliation_parks_a_text_wavix_lists_in_a_shape_the_intake_refuses_with_the_reason(
+    wavix, tenant, sandbox_account, other_tenant
+):
+    from sandbox.models import SandboxMessage
+
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
+    SandboxMessage.objects.create(
+        account=sandbox_account, direction="inbound", from_number="447700900001", to_number="call me", text="Hi"
+    )
+    assert services.inbound_reconcile(account) == 1
+    assert services.inbound_reconcile(account) == 0  # listed again: found under the same key, kept once
+    relay()
+    event = WebhookEvent.objects.get()
+    assert (event.state, event.recovered, event.account) == ("invalid", True, account)
+    assert event.last_error.startswith("to must be a phone number")
+    assert json.loads(bytes(event.body))["to"] == "call me"  # kept as Wavix listed it
+    assert not Message.objects.exists()
+    assert not WebhookEvent.objects.filter(account__tenant=other_tenant).exists()
+
+
 def test_metrics_count_webhooks_and_forwards_and_show_the_backlog(client, setup, inbox, settings, operator):
     from django.contrib.auth import get_user_model
 
@@ -365,7 +385,7 @@ def test_metrics_count_webhooks_and_forwards_and_show_the_backlog(client, setup,
 
     metrics.flush()  # what earlier tests counted in this process
     cache.delete_many([k for k in ("metrics:webhook:inbound:accepted", "metrics:webhook:inbound:duplicate")])
-    body = json.dumps({"message_id": "m-1", "from": "447700900001", "to": "14155550100"})
+    body = json.dumps({"message_id": "m-1", "from": "447700900001", "to": "14155550100", "message_body": {"text": ""}})
     for _ in range(2):
         client.post(account.inbound_webhook_url, body, content_type="application/json")
     client.post(account.inbound_webhook_url, "nope", content_type="application/json")

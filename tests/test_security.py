@@ -77,7 +77,7 @@ def test_a_locked_out_person_keeps_api_tokens_and_wavix_keeps_its_webhooks(clien
     response = client.generic(
         "POST",
         account.inbound_webhook_url,
-        b'{"message_id": "m1", "to": "14155550100"}',
+        b'{"message_id": "m1", "from": "447700900001", "to": "14155550100", "message_body": {"text": "Hi"}}',
         content_type="application/json",
     )
     assert response.status_code == 200
@@ -140,7 +140,7 @@ def test_the_api_needs_a_csrf_token_with_a_session_and_none_with_a_token(tenant,
 def test_webhooks_need_no_csrf_token_but_the_secret(tenant):
     account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
     wavix = Client(enforce_csrf_checks=True)
-    body = b'{"message_id": "m1", "to": "14155550100"}'
+    body = b'{"message_id": "m1", "from": "447700900001", "to": "14155550100", "message_body": {"text": "Hi"}}'
     assert wavix.generic("POST", account.inbound_webhook_url, body, content_type="application/json").status_code == 200
     wrong = account.inbound_webhook_url.replace(account.inbound_webhook_url.split("/")[-3], "x" * 32)
     assert wavix.generic("POST", wrong, body, content_type="application/json").status_code == 404

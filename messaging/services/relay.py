@@ -2,6 +2,7 @@
 delivery reports applied to outbound messages; texts whose webhook never came recovered from Wavix.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from messaging import metrics, threecx
+from messaging import metrics, threecx, webhooks
 from messaging.models import (
     AuditEvent,
     Delivery,
@@ -556,14 +557,23 @@ def inbound_reconcile(account: WavixAccount) -> int:
     since = (account.inbound_reconciled_at or started - timedelta(days=1)) - RECONCILE_OVERLAP
     recovered = 0
     for body in WavixClient.for_account(account).inbound_messages(since):
+        # The intake's shape, as for a webhook. One that fails has nobody to answer a 400 to: it is kept, parked
+        # with the reason (under a key its next listing finds again), never lost and never half-routed.
+        problem = webhooks.shape_problem(WebhookEvent.Kind.INBOUND, body)
+        if problem:
+            key = "invalid:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        else:
+            key = webhooks.dedup_key(WebhookEvent.Kind.INBOUND, body)
         try:
             with transaction.atomic():
                 WebhookEvent.objects.create(
                     account=account,
                     kind=WebhookEvent.Kind.INBOUND,
-                    dedup_key=str(body["message_id"]),
+                    dedup_key=key,
                     body=json.dumps(body).encode(),
                     recovered=True,
+                    state=WebhookEvent.State.INVALID if problem else WebhookEvent.State.PENDING,
+                    last_error=problem or "",
                 )
             recovered += 1
         except IntegrityError:
