@@ -674,12 +674,13 @@ class MessageAdmin(RecordAdmin):
             return "—"
         return format_html_join(
             mark_safe("<br>"),
-            "{} at {}{}",
+            "{} at {}{}{}",
             (
                 (
                     r["status"],
                     timezone.localtime(r["received_at"]).strftime("%H:%M:%S"),
                     f" ({r['error']})" if r["error"] else "",
+                    f" — {r['note']}" if r["note"] else "",
                 )
                 for r in rows
             ),

@@ -242,6 +242,7 @@ class DeliveryReportSerializer(serializers.Serializer):
     status = serializers.CharField()
     received_at = serializers.DateTimeField()
     error = serializers.CharField(allow_null=True)
+    note = serializers.CharField(help_text="What the portal could not read from the report and left out, if anything.")
 
 
 class MessageDetailSerializer(MessageSerializer):
@@ -266,7 +267,14 @@ class MessageDetailSerializer(MessageSerializer):
                 body = json.loads(bytes(event.body))
             except ValueError:
                 continue
-            reports.append({"status": body.get("status"), "received_at": event.received_at, "error": body.get("error")})
+            reports.append(
+                {
+                    "status": body.get("status"),
+                    "received_at": event.received_at,
+                    "error": body.get("error"),
+                    "note": event.last_error,
+                }
+            )
         return reports
 
 
