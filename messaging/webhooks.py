@@ -204,6 +204,10 @@ def shape_problem(kind: str, payload: dict) -> str | None:
     that does not have its shape."""
     if where := lone_surrogate_at(payload):
         return lone_surrogate_problem(where)
+    return _field_problem(kind, payload)
+
+
+def _field_problem(kind: str, payload: dict) -> str | None:
     for field in SHAPES[kind]:
         if problem := field.problem(payload):
             return problem
@@ -220,7 +224,11 @@ def parse(kind: str, body: bytes) -> tuple[dict | None, str | None]:
         return None, "The body is nested too deeply."
     if not isinstance(payload, dict):
         return None, "The body is not a JSON object."
-    if problem := shape_problem(kind, payload):
+    # A lone surrogate comes only from a \u escape (no decoder json.loads uses lets a raw one through), so a body
+    # without a backslash, whose byte is there in UTF-8, -16 and -32 alike, skips the walk: a third of the check's
+    # cost on a plain webhook.
+    check = shape_problem if b"\\" in body else _field_problem
+    if problem := check(kind, payload):
         return None, problem
     return payload, None
 

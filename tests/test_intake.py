@@ -305,6 +305,12 @@ def test_a_lone_utf16_surrogate_in_any_field_gets_400_naming_it_not_a_500(client
     assert reason == f"{field} contains a lone UTF-16 surrogate (an unpaired \\ud800–\\udfff escape): send UTF-8 text."
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32-le"])
+def test_a_lone_surrogate_is_refused_in_every_encoding_json_reads(client, account, encoding):
+    raw = json.dumps({**INBOUND, "message_id": "m\ud800"}).encode(encoding)
+    assert refused(client, account, "inbound", raw).startswith("message_id contains a lone UTF-16 surrogate")
+
+
 def test_a_lone_surrogate_in_a_key_is_refused_and_the_answer_carries_it_escaped(client, account):
     reason = refused(client, account, "inbound", b'{"message_id": "m1", "x\\ud800": 1}')
     assert reason.startswith("x\\ud800 contains a lone UTF-16 surrogate")
