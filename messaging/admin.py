@@ -747,6 +747,7 @@ class WebhookEventAdmin(RecordAdmin):
             return "— (purged after the reseller's retention period)"
         try:
             shown = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+            shown.encode()  # a lone surrogate (stored before the intake refused them): shown as received instead
         except ValueError:
             shown = raw.decode("utf-8", "replace")
         return format_html("<pre>{}</pre>", shown)

@@ -267,11 +267,14 @@ class MessageDetailSerializer(MessageSerializer):
                 body = json.loads(bytes(event.body))
             except ValueError:
                 continue
+            # Wavix's error as the report applied it: a text, else nothing (its note says why). A lone surrogate in
+            # a report stored before the intake refused them is shown escaped: no UTF-8 answer can hold it.
+            error = body.get("error") if isinstance(body.get("error"), str) else None
             reports.append(
                 {
                     "status": body.get("status"),
                     "received_at": event.received_at,
-                    "error": body.get("error"),
+                    "error": error and error.encode("utf-8", "backslashreplace").decode(),
                     "note": event.last_error,
                 }
             )

@@ -507,3 +507,14 @@ def test_on_postgresql_the_intake_statement_is_prepared_once_per_connection(clie
         )
         assert cursor.fetchone()[0] == 1
     assert WebhookEvent.objects.filter(account=account, dedup_key__in=["p0", "p1", "p2"]).count() == 3
+
+
+def test_an_event_stored_before_surrogates_were_refused_still_shows_on_its_page(client, account, reseller_admin):
+    # Rows stored by the earlier intake may hold one: the page showed the body decoded, which no UTF-8 answer holds.
+    event = WebhookEvent.objects.create(
+        account=account, kind="inbound", dedup_key="old", body=b'{"message_id": "old", "from": "\\ud800"}'
+    )
+    client.force_login(reseller_admin)
+    response = client.get(f"/admin/messaging/webhookevent/{event.pk}/change/")
+    assert response.status_code == 200
+    assert "&quot;from&quot;: &quot;\\ud800&quot;" in response.content.decode()  # as received

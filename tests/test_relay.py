@@ -402,6 +402,23 @@ def test_the_note_is_shown_with_the_messages_reports_to_its_reseller_only(outbou
     assert token_client(other_admin).get(f"/api/v1/messages/{outbound.pk}/").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "error,shown",
+    [({"code": 23}, None), ("Handset \ud800", "Handset \\ud800"), ("Handset unreachable", "Handset unreachable")],
+)
+def test_a_reports_error_is_shown_only_as_a_text_and_an_old_lone_surrogate_escaped(
+    outbound, reseller_admin, error, shown
+):
+    from tests.conftest import token_client
+
+    # Stored as reports were before the intake refused surrogates (it still takes any error: a side field).
+    raw = json.dumps({"message_id": "out-1", "status": "undelivered", "error": error}).encode()
+    WebhookEvent.objects.create(account=outbound.account, kind="dlr", dedup_key="out-1:undelivered", body=raw)
+    response = token_client(reseller_admin).get(f"/api/v1/messages/{outbound.pk}/")
+    assert response.status_code == 200
+    assert response.json()["reports"][0]["error"] == shown
+
+
 def test_a_report_for_a_message_the_portal_did_not_send_is_kept_and_shown(setup):
     account, _ = setup
     event = webhook(account, "sent-by-3cx", kind="dlr", status="delivered")
