@@ -795,12 +795,13 @@ class MessageAdmin(RecordAdmin):
             return "—"
         return format_html_join(
             mark_safe("<br>"),
-            "{} at {}{}",
+            "{} at {}{}{}",
             (
                 (
                     r["status"],
                     timezone.localtime(r["received_at"]).strftime("%H:%M:%S"),
                     f" ({r['error']})" if r["error"] else "",
+                    f" — {r['note']}" if r["note"] else "",
                 )
                 for r in rows
             ),
@@ -867,6 +868,7 @@ class WebhookEventAdmin(RecordAdmin):
             return "— (purged after the reseller's retention period)"
         try:
             shown = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+            shown.encode()  # a lone surrogate (stored before the intake refused them): shown as received instead
         except ValueError:
             shown = raw.decode("utf-8", "replace")
         return format_html("<pre>{}</pre>", shown)

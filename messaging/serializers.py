@@ -268,6 +268,7 @@ class DeliveryReportSerializer(serializers.Serializer):
     status = serializers.CharField()
     received_at = serializers.DateTimeField()
     error = serializers.CharField(allow_null=True)
+    note = serializers.CharField(help_text="What the portal could not read from the report and left out, if anything.")
 
 
 class MessageDetailSerializer(MessageSerializer):
@@ -292,7 +293,17 @@ class MessageDetailSerializer(MessageSerializer):
                 body = json.loads(bytes(event.body))
             except ValueError:
                 continue
-            reports.append({"status": body.get("status"), "received_at": event.received_at, "error": body.get("error")})
+            # Wavix's error as the report applied it: a text, else nothing (its note says why). A lone surrogate in
+            # a report stored before the intake refused them is shown escaped: no UTF-8 answer can hold it.
+            error = body.get("error") if isinstance(body.get("error"), str) else None
+            reports.append(
+                {
+                    "status": body.get("status"),
+                    "received_at": event.received_at,
+                    "error": error and error.encode("utf-8", "backslashreplace").decode(),
+                    "note": event.last_error,
+                }
+            )
         return reports
 
 

@@ -2,15 +2,13 @@
 
 Answers: 200 once the event is stored (or was already: a duplicate); 404 for a wrong or retired secret (or a
 source address the account does not accept); 413 for a body over WEBHOOK_MAX_BYTES; 400 with the reason for
-a body that is not a JSON object (or is nested too deeply to read) or lacks what its kind needs; 503 when
-the database cannot store it, so Wavix tries again. A broker outage does not matter here: the periodic sweeper
-dispatches what was stored. Django's log lines for 4xx and 5xx answers show the path with its secret masked
-(portal.logging.WebhookSecretFilter).
+a body that is not a JSON object (or is nested too deeply to read) or not of its kind's shape (messaging.webhooks
+names the field and what it must be), and nothing is stored; 503 when the database cannot store it, so Wavix
+tries again. A broker outage does not matter here: the periodic sweeper dispatches what was stored. Django's log
+lines for 4xx and 5xx answers show the path with its secret masked (portal.logging.WebhookSecretFilter).
 """
 
-import hashlib
 import hmac
-import json
 import logging
 
 from django.conf import settings
@@ -18,17 +16,12 @@ from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from messaging import metrics, services
+from messaging import metrics, services, webhooks
 from messaging.models import WebhookEvent, WebhookSecret
 
 logger = logging.getLogger(__name__)
 
 KINDS = {"inbound": WebhookEvent.Kind.INBOUND, "dlr": WebhookEvent.Kind.DLR, "10dlc": WebhookEvent.Kind.TENDLC}
-REQUIRED = {
-    WebhookEvent.Kind.INBOUND: ("message_id", "to"),
-    WebhookEvent.Kind.DLR: ("message_id", "status"),
-    WebhookEvent.Kind.TENDLC: ("status",),
-}
 
 
 class BodyTooLarge(Exception):
@@ -51,61 +44,6 @@ def _read_body(request) -> bytes:
     if len(body) > limit:
         raise BodyTooLarge
     return body
-
-
-# 10DLC reports name a brand, a campaign or a number, any of which may be absent (or null).
-OPTIONAL = {WebhookEvent.Kind.TENDLC: ("brand_id", "campaign_id", "number")}
-DEDUP_KEY_MAX = WebhookEvent._meta.get_field("dedup_key").max_length
-
-
-def _digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _dedup_key(kind: str, payload: dict) -> str:
-    # Each part is at most 100 characters, but together they may pass the column's 200: PostgreSQL would refuse
-    # the row (a 503 that Wavix retries forever), so a longer key is hashed, keeping a report's message id in
-    # front (a message's reports are found by it).
-    if kind == WebhookEvent.Kind.INBOUND:
-        return str(payload["message_id"])
-    if kind == WebhookEvent.Kind.DLR:
-        key = f"{payload['message_id']}:{payload['status']}"
-        return key if len(key) <= DEDUP_KEY_MAX else f"{payload['message_id']}:{_digest(str(payload['status']))}"
-    ids = [str(payload.get(key, "")) for key in OPTIONAL[kind]]
-    key = ":".join([*ids, str(payload["status"])])
-    return key if len(key) <= DEDUP_KEY_MAX else _digest(key)
-
-
-def _field_problem(field: str, value) -> str | None:
-    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
-        return f"Missing or invalid {field}."
-    if len(str(value)) > 100:
-        return f"{field} is too long."
-    if "\x00" in str(value):  # PostgreSQL cannot store it; refusing beats a 503 Wavix retries forever
-        return f"{field} contains a NUL character."
-    return None
-
-
-def _problem(kind: str, body: bytes) -> tuple[dict | None, str | None]:
-    """The payload, or why it cannot be accepted."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None, "The body is not JSON."
-    except RecursionError:  # a few thousand nested brackets fit in the size limit
-        return None, "The body is nested too deeply."
-    if not isinstance(payload, dict):
-        return None, "The body is not a JSON object."
-    for field in REQUIRED[kind]:
-        if problem := _field_problem(field, payload.get(field)):
-            return None, problem
-    for field in OPTIONAL.get(kind, ()):
-        if payload.get(field) is not None and (problem := _field_problem(field, payload[field])):
-            return None, problem
-    to = str(payload.get("to", "")).lstrip("+")
-    if kind == WebhookEvent.Kind.INBOUND and not (to.isascii() and to.isdigit()):  # "²" is a digit to isdigit()
-        return None, "to is not a phone number."
-    return payload, None
 
 
 @csrf_exempt
@@ -132,9 +70,9 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
             body, too_large = _read_body(request), False
         except BodyTooLarge:
             body, too_large = b"", True
-        payload, problem = (None, None) if too_large else _problem(kind, body)
+        payload, problem = (None, None) if too_large else webhooks.parse(kind, body)
         if payload is not None and WebhookEvent.store_by_secret(
-            secret=secret, kind=kind, dedup_key=_dedup_key(kind, payload), body=body
+            secret=secret, kind=kind, dedup_key=webhooks.dedup_key(kind, payload), body=body
         ):
             services.events_process_soon()
             return "accepted", _answer(200, "Accepted.")
@@ -145,7 +83,8 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
             return "too_large", _answer(413, f"The body is larger than {settings.WEBHOOK_MAX_BYTES} bytes.")
         if problem:
             return "bad_request", _answer(400, problem)
-        if not WebhookEvent.store(account_id=account.pk, kind=kind, dedup_key=_dedup_key(kind, payload), body=body):
+        key = webhooks.dedup_key(kind, payload)
+        if not WebhookEvent.store(account_id=account.pk, kind=kind, dedup_key=key, body=body):
             return "duplicate", _answer(200, "Duplicate: already received.")
     except DatabaseError:
         logger.exception("webhook intake: the database could not store a %s webhook", kind)

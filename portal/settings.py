@@ -409,6 +409,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"api_token": env_str("API_TOKEN_RATE", "600/min")},
     # Keyset pagination: no COUNT(*) over a million messages, stable under inserts.
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
+    # DRF's own JSON parser answers a deeply nested body or a lone UTF-16 surrogate with a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": [

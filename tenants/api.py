@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 from tenants import access
@@ -17,6 +18,24 @@ class NewestFirstPagination(CursorPagination):
     ordering = "-id"
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.position_field = queryset.model._meta.get_field(self.ordering.lstrip("-"))
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request):
+        """DRF's cursor, refused as "Invalid cursor" (404) when its position is no value of the ordering field.
+
+        DRF checks the cursor's encoding, offset and direction but passes the position to the query as it is: a
+        cursor that decodes to p=abc or p=1e9999 raised a ValueError in the filter, a 500.
+        """
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                self.position_field.to_python(cursor.position)
+            except DjangoValidationError:
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
 
 
 class ScopedViewSet(viewsets.GenericViewSet):

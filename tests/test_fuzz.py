@@ -4,9 +4,10 @@ Example counts are bounded (the whole module runs in well under a minute); a fai
 caused it, which hypothesis then replays first on the next run.
 """
 
+import base64
 import ipaddress
 import json
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 import schemathesis
@@ -16,9 +17,11 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 
-from messaging import threecx
+from messaging import services, threecx, webhooks
+from messaging.models import PhoneNumber, WebhookEvent
 from tenants.authentication import TokenRateThrottle
 from tenants.models import ApiToken
 from tests import factories as f
@@ -39,6 +42,9 @@ FUZZ = settings(
 # kind, 413 too large; 405 for a method other than POST. 503 is for a database that is down, never for an input.
 DOCUMENTED = {200, 400, 404, 413}
 
+# Lone UTF-16 surrogates ("\ud800" without its pair): json.dumps writes them as escapes, as a sender would, and
+# json.loads reads them back into strings no UTF-8 encoder takes (they were a 500).
+surrogate_texts = st.tuples(st.text(max_size=6), st.characters(categories=["Cs"]), st.text(max_size=6)).map("".join)
 scalars = (
     st.none()
     | st.booleans()
@@ -46,6 +52,7 @@ scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=120)
     | st.from_regex(r"\+?[0-9]{1,20}", fullmatch=True)
+    | surrogate_texts
 )
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
@@ -54,11 +61,54 @@ json_values = st.recursive(
 known_keys = st.sampled_from(
     ["message_id", "to", "from", "status", "brand_id", "campaign_id", "number", "message_body", "error"]
 )
-# Values near the view's 100-character cap on each field, which is what column widths are sized against.
-long_texts = st.text(min_size=95, max_size=101) | st.text(min_size=101, max_size=300)
-wavix_like = st.dictionaries(known_keys, json_values | long_texts, max_size=6).map(lambda d: json.dumps(d).encode())
+# Values at and around the columns' lengths (64 for ids, 20 for numbers), which the shapes are sized against.
+long_texts = st.text(min_size=15, max_size=25) | st.text(min_size=60, max_size=70) | st.text(min_size=101, max_size=300)
+any_value = json_values | long_texts
+wavix_like = st.dictionaries(known_keys, any_value, max_size=6).map(lambda d: json.dumps(d).encode())
+
+
+# Bodies of each kind's shape (messaging/webhooks.py), each field now and then of any other shape: most get past the
+# first field, many are stored (and then processed).
+ROUTED_NUMBER, SENT_ID = "14155550100", "out-1"  # the fuzzed account's routed number and a message it sent
+
+
+def mostly(valid):
+    """Nine times in ten a value of the field's shape, else any value."""
+    return st.sampled_from([True] * 9 + [False]).flatmap(lambda shaped: valid if shaped else any_value)
+
+
+numbers = st.from_regex(r"\+?[0-9]{1,19}", fullmatch=True)
+shaped_by_kind = {
+    "inbound": st.fixed_dictionaries(
+        {
+            "message_id": mostly(st.uuids().map(str)),
+            "from": mostly(numbers | st.text(min_size=1, max_size=20)),
+            "to": mostly(st.sampled_from([ROUTED_NUMBER, f"+{ROUTED_NUMBER}"]) | numbers),
+            "message_body": mostly(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "text": mostly(st.none() | st.text(max_size=200)),
+                        "media": mostly(st.none() | st.lists(mostly(st.just("https://example.com/a.png")), max_size=3)),
+                    },
+                )
+            ),
+        },
+        optional={"received_at": mostly(st.just("2026-12-04T10:00:00Z")), "message_type": any_value},
+    ),
+    "dlr": st.fixed_dictionaries(
+        {"message_id": mostly(st.just(SENT_ID)), "status": mostly(st.sampled_from(["sent", "delivered"]))},
+        optional={key: any_value for key in ("segments_count", "segments", "charge", "sent", "delivered", "error")},
+    ),
+    "10dlc": st.fixed_dictionaries(
+        {"brand_id": mostly(st.from_regex(r"[A-Z0-9]{1,64}", fullmatch=True)), "status": mostly(st.just("APPROVED"))},
+        optional={"campaign_id": any_value, "number": mostly(numbers)},
+    ),
+}
+shaped = st.one_of(*shaped_by_kind.values()).map(lambda d: json.dumps(d).encode())
 bodies = st.one_of(
     wavix_like,
+    shaped,
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=2000),
     st.text(max_size=500).map(lambda t: t.encode("utf-8", "surrogatepass")),
@@ -84,7 +134,12 @@ content_types = st.sampled_from(
 
 @pytest.fixture
 def webhook_secret(tenant):
+    """An account with a number routed to a trunk and a message it sent: webhooks that reach them are processed
+    as far as they go (a message stored, a report applied), where a body the intake should have refused breaks."""
     account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
+    trunk = f.TrunkFactory(tenant=tenant, sms_enabled=True)
+    PhoneNumber.objects.create(account=account, tenant=tenant, trunk=trunk, number=f"+{ROUTED_NUMBER}", wavix_id="1")
+    f.MessageFactory(tenant=tenant, account=account, status="accepted", wavix_message_id=SENT_ID)
     return account.inbound_webhook_url.rstrip("/").split("/")[-2]
 
 
@@ -99,23 +154,68 @@ def _example(kind: str, body: bytes):
 @_example("10dlc", json.dumps({"status": "ok", "brand_id": "b" * 100, "campaign_id": "c" * 100}).encode())
 @_example("10dlc", json.dumps({"status": "ok", "brand_id": "b\u0000"}).encode())
 @_example("inbound", json.dumps({"message_id": "m1", "to": "\u00b2"}).encode())
+@_example("inbound", b'{"message_id": "m1", "from": "\\ud800", "to": "14155550100", "message_body": {}}')
+@_example("inbound", b'{"message_id": "\\ud800", "from": "1", "to": "14155550100", "message_body": {}}')
+@_example(
+    "inbound", json.dumps({"message_id": "m" * 80, "from": "1", "to": "14155550100", "message_body": {}}).encode()
+)
+@_example("inbound", json.dumps({"message_id": "m", "from": "1", "to": "1", "message_body": {"media": "xy"}}).encode())
+@_example("dlr", json.dumps({"message_id": "m1", "status": "sent", "segments_count": 99999, "charge": "NaN"}).encode())
 @given(
     body=bodies,
-    kind=st.sampled_from(["inbound", "dlr", "10dlc"])
-    | st.text(min_size=1, max_size=8).filter(lambda k: "/" not in k and k.strip(".")),
+    # Three times in four a kind that exists: its body is read.
+    kind=st.one_of(
+        *[st.sampled_from(["inbound", "dlr", "10dlc"])] * 3,
+        st.text(min_size=1, max_size=8).filter(lambda k: "/" not in k and k.strip(".")),
+    ),
     content_type=content_types,
-    wrong_secret=st.integers(min_value=0, max_value=9).map(lambda n: n == 0),
+    wrong_secret=st.sampled_from([False] * 9 + [True]),
 )
 def test_a_webhook_gets_a_documented_answer_whatever_it_carries(
     client, webhook_secret, body, kind, content_type, wrong_secret
 ):
     secret = "x" * 32 if wrong_secret else webhook_secret
+    stored_before = WebhookEvent.objects.count()
     response = client.generic(
         "POST", f"/webhooks/wavix/{secret}/{quote(kind, safe='')}/", body, content_type=content_type
     )
-    event(f"{response.status_code} {len(body)}")
+    answer = response.json()
+    event(f"{response.status_code} {answer['detail'].split()[0] if response.status_code == 400 else ''}")
     assert response.status_code in DOCUMENTED, (response.status_code, body[:200])
-    assert response.json()["status"] == response.status_code, kind
+    assert answer["status"] == response.status_code, kind
+    if response.status_code != 200 or answer["detail"] != "Accepted.":
+        assert WebhookEvent.objects.count() == stored_before, answer  # refused: nothing stored
+        return
+    # What the intake accepts can be processed: never parked as invalid (it was answered 200 and then lost).
+    services.events_process()
+    stored = WebhookEvent.objects.latest("id")
+    assert stored.state != WebhookEvent.State.INVALID, (stored.last_error, body[:300])
+
+
+FIELDS = {kind: {field.path for field in fields} for kind, fields in webhooks.SHAPES.items()}
+
+
+@FUZZ
+@given(kind_and_body=st.sampled_from(list(shaped_by_kind)).flatmap(lambda k: st.tuples(st.just(k), shaped_by_kind[k])))
+def test_a_body_near_its_kinds_shape_is_stored_and_processed_or_refused_naming_the_field(
+    client, webhook_secret, kind_and_body
+):
+    kind, body = kind_and_body
+    stored_before = WebhookEvent.objects.count()
+    response = client.generic(
+        "POST", f"/webhooks/wavix/{webhook_secret}/{kind}/", json.dumps(body).encode(), content_type="application/json"
+    )
+    detail = response.json()["detail"]
+    event(f"{kind} {response.status_code} {detail.split()[0] if response.status_code == 400 else ''}")
+    if response.status_code == 400:
+        assert WebhookEvent.objects.count() == stored_before
+        field = detail.split()[0]
+        assert field in FIELDS[kind] or "lone UTF-16 surrogate" in detail, detail
+        return
+    assert (response.status_code, detail) in ((200, "Accepted."), (200, "Duplicate: already received.")), detail
+    services.events_process()
+    stored = WebhookEvent.objects.latest("id")
+    assert stored.state != WebhookEvent.State.INVALID, (stored.last_error, body)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -170,6 +270,36 @@ def served_schema() -> dict:
 schema = schemathesis.openapi.from_dict(json.loads(json.dumps(served_schema(), default=str)))
 schema.app = WSGI_APP
 
+# The lists' cursors: base64 of a query string (p: position, o: offset, r: reverse) that DRF decodes and used to trust
+# (p=abc reached the query: a 500). A random string hardly ever decodes to one, so the run also sends cursors made
+# of such query strings, with positions of every shape.
+LIST_PATHS = [
+    path
+    for path, operations in schema.raw_schema["paths"].items()
+    if any(parameter["name"] == "cursor" for parameter in operations.get("get", {}).get("parameters", []))
+]
+LIST_OPERATIONS = {("GET", path) for path in LIST_PATHS}
+
+
+def cursor_of(tokens: str) -> str:
+    """A cursor as DRF encodes one, ready for a URL."""
+    return quote(base64.b64encode(tokens.encode()).decode())
+
+
+cursor_values = st.sampled_from(["abc", "1e9999", "1.5", "-1", "99999999999999999999", "", "\u00b2"]) | st.text(
+    alphabet=st.characters(exclude_categories=["Cs"]), max_size=24
+)
+cursors = st.dictionaries(st.sampled_from(["p", "o", "r"]), cursor_values, min_size=1, max_size=3).map(
+    lambda tokens: base64.b64encode(urlencode(tokens).encode()).decode()
+)
+
+
+@schema.hook
+def flatmap_query(context, query):
+    if context.operation is None or (context.operation.method.upper(), context.operation.path) not in LIST_OPERATIONS:
+        return st.just(query)
+    return st.just(query) | cursors.map(lambda cursor: {**(query or {}), "cursor": cursor})
+
 
 def test_the_fuzzed_schema_is_the_served_one(reseller_admin):
     response = token_client(reseller_admin).get("/api/schema/?format=json")
@@ -202,7 +332,7 @@ def reseller_token(world, reseller_admin, settings, monkeypatch):
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_api_input_gets_a_server_error(case, reseller_token):
     response = case.call(headers={"Authorization": f"Token {reseller_token}"})
-    event(f"{case.method} {response.status_code}")
+    event(f"{case.method} {response.status_code}" + (" with a cursor" if "cursor" in (case.query or {}) else ""))
     case.validate_response(response, checks=[not_a_server_error])
 
 
@@ -225,3 +355,121 @@ def test_a_wavix_key_that_cannot_travel_in_a_header_is_refused_with_a_reason(wor
     )
     assert response.status_code == 400
     assert "letters, digits and punctuation only, no spaces" in response.json()["api_key"][0]
+
+
+# Every operation of the API that reads a body, and the world row its {id} names.
+BODY_OPERATIONS = [
+    (method.upper(), path)
+    for path, operations in schema.raw_schema["paths"].items()
+    for method, operation in operations.items()
+    if "requestBody" in operation
+]
+WORLD_ROWS = {
+    "tenants": "tenants.tenant",
+    "wavix-accounts": "messaging.wavixaccount",
+    "trunks": "messaging.trunk",
+    "sender-ids": "messaging.senderid",
+    "messages": "messaging.message",
+    "numbers": "messaging.phonenumber",
+}
+
+
+def api_url(path: str, world: dict) -> str:
+    return path.replace("{id}", str(world[WORLD_ROWS[path.split("/")[3]]].pk))
+
+
+@pytest.mark.parametrize("method,path", BODY_OPERATIONS)
+def test_a_body_nested_100000_deep_gets_400_from_every_api_route_that_reads_one(world, reseller_admin, method, path):
+    # DRF's JSON parser let the RecursionError through: a 500.
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = token_client(reseller_admin).generic(method, api_url(path, world), body, content_type="application/json")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"detail": "JSON parse error - the body is nested too deeply."},
+    )
+
+
+@pytest.mark.parametrize("method,path", BODY_OPERATIONS)
+def test_a_lone_surrogate_anywhere_in_an_api_body_gets_400_naming_where(world, reseller_admin, method, path):
+    body = b'{"note": {"deep": ["fine", "half an emoji \\ud83d"]}}'
+    response = token_client(reseller_admin).generic(method, api_url(path, world), body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "JSON parse error - note.deep[1] contains a lone UTF-16 surrogate (an unpaired \\ud800–\\udfff escape): "
+        "send UTF-8 text."
+    )
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/api/v1/sender-ids/", {"type": "\ud800", "value": "Acme", "countries": ["GB"]}),
+        ("/api/v1/trunks/", {"name": "T", "sms_template": "\udfff"}),
+    ],
+)
+def test_a_lone_surrogate_that_drf_would_echo_in_its_answer_gets_400_not_a_500(world, reseller_admin, path, body):
+    # A choice DRF refuses comes back quoted in the answer, which cannot be encoded as UTF-8.
+    response = token_client(reseller_admin).post(path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert "lone UTF-16 surrogate" in response.json()["detail"]
+
+
+def test_another_resellers_row_answers_404_whatever_the_body(world, other_world, reseller_admin):
+    api = token_client(reseller_admin)
+    for body in (b'{"name": "x"}', b"[" * 100_000 + b"]" * 100_000, b'{"name": "\\ud800"}'):
+        url = f"/api/v1/trunks/{other_world['messaging.trunk'].pk}/"
+        assert api.generic("PATCH", url, body, content_type="application/json").status_code == 404
+
+
+@pytest.mark.parametrize("tokens", ["p=abc", "p=1e9999", "p=1.5", "p=\u00b2", "p=%00", "o=abc", "r=x", "o=-1"])
+@pytest.mark.parametrize("path", LIST_PATHS)
+def test_a_cursor_that_decodes_but_does_not_parse_is_an_invalid_cursor_not_a_500(world, reseller_admin, path, tokens):
+    response = token_client(reseller_admin).get(f"{path}?cursor={cursor_of(tokens)}")
+    assert (response.status_code, response.json()) == (404, {"detail": "Invalid cursor"})
+
+
+@pytest.mark.parametrize("tokens", ["p=99999999999999999999", "p=-1", "p=0&r=1", "o=3&p=5"])
+def test_a_cursor_at_any_position_a_key_can_have_pages_on(world, other_world, reseller_admin, tokens):
+    response = token_client(reseller_admin).get(f"/api/v1/trunks/?cursor={cursor_of(tokens)}")
+    assert response.status_code == 200
+    assert other_world["messaging.trunk"].pk not in [row["id"] for row in response.json()["results"]]
+
+
+def test_a_real_cursor_pages_through_only_ones_own_rows(world, other_world, reseller_admin):
+    f.TrunkFactory.create_batch(2, tenant=world["tenants.tenant"])
+    api, seen, url = token_client(reseller_admin), [], "/api/v1/trunks/?page_size=1"
+    while url:
+        page = api.get(url).json()
+        seen += [row["id"] for row in page["results"]]
+        url = page["next"]
+    assert len(seen) == 3 and other_world["messaging.trunk"].pk not in seen
+
+
+# Bodies for the API: objects of the request schemas' field names with values of any shape (lone surrogates
+# included), any JSON, and nesting up to 131,072 deep (past the 100,000 that once got a 500).
+REQUEST_FIELDS = sorted(
+    {
+        name
+        for component, definition in schema.raw_schema["components"]["schemas"].items()
+        if component.endswith("Request")
+        for name in definition.get("properties", {})
+    }
+)
+api_bodies = st.one_of(
+    st.dictionaries(st.sampled_from(REQUEST_FIELDS), json_values, max_size=5).map(lambda d: json.dumps(d).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.integers(min_value=0, max_value=17).map(lambda e: b"[" * 2**e + b"]" * 2**e),
+    st.integers(min_value=0, max_value=15).map(lambda e: b'{"a":' * 2**e + b"1" + b"}" * 2**e),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(operation=st.sampled_from(BODY_OPERATIONS), body=api_bodies)
+def test_no_api_body_gets_a_server_error_whatever_it_carries(world, reseller_token, operation, body):
+    method, path = operation
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {reseller_token}")
+    api.raise_request_exception = False
+    response = api.generic(method, api_url(path, world), body, content_type="application/json")
+    event(f"{method} {response.status_code}")
+    assert response.status_code < 500, (method, path, body[:300])

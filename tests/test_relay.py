@@ -6,7 +6,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -435,10 +435,15 @@ def test_a_body_that_breaks_processing_is_marked_invalid_not_retried_forever(set
 # ---------------------------------------------------------------------------------------------------------------
 
 
+SENT_AT = datetime(2025, 3, 21, 8, 9, 0, tzinfo=UTC)  # when the reports' outbound message was created
+
+
 @pytest.fixture
 def outbound(setup):
     account, trunk = setup
-    return f.MessageFactory(tenant=trunk.tenant, account=account, status="accepted", wavix_message_id="out-1")
+    return f.MessageFactory(
+        tenant=trunk.tenant, account=account, status="accepted", wavix_message_id="out-1", created_at=SENT_AT
+    )
 
 
 def report(outbound, status, **extra):
@@ -471,6 +476,129 @@ def test_an_undelivered_report_keeps_wavixs_error(outbound):
     relay()
     outbound.refresh_from_db()
     assert (outbound.status, outbound.error_message) == ("undelivered", "Handset unreachable")
+
+
+def applied(outbound, status, **side_fields):
+    """Apply one report; the message as it is now and the note left on the report's event."""
+    event = report(outbound, status, **side_fields)
+    relay()
+    outbound.refresh_from_db()
+    event.refresh_from_db()
+    assert event.state == "processed", event.last_error
+    return outbound, event.last_error
+
+
+def test_a_segments_count_of_99999_is_dropped_with_a_note_and_the_status_still_applies(outbound):
+    message, note = applied(outbound, "delivered", segments_count=99999, charge="0.0075")
+    assert (message.status, message.segments, str(message.charge)) == ("delivered", 1, "0.00750")
+    assert note == "Dropped segments_count 99999: not a number of segments from 1 to 50."
+
+
+@pytest.mark.parametrize("segments", [0, -2, 2.5, "2", True, [2]])
+def test_a_segment_count_that_is_not_one_is_dropped_with_a_note(outbound, segments):
+    message, note = applied(outbound, "sent", segments_count=segments)
+    assert (message.status, message.segments) == ("sent", 1)
+    assert note.startswith("Dropped segments_count ")
+
+
+@pytest.mark.parametrize("charge", ["NaN", "1e30", "Infinity", "-inf", "100000", "a dollar", True, {"usd": 1}])
+def test_a_charge_that_is_no_amount_the_column_holds_is_dropped_with_a_note(outbound, charge):
+    message, note = applied(outbound, "delivered", segments_count=2, charge=charge)
+    assert (message.status, message.segments, message.charge) == ("delivered", 2, None)
+    assert note.startswith("Dropped charge ") and note.endswith(": not an amount below 100,000.")
+
+
+@pytest.mark.parametrize(
+    "charge,stored", [("0.0075", "0.00750"), (0.015, "0.01500"), (2, "2.00000"), (" 99999.9 ", "99999.90000")]
+)
+def test_a_charge_as_a_string_or_a_number_is_kept(outbound, charge, stored):
+    message, note = applied(outbound, "sent", charge=charge)
+    assert (str(message.charge), note) == (stored, "")
+
+
+@pytest.mark.parametrize("delivered", ["2025-02-30T10:00:00Z", "2025-03-21T25:00:00", "yesterday", 1742544545])
+def test_an_impossible_delivery_time_is_dropped_with_a_note_and_the_status_still_applies(outbound, delivered):
+    message, note = applied(outbound, "delivered", delivered=delivered, segments_count=3)
+    assert (message.status, message.segments) == ("delivered", 3)
+    assert message.completed_at is not None  # when the portal learnt it
+    assert note.startswith("Dropped delivered ") and note.endswith("not an ISO 8601 date and time.")
+
+
+def test_the_legacy_segments_key_is_read_when_segments_count_is_absent(outbound):
+    message, note = applied(outbound, "sent", segments=3)
+    assert (message.segments, note) == (3, "")
+    message, _ = applied(outbound, "delivered", segments=5, segments_count=4)  # the current key wins
+    assert message.segments == 4
+
+
+def test_a_completion_before_the_message_was_created_is_clamped_to_its_creation_and_noted(outbound):
+    message, note = applied(outbound, "delivered", sent="2025-03-21T08:08:00Z", delivered="2025-03-21T08:08:30Z")
+    assert (message.status, message.sent_at, message.completed_at) == ("delivered", SENT_AT, SENT_AT)
+    assert note == (
+        "Clamped sent '2025-03-21T08:08:00Z' to the message's creation: it was earlier. "
+        "Clamped delivered '2025-03-21T08:08:30Z' to the message's creation: it was earlier."
+    )
+
+
+def test_a_completion_after_the_report_arrived_is_clamped_to_its_arrival_and_noted(outbound):
+    event = report(outbound, "delivered", delivered="2999-01-01T00:00:00")
+    relay()
+    outbound.refresh_from_db()
+    event.refresh_from_db()
+    assert outbound.completed_at == event.received_at
+    assert event.last_error == "Clamped delivered '2999-01-01T00:00:00' to the report's arrival: it was later."
+
+
+def test_an_error_that_is_not_a_text_is_dropped_with_a_note(outbound):
+    message, note = applied(outbound, "undelivered", error={"code": 23})
+    assert (message.status, message.error_message) == ("undelivered", "")
+    assert note == "Dropped error {'code': 23}: not a text."
+
+
+def test_every_bad_side_field_is_noted_and_the_good_ones_are_kept(outbound):
+    message, note = applied(
+        outbound, "delivered", segments_count=99999, charge="NaN", sent="2025-03-21T08:09:02", delivered="never"
+    )
+    assert (message.status, message.sent_at.isoformat()) == ("delivered", "2025-03-21T08:09:02+00:00")
+    assert note.split(". ") == [
+        "Dropped segments_count 99999: not a number of segments from 1 to 50",
+        "Dropped charge 'NaN': not an amount below 100,000",
+        "Dropped delivered 'never': not an ISO 8601 date and time.",
+    ]
+
+
+def test_the_note_is_shown_with_the_messages_reports_to_its_reseller_only(outbound, reseller_admin, other_admin):
+    from django.test import Client
+
+    from tests.conftest import token_client
+
+    applied(outbound, "delivered", charge="NaN")
+    reports = token_client(reseller_admin).get(f"/api/v1/messages/{outbound.pk}/").json()["reports"]
+    assert [(r["status"], r["note"]) for r in reports] == [
+        ("delivered", "Dropped charge 'NaN': not an amount below 100,000.")
+    ]
+    admin = Client()
+    admin.force_login(reseller_admin)
+    page = admin.get(f"/admin/messaging/message/{outbound.pk}/change/").content.decode()
+    assert "Dropped charge &#x27;NaN&#x27;: not an amount below 100,000." in page
+    assert token_client(other_admin).get(f"/api/v1/messages/{outbound.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "error,shown",
+    [({"code": 23}, None), ("Handset \ud800", "Handset \\ud800"), ("Handset unreachable", "Handset unreachable")],
+)
+def test_a_reports_error_is_shown_only_as_a_text_and_an_old_lone_surrogate_escaped(
+    outbound, reseller_admin, error, shown
+):
+    from tests.conftest import token_client
+
+    # Stored as reports were before the intake refused surrogates (it still takes any error: a side field).
+    raw = json.dumps({"message_id": "out-1", "status": "undelivered", "error": error}).encode()
+    WebhookEvent.objects.create(account=outbound.account, kind="dlr", dedup_key="out-1:undelivered", body=raw)
+    response = token_client(reseller_admin).get(f"/api/v1/messages/{outbound.pk}/")
+    assert response.status_code == 200
+    assert response.json()["reports"][0]["error"] == shown
 
 
 def test_a_report_for_a_message_the_portal_did_not_send_is_kept_and_shown(setup):
@@ -536,6 +664,26 @@ def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant
     assert Message.objects.filter(status="forwarded").count() == 3
 
 
+def test_reconciliation_parks_a_text_wavix_lists_in_a_shape_the_intake_refuses_with_the_reason(
+    wavix, tenant, sandbox_account, other_tenant
+):
+    from sandbox.models import SandboxMessage
+
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
+    SandboxMessage.objects.create(
+        account=sandbox_account, direction="inbound", from_number="447700900001", to_number="call me", text="Hi"
+    )
+    assert services.inbound_reconcile(account) == 1
+    assert services.inbound_reconcile(account) == 0  # listed again: found under the same key, kept once
+    relay()
+    event = WebhookEvent.objects.get()
+    assert (event.state, event.recovered, event.account) == ("invalid", True, account)
+    assert event.last_error.startswith("to must be a phone number")
+    assert json.loads(bytes(event.body))["to"] == "call me"  # kept as Wavix listed it
+    assert not Message.objects.exists()
+    assert not WebhookEvent.objects.filter(account__tenant=other_tenant).exists()
+
+
 def test_metrics_count_webhooks_and_forwards_and_show_the_backlog(client, setup, inbox, settings, operator):
     from django.contrib.auth import get_user_model
 
@@ -547,7 +695,7 @@ def test_metrics_count_webhooks_and_forwards_and_show_the_backlog(client, setup,
 
     metrics.flush()  # what earlier tests counted in this process
     cache.delete_many([k for k in ("metrics:webhook:inbound:accepted", "metrics:webhook:inbound:duplicate")])
-    body = json.dumps({"message_id": "m-1", "from": "447700900001", "to": "14155550100"})
+    body = json.dumps({"message_id": "m-1", "from": "447700900001", "to": "14155550100", "message_body": {"text": ""}})
     for _ in range(2):
         client.post(account.inbound_webhook_url, body, content_type="application/json")
     client.post(account.inbound_webhook_url, "nope", content_type="application/json")

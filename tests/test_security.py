@@ -2,8 +2,14 @@
 cookies, HTTPS redirect)."""
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from axes.models import AccessAttempt
@@ -12,11 +18,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests import factories as f
-from tests.conftest import token_client
+from tests.conftest import test_database_url, token_client
 from tests.crawl import admin_urls, api_urls
 from tests.test_settings import PRODUCTION, run_manage
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
 
 WRONG = "not-the-password-1"
 
@@ -77,7 +84,7 @@ def test_a_locked_out_person_keeps_api_tokens_and_wavix_keeps_its_webhooks(clien
     response = client.generic(
         "POST",
         account.inbound_webhook_url,
-        b'{"message_id": "m1", "to": "14155550100"}',
+        b'{"message_id": "m1", "from": "447700900001", "to": "14155550100", "message_body": {"text": "Hi"}}',
         content_type="application/json",
     )
     assert response.status_code == 200
@@ -140,7 +147,7 @@ def test_the_api_needs_a_csrf_token_with_a_session_and_none_with_a_token(tenant,
 def test_webhooks_need_no_csrf_token_but_the_secret(tenant):
     account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
     wavix = Client(enforce_csrf_checks=True)
-    body = b'{"message_id": "m1", "to": "14155550100"}'
+    body = b'{"message_id": "m1", "from": "447700900001", "to": "14155550100", "message_body": {"text": "Hi"}}'
     assert wavix.generic("POST", account.inbound_webhook_url, body, content_type="application/json").status_code == 200
     wrong = account.inbound_webhook_url.replace(account.inbound_webhook_url.split("/")[-3], "x" * 32)
     assert wavix.generic("POST", wrong, body, content_type="application/json").status_code == 404
@@ -193,3 +200,86 @@ def test_production_adds_hsts_secure_cookies_and_the_https_redirect():
         "AXES_ENABLED": True,
         "AXES_FAILURE_LIMIT": 5,
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# gunicorn's logs
+# --------------------------------------------------------------------------------------------------------------
+
+SECRET = "Gq3vX9-secret-of-a-wavix-account-0123"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_gunicorns_access_and_error_logs_mask_the_webhook_secret(tmp_path, tenant):
+    """A real gunicorn with the Procfile's logger class: a webhook answered 404, and a request line gunicorn
+    refuses itself (its error log quotes the line, secret and all)."""
+    port = free_port()
+    logs = {name: tmp_path / f"{name}.log" for name in ("access", "error")}
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"),
+            *("--logger-class", "portal.logging.GunicornLogger", "--log-level", "debug"),
+            *("--access-logfile", str(logs["access"]), "--error-logfile", str(logs["error"])),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": test_database_url()},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "gunicorn did not start"
+                time.sleep(0.1)
+        for request_line in (
+            f"POST /webhooks/wavix/{SECRET}/inbound/ HTTP/1.1",
+            f"GET /webhooks/wavix/{SECRET}/\x01 HTTP/1.1",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                connection.sendall(
+                    f"{request_line}\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode()
+                )
+                answer = connection.recv(1000)
+            assert answer.split()[1] in (b"404", b"400"), answer
+    finally:
+        server.terminate()
+        server.wait(15)
+    access, error = (logs[name].read_text() for name in ("access", "error"))
+    assert '"POST /webhooks/wavix/***/inbound/ HTTP/1.1" 404' in access
+    assert "[DEBUG] POST /webhooks/wavix/***/inbound/" in error
+    assert "Invalid HTTP request line: 'GET /webhooks/wavix/***/\\x01 HTTP/1.1'" in error
+    assert SECRET not in access + error
+
+
+def test_gunicorns_error_log_masks_the_secret_in_arguments_messages_and_tracebacks(tmp_path):
+    """What gunicorn logs when a request fails inside the application: the URI as an argument, with the exception's
+    traceback (which may quote the URL), or an exception object as the message."""
+    from gunicorn.config import Config
+
+    from portal.logging import GunicornLogger
+
+    config = Config()
+    config.set("errorlog", str(tmp_path / "error.log"))
+    log = GunicornLogger(config)
+    url = f"/webhooks/wavix/{SECRET}/inbound/"
+    try:
+        raise ValueError(f"cannot read {url}")
+    except ValueError as error:
+        log.exception("Error handling request %s %s", "POST", url)
+        log.error(error)
+    log.warning("Invalid request: %(line)s", {"line": f"GET {url}"})
+    for handler in log.error_log.handlers:
+        handler.flush()
+    text = (tmp_path / "error.log").read_text()
+    assert "Error handling request POST /webhooks/wavix/***/inbound/" in text
+    assert "ValueError: cannot read /webhooks/wavix/***/inbound/" in text  # the traceback
+    assert "Invalid request: GET /webhooks/wavix/***/inbound/" in text
+    assert SECRET not in text
+    assert text.count("/webhooks/wavix/***/") == 4

@@ -2,6 +2,7 @@
 delivery reports applied to outbound messages; texts whose webhook never came recovered from Wavix.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent import futures
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from celery import current_app
@@ -18,9 +19,8 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from messaging import metrics, threecx
+from messaging import metrics, threecx, webhooks
 from messaging.models import (
     AuditEvent,
     Delivery,
@@ -362,18 +362,78 @@ def opt_out_apply(tenant_id: int, number: str, text: str) -> None:
         OptOut.objects.filter(tenant_id=tenant_id, number=number).delete()
 
 
-def _report_time(value) -> datetime | None:
-    """Wavix's timestamps come with and without a zone: read leniently, assume UTC."""
-    if not value:
-        return None
-    moment = parse_datetime(str(value).replace(" ", "T"))
-    if moment is not None and timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, UTC)
-    return moment
+# A report's side fields — segments, charge, times, error — are read one by one: a bad one is dropped (or a time
+# clamped) with a note on the report's event, and the rest of the report still applies. Before, one bad field
+# (segments_count 99999, charge "NaN") failed the whole report and left the message "accepted" for good.
+#
+# A text has at most a few dozen segments: the portal sends at most 1,630 GSM-7 characters (11 segments), Wavix
+# counts an MMS as one. Far above that a count is garbled, whatever the column (a small integer) could hold.
+REPORT_SEGMENTS_MAX = 50
+_CHARGE = Message._meta.get_field("charge")
+CHARGE_LIMIT = Decimal(10) ** (_CHARGE.max_digits - _CHARGE.decimal_places)
+
+
+def _shown(value) -> str:
+    return repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+
+
+def _report_segments(payload: dict) -> tuple[int | None, str | None]:
+    """(segments, note): Wavix's segments_count, or the older `segments` when it is absent."""
+    key = "segments_count" if payload.get("segments_count") is not None else "segments"
+    value = payload.get(key)
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= REPORT_SEGMENTS_MAX:
+        return None, f"Dropped {key} {_shown(value)}: not a number of segments from 1 to {REPORT_SEGMENTS_MAX}."
+    return value, None
+
+
+def _report_charge(payload: dict) -> tuple[Decimal | None, str | None]:
+    """(charge, note): a finite amount that fits the column (Wavix sends a string; a number is taken too)."""
+    value = payload.get("charge")
+    if value is None or value == "":
+        return None, None
+    charge = None
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        try:
+            charge = Decimal(str(value).strip())
+        except InvalidOperation:
+            pass
+    if charge is None or not charge.is_finite() or abs(charge) >= CHARGE_LIMIT:
+        return None, f"Dropped charge {_shown(value)}: not an amount below {CHARGE_LIMIT:,}."
+    return charge, None
+
+
+def _report_time(payload: dict, key: str, message: Message, event: WebhookEvent) -> tuple[datetime | None, str | None]:
+    """(time, note): Wavix's timestamps come with and without a zone (read leniently, UTC assumed). A report cannot
+    speak of a moment before its message existed or after the report itself arrived: such a time is clamped."""
+    value = payload.get(key)
+    if value is None or value == "":
+        return None, None
+    try:
+        moment = webhooks.parse_time(value)
+    except ValueError:
+        return None, f"Dropped {key} {_shown(value)}: not an ISO 8601 date and time."
+    if moment < message.created_at:
+        return message.created_at, f"Clamped {key} {_shown(value)} to the message's creation: it was earlier."
+    if moment > event.received_at:
+        return event.received_at, f"Clamped {key} {_shown(value)} to the report's arrival: it was later."
+    return moment, None
+
+
+def _report_error(payload: dict) -> tuple[str, str | None]:
+    """(Wavix's error text, note)."""
+    value = payload.get("error")
+    if value is None:
+        return "", None
+    if not isinstance(value, str) or "\x00" in value:
+        return "", f"Dropped error {_shown(value)}: not a text."
+    return value[:500], None
 
 
 def _apply_report(event: WebhookEvent, payload: dict) -> None:
-    """Move an outbound message along its state machine; a repeated or late report never moves it back."""
+    """Move an outbound message along its state machine; a repeated or late report never moves it back. Side fields
+    that cannot be read are left out with a note on the event, shown with the message's reports."""
     message = (
         Message.objects.select_for_update()
         .filter(
@@ -387,26 +447,34 @@ def _apply_report(event: WebhookEvent, payload: dict) -> None:
         return
     event.tenant_id = message.tenant_id
     status = str(payload["status"])
-    if status not in Message.Status.values:
+    if status not in webhooks.REPORT_STATUSES:  # the intake refuses these now; events stored before remain
         event.state, event.last_error = WebhookEvent.State.INVALID, f"Unknown delivery status {status!r}."
         return
+    notes = []
+
+    def read(reader, *args):
+        value, note = reader(payload, *args)
+        if note:
+            notes.append(note)
+        return value
+
     if message.status in (Message.Status.SENDING, Message.Status.UNKNOWN):
         message.transition(Message.Status.ACCEPTED)  # a report proves Wavix accepted it
     if message.can_transition(status):
         message.transition(status)
-        if status == Message.Status.UNDELIVERED or payload.get("error"):
-            message.error_message = str(payload.get("error") or "")[:500]
-    if isinstance(payload.get("segments_count"), int):
-        message.segments = payload["segments_count"]
-    try:
-        message.charge = Decimal(str(payload["charge"])) if payload.get("charge") is not None else message.charge
-    except InvalidOperation:
-        pass
-    message.sent_at = message.sent_at or _report_time(payload.get("sent"))
-    if message.status in Message.FINAL:
-        message.completed_at = _report_time(payload.get("delivered")) or message.completed_at
+        error = read(_report_error)
+        if status == Message.Status.UNDELIVERED or error:
+            message.error_message = error
+    if (segments := read(_report_segments)) is not None:
+        message.segments = segments
+    if (charge := read(_report_charge)) is not None:
+        message.charge = charge
+    if message.sent_at is None:
+        message.sent_at = read(_report_time, "sent", message, event)
+    if message.status in Message.FINAL and (completed := read(_report_time, "delivered", message, event)):
+        message.completed_at = completed
     message.save()
-    event.state = WebhookEvent.State.PROCESSED
+    event.state, event.last_error = WebhookEvent.State.PROCESSED, " ".join(notes)[:500]
 
 
 def _apply_tendlc(event: WebhookEvent, payload: dict) -> None:
@@ -764,14 +832,23 @@ def inbound_reconcile(account: WavixAccount) -> int:
     since = (account.inbound_reconciled_at or started - timedelta(days=1)) - RECONCILE_OVERLAP
     recovered = 0
     for body in WavixClient.for_account(account).inbound_messages(since):
+        # The intake's shape, as for a webhook. One that fails has nobody to answer a 400 to: it is kept, parked
+        # with the reason (under a key its next listing finds again), never lost and never half-routed.
+        problem = webhooks.shape_problem(WebhookEvent.Kind.INBOUND, body)
+        if problem:
+            key = "invalid:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        else:
+            key = webhooks.dedup_key(WebhookEvent.Kind.INBOUND, body)
         try:
             with transaction.atomic():
                 WebhookEvent.objects.create(
                     account=account,
                     kind=WebhookEvent.Kind.INBOUND,
-                    dedup_key=str(body["message_id"]),
+                    dedup_key=key,
                     body=json.dumps(body).encode(),
                     recovered=True,
+                    state=WebhookEvent.State.INVALID if problem else WebhookEvent.State.PENDING,
+                    last_error=problem or "",
                 )
             recovered += 1
         except IntegrityError:
