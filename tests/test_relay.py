@@ -427,7 +427,7 @@ def test_a_body_that_breaks_processing_is_marked_invalid_not_retried_forever(set
     event = WebhookEvent.objects.create(account=account, kind="inbound", dedup_key="x", body=b"{not json")
     relay()
     event.refresh_from_db()
-    assert event.state == "invalid" and "JSONDecodeError" in event.last_error
+    assert (event.state, event.last_error) == ("invalid", "The body is not JSON.")  # the intake's words
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -680,7 +680,11 @@ def test_reconciliation_parks_a_text_wavix_lists_in_a_shape_the_intake_refuses_w
     assert (event.state, event.recovered, event.account) == ("invalid", True, account)
     assert event.last_error.startswith("to must be a phone number")
     assert json.loads(bytes(event.body))["to"] == "call me"  # kept as Wavix listed it
-    assert not Message.objects.exists()
+    listed = SandboxMessage.objects.get()
+    message = Message.objects.get()  # in the tenant's log as a text not forwarded, with the reason, nothing sent on
+    assert (message.tenant, message.status, message.wavix_message_id) == (tenant, "not_forwarded", str(listed.uid))
+    assert message.not_forwarded_reason.startswith("Wavix's webhook could not be read (to must be a phone number")
+    assert not message.deliveries.exists()
     assert not WebhookEvent.objects.filter(account__tenant=other_tenant).exists()
 
 

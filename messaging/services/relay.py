@@ -182,29 +182,30 @@ def _routing_lock() -> None:
 
 
 def _process_event(event: WebhookEvent, numbers: dict) -> None:
-    """One event, in its own savepoint: a body that breaks processing is marked invalid, not retried forever."""
+    """One event, in its own savepoint: a body that breaks processing is marked invalid, not retried forever.
+
+    The body is checked again with the intake's rule (webhooks.parse): rows stored before a rule was tightened, and
+    texts recovered from Wavix's list (inbound_reconcile), are parked with the same reason a webhook would get."""
     event.attempts += 1
-    try:
-        with transaction.atomic():
-            payload = json.loads(bytes(event.body))
-            if event.kind == WebhookEvent.Kind.INBOUND:
-                _route_inbound(event, payload, numbers)
-            elif event.kind == WebhookEvent.Kind.DLR:
-                _apply_report(event, payload)
-            else:
-                _apply_tendlc(event, payload)
-    except Exception as error:  # noqa: BLE001 - whatever it was, it is recorded and visible in the admin
-        logger.exception("relay: webhook event %s could not be processed", event.pk)
-        event.state, event.last_error = WebhookEvent.State.INVALID, f"{type(error).__name__}: {error}"[:500]
+    payload, problem = webhooks.parse(event.kind, bytes(event.body))
+    if problem is None:
+        try:
+            with transaction.atomic():
+                if event.kind == WebhookEvent.Kind.INBOUND:
+                    _route_inbound(event, payload, numbers)
+                elif event.kind == WebhookEvent.Kind.DLR:
+                    _apply_report(event, payload)
+                else:
+                    _apply_tendlc(event, payload)
+        except Exception as error:  # noqa: BLE001 - whatever it was, it is recorded and visible in the admin
+            logger.exception("relay: webhook event %s could not be processed", event.pk)
+            problem = f"{type(error).__name__}: {error}"
+    if problem is not None:
+        event.state, event.last_error = WebhookEvent.State.INVALID, problem[:500]
         if event.kind == WebhookEvent.Kind.INBOUND:
             _unreadable_inbound(event, numbers)
     event.processed_at = timezone.now()
     event.save(update_fields=["state", "tenant", "last_error", "attempts", "processed_at"])
-
-
-def _e164(value) -> str:
-    text = str(value or "").strip()
-    return "+" + text.lstrip("+") if text.lstrip("+").isdigit() else text
 
 
 def _receiving_number(event: WebhookEvent, to: str, numbers: dict) -> PhoneNumber | None:
@@ -227,7 +228,7 @@ def hold_reason(tenant: Tenant, trunk: Trunk) -> str:
 
 
 def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
-    to = _e164(payload["to"])
+    to = webhooks.as_stored_number(payload["to"])
     number = _receiving_number(event, to, numbers)
     if number is None or number.tenant_id is None or number.trunk_id is None:
         _route_nowhere(event, payload, to, number)
@@ -291,7 +292,7 @@ def _inbound_message(
             "tenant_id": tenant_id,
             "trunk": trunk,
             "direction": Message.Direction.INBOUND,
-            "from_number": _e164(payload.get("from"))[:20],
+            "from_number": webhooks.as_stored_number(payload["from"]),
             "to_number": to,
             "text": text,
             "media": media,
@@ -317,9 +318,13 @@ def _unreadable_inbound(event: WebhookEvent, numbers: dict) -> None:
 
     def readable(key: str) -> str:
         value = payload.get(key)
-        return _e164(value)[:20] if isinstance(value, str | int) and not isinstance(value, bool) else ""
+        readable = isinstance(value, str | int) and not isinstance(value, bool)
+        return webhooks.as_stored_number(str(value))[:20] if readable else ""
 
     to = readable("to")
+    # Wavix's own id when it can be read (a text recovered from Wavix's list is stored under a key of its own).
+    listed_id = payload.get("message_id")
+    message_id = listed_id if isinstance(listed_id, str) and 0 < len(listed_id) <= 64 else event.dedup_key[:64]
     number = _receiving_number(event, to, numbers) if to else None
     tenant_id = (number.tenant_id if number is not None else None) or event.account.tenant_id
     if tenant_id is None:
@@ -339,7 +344,7 @@ def _unreadable_inbound(event: WebhookEvent, numbers: dict) -> None:
                 text=text,
                 encoding=encoding,
                 segments=segments,
-                wavix_message_id=event.dedup_key[:64],
+                wavix_message_id=message_id,
                 status=Message.Status.NOT_FORWARDED,
                 not_forwarded_reason=f"Wavix's webhook could not be read ({event.last_error})"[:300],
                 completed_at=timezone.now(),
@@ -482,7 +487,7 @@ def _apply_tendlc(event: WebhookEvent, payload: dict) -> None:
     status = str(payload["status"]).upper()[:16]
     brand, campaign = str(payload.get("brand_id") or "")[:64], str(payload.get("campaign_id") or "")[:64]
     if payload.get("number"):
-        PhoneNumber.objects.filter(account=event.account, number=_e164(payload["number"])).update(
+        PhoneNumber.objects.filter(account=event.account, number=webhooks.as_stored_number(payload["number"])).update(
             tendlc_status=status, tendlc_brand_id=brand, tendlc_campaign_id=campaign
         )
     elif brand:
@@ -832,8 +837,9 @@ def inbound_reconcile(account: WavixAccount) -> int:
     since = (account.inbound_reconciled_at or started - timedelta(days=1)) - RECONCILE_OVERLAP
     recovered = 0
     for body in WavixClient.for_account(account).inbound_messages(since):
-        # The intake's shape, as for a webhook. One that fails has nobody to answer a 400 to: it is kept, parked
-        # with the reason (under a key its next listing finds again), never lost and never half-routed.
+        # The intake's shape, as for a webhook. One that fails has nobody to answer a 400 to: it is kept (under a
+        # key its next listing finds again) and routing parks it with the reason, in its tenant's log as a text not
+        # forwarded (_process_event) — never lost and never half-routed.
         problem = webhooks.shape_problem(WebhookEvent.Kind.INBOUND, body)
         if problem:
             key = "invalid:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -847,8 +853,6 @@ def inbound_reconcile(account: WavixAccount) -> int:
                     dedup_key=key,
                     body=json.dumps(body).encode(),
                     recovered=True,
-                    state=WebhookEvent.State.INVALID if problem else WebhookEvent.State.PENDING,
-                    last_error=problem or "",
                 )
             recovered += 1
         except IntegrityError:
