@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 from datetime import datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 
 import phonenumbers
 from django.conf import settings
@@ -943,6 +944,35 @@ class Message(models.Model):
         """The status in words, with the reason when an inbound text is held or was not forwarded."""
         label = self.get_status_display()
         return f"{label}: {self.not_forwarded_reason}" if self.not_forwarded_reason else label
+
+    # A text has at most a few dozen segments: the portal sends at most 1,630 GSM-7 characters (11 segments), Wavix
+    # counts an MMS as one. Far above that a count Wavix reports is garbled, whatever the column could hold.
+    SEGMENTS_MAX = 50
+
+    @classmethod
+    def segments_from(cls, value) -> int | None:
+        """A segment count Wavix reported, if it is one (1 to SEGMENTS_MAX); None for anything else."""
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cls.SEGMENTS_MAX:
+            return None
+        return value
+
+    @classmethod
+    def charge_from(cls, value) -> Decimal | None:
+        """A charge Wavix reported (a string, or a number), if it is a finite amount the column holds; else None.
+        "NaN" or "1e30" would fail the row's save, and with it the send or the report that carried them."""
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return None
+        try:
+            charge = Decimal(str(value).strip())
+        except InvalidOperation:
+            return None
+        return charge if charge.is_finite() and abs(charge) < cls.charge_limit() else None
+
+    @classmethod
+    def charge_limit(cls) -> Decimal:
+        """The first amount the charge column cannot hold (10 ** (max_digits - decimal_places))."""
+        field = cls._meta.get_field("charge")
+        return Decimal(10) ** (field.max_digits - field.decimal_places)
 
     def can_transition(self, status: str) -> bool:
         if status not in self.TRANSITIONS.get(self.status, ()):

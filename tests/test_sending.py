@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from messaging import services
 from messaging.models import Message, OptOut, PhoneNumber, SenderID, SenderIDCountry
-from messaging.services.sending import _claim, _next_batch, text_size
-from messaging.wavix import explain
+from messaging.services.sending import _claim, _next_batch, _record, text_size
+from messaging.wavix import WavixSent, explain
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxSenderID
 from tests import factories as f
 from tests.conftest import live_db
@@ -238,6 +238,17 @@ def test_a_message_is_sent_once_with_our_id_as_tag_and_the_report_url(acme, tena
     )
     assert (message.status, message.wavix_message_id, message.segments) == ("accepted", str(at_wavix.uid), 1)
     assert message.sent_at is not None and str(message.charge) == "0.00750"
+
+
+@pytest.mark.parametrize(("charge", "segments"), [("NaN", 99999), ("1e30", 0), ("Infinity", True)])
+def test_a_garbled_charge_or_segment_count_in_wavixs_answer_is_left_out_not_a_lost_send(acme, tenant, charge, segments):
+    _, numeric, _ = acme
+    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Your table is ready")
+    (claimed,) = _claim([message.pk])
+    _record(claimed, WavixSent(wavix_id="6e1b0a52-wavix", status="accepted", segments=segments, charge=charge))
+    message.refresh_from_db()
+    assert (message.status, message.wavix_message_id) == ("accepted", "6e1b0a52-wavix")  # Wavix has it: recorded
+    assert (message.charge, message.segments) == (None, 1)  # its own count kept, no charge rather than a wrong one
 
 
 def test_delivery_reports_close_the_loop(acme, tenant):

@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 from concurrent import futures
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from celery import current_app
 from django.conf import settings
@@ -369,13 +369,8 @@ def opt_out_apply(tenant_id: int, number: str, text: str) -> None:
 
 # A report's side fields — segments, charge, times, error — are read one by one: a bad one is dropped (or a time
 # clamped) with a note on the report's event, and the rest of the report still applies. Before, one bad field
-# (segments_count 99999, charge "NaN") failed the whole report and left the message "accepted" for good.
-#
-# A text has at most a few dozen segments: the portal sends at most 1,630 GSM-7 characters (11 segments), Wavix
-# counts an MMS as one. Far above that a count is garbled, whatever the column (a small integer) could hold.
-REPORT_SEGMENTS_MAX = 50
-_CHARGE = Message._meta.get_field("charge")
-CHARGE_LIMIT = Decimal(10) ** (_CHARGE.max_digits - _CHARGE.decimal_places)
+# (segments_count 99999, charge "NaN") failed the whole report and left the message "accepted" for good. What counts
+# as a segment count or a charge is the message's rule (Message.segments_from, Message.charge_from).
 
 
 def _shown(value) -> str:
@@ -388,9 +383,10 @@ def _report_segments(payload: dict) -> tuple[int | None, str | None]:
     value = payload.get(key)
     if value is None:
         return None, None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= REPORT_SEGMENTS_MAX:
-        return None, f"Dropped {key} {_shown(value)}: not a number of segments from 1 to {REPORT_SEGMENTS_MAX}."
-    return value, None
+    segments = Message.segments_from(value)
+    if segments is None:
+        return None, f"Dropped {key} {_shown(value)}: not a number of segments from 1 to {Message.SEGMENTS_MAX}."
+    return segments, None
 
 
 def _report_charge(payload: dict) -> tuple[Decimal | None, str | None]:
@@ -398,14 +394,9 @@ def _report_charge(payload: dict) -> tuple[Decimal | None, str | None]:
     value = payload.get("charge")
     if value is None or value == "":
         return None, None
-    charge = None
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        try:
-            charge = Decimal(str(value).strip())
-        except InvalidOperation:
-            pass
-    if charge is None or not charge.is_finite() or abs(charge) >= CHARGE_LIMIT:
-        return None, f"Dropped charge {_shown(value)}: not an amount below {CHARGE_LIMIT:,}."
+    charge = Message.charge_from(value)
+    if charge is None:
+        return None, f"Dropped charge {_shown(value)}: not an amount below {Message.charge_limit():,}."
     return charge, None
 
 

@@ -20,7 +20,6 @@ from collections import deque
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -457,10 +456,15 @@ def _record(message: Message, answer: WavixSent | Exception) -> None:
 
 def _accepted(message: Message, sent) -> None:
     message.wavix_message_id = sent.wavix_id
-    if sent.segments:
-        message.segments = sent.segments
+    # Wavix's counts as the message's rules read them: a garbled one is left out (the message keeps its own
+    # segment count), never allowed to fail the save that records a message Wavix has taken.
+    message.segments = Message.segments_from(sent.segments) or message.segments
     if sent.charge not in (None, ""):
-        message.charge = Decimal(str(sent.charge))
+        message.charge = Message.charge_from(sent.charge)
+        if message.charge is None:
+            logger.warning(
+                "outbound: message %s: Wavix's charge %r is not an amount; left out", message.pk, sent.charge
+            )
     message.sent_at = message.sent_at or timezone.now()
     _finish(message, Message.Status.ACCEPTED)
 
