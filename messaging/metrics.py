@@ -37,6 +37,9 @@ FLUSH_SECONDS = 1.0
 
 _pending: Counter = Counter()
 _lock = threading.Lock()
+# Held while counts are taken and sent: a flush() returns only once whatever was counted before it is in the cache,
+# even when the timer's own flush was sending at that moment (a scrape read the counters a round trip too early).
+_send_lock = threading.Lock()
 _flush_timer: threading.Timer | None = None
 
 
@@ -53,6 +56,11 @@ def count(*parts: str) -> None:
 
 def flush() -> None:
     """Send this process's counts to the cache now; a cache outage loses them, never the work they count."""
+    with _send_lock:
+        _send()
+
+
+def _send() -> None:
     global _flush_timer
     with _lock:
         counts, _flush_timer = dict(_pending), None
@@ -78,8 +86,8 @@ def flush() -> None:
 
 def _forget_after_fork() -> None:
     """A forked child (a gunicorn or Celery pool process) starts with no counts, no timer and a free lock."""
-    global _lock, _flush_timer
-    _lock, _flush_timer = threading.Lock(), None
+    global _lock, _send_lock, _flush_timer
+    _lock, _send_lock, _flush_timer = threading.Lock(), threading.Lock(), None
     _pending.clear()
 
 

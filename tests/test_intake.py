@@ -494,6 +494,55 @@ def test_counts_are_sent_to_the_cache_together_within_a_second_without_another_c
     assert cache.get(key, 0) == before + 3
 
 
+@pytest.mark.redis
+def test_a_flush_returns_only_once_counts_the_timer_was_sending_are_in_the_cache(monkeypatch):
+    import threading
+
+    from django.core.cache import cache
+
+    from messaging import metrics
+
+    metrics.flush()
+    key = "metrics:webhook:inbound:too_large"
+    before = cache.get(key, 0)
+    sending, slow = threading.Event(), threading.Event()
+    redis_client_class = type(cache._cache)  # each thread has its own cache object: patch what they all use
+    real_get_client = redis_client_class.get_client
+
+    class SlowPipeline:  # Redis a round trip away: the timer's flush is still sending when the scrape flushes
+        def __init__(self, pipeline):
+            self.pipeline = pipeline
+
+        def incrby(self, *args):
+            self.pipeline.incrby(*args)
+
+        def execute(self):
+            sending.set()
+            slow.wait(0.5)
+            return self.pipeline.execute()
+
+    class SlowPipelines:
+        def __init__(self, client):
+            self.client = client
+
+        def pipeline(self, transaction=False):
+            return SlowPipeline(self.client.pipeline(transaction=transaction))
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    monkeypatch.setattr(
+        redis_client_class, "get_client", lambda self, *a, **kw: SlowPipelines(real_get_client(self, *a, **kw))
+    )
+    metrics.count("webhook", "inbound", "too_large")
+    timer_flush = threading.Thread(target=metrics.flush)  # as the FLUSH_SECONDS timer would
+    timer_flush.start()
+    assert sending.wait(5)
+    metrics.flush()  # what a scrape does first
+    assert cache.get(key, 0) == before + 1
+    timer_flush.join()
+
+
 @pytest.mark.postgres
 def test_on_postgresql_the_intake_statement_is_prepared_once_per_connection(client, account):
     """Planning the INSERT … SELECT cost as much as running it; Django's default (no prepared statements at all)
