@@ -1,5 +1,8 @@
 """Shared fixtures: two resellers with a tenant each, users in every role, and one row of every model."""
 
+import ipaddress
+import socket
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
@@ -8,6 +11,29 @@ from rest_framework.test import APIClient
 from messaging.models import OptOut
 from tenants.models import ApiToken, Membership
 from tests import factories as f
+
+LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+@pytest.fixture(autouse=True)
+def no_dns_off_the_machine(monkeypatch):
+    """Every test's requests stay on this machine, DNS queries included: a name other than localhost (a PBX's FQDN
+    such as acme.3cx.us, no-such-pbx.invalid) does not resolve instead of asking the nameserver. Address literals
+    and localhost resolve as they are. A test that needs a name to resolve installs its own resolver over this one
+    (tests/test_ssrf.py's FakeDns)."""
+    real = socket.getaddrinfo
+
+    def local_only(host, port, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or str(name).lower() in LOCAL_NAMES:
+            return real(host, port, *args, **kwargs)
+        try:
+            ipaddress.ip_address(str(name).split("%")[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, f"{name}: not resolved in tests (no DNS query leaves)") from None
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
 
 
 @pytest.fixture

@@ -508,3 +508,10 @@ def test_a_relayed_text_keeps_the_answer_of_the_3cx_it_checked_and_no_other_tena
     assert (loopback_service.connections, other_pbx.requests, network.outside) == (0, [], [])
     client.force_login(other_admin)
     assert client.get(reverse("admin:messaging_delivery_change", args=[delivery.pk])).status_code == 404
+
+
+def test_in_tests_no_name_but_localhost_resolves_so_no_dns_query_leaves_the_machine():
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo("acme.3cx.us", 443)
+    assert {info[4][0] for info in socket.getaddrinfo("127.0.0.1", 443)} == {"127.0.0.1"}
+    assert socket.getaddrinfo("localhost", 443)
