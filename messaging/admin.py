@@ -21,7 +21,6 @@ from messaging import audit_log, message_log, services
 from messaging.admin_review import RegistrationPagesMixin
 from messaging.admin_setup import TrunkSetupMixin
 from messaging.models import (
-    AuditEvent,
     CountryRule,
     Delivery,
     Message,
@@ -37,7 +36,7 @@ from messaging.models import (
 from messaging.wavix import explain
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 from tenants import access
-from tenants.models import Reseller
+from tenants.models import AuditEvent, Reseller
 
 
 class CallsWavixAdmin:
@@ -933,7 +932,7 @@ class AuditEventAdmin(RecordAdmin):
 
     def get_urls(self):
         export = self.admin_site.admin_view(self.export_csv_view)
-        return [path("export.csv", export, name="messaging_auditevent_export"), *super().get_urls()]
+        return [path("export.csv", export, name="tenants_auditevent_export"), *super().get_urls()]
 
     def export_csv_view(self, request):
         """Export the audit trail exactly as filtered and searched on screen, as a streamed CSV file."""
@@ -942,5 +941,5 @@ class AuditEventAdmin(RecordAdmin):
         try:
             changelist = self.get_changelist_instance(request)  # the same filters, search and scope as the list
         except IncorrectLookupParameters:
-            return redirect(f"{reverse('admin:messaging_auditevent_changelist')}?e=1")
+            return redirect(f"{reverse('admin:tenants_auditevent_changelist')}?e=1")
         return audit_log.audit_csv_response(changelist.queryset)
