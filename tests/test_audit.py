@@ -15,8 +15,8 @@ from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import services
 from messaging.models import Delivery, SenderIDCountry, WavixAccount
+from messaging.services import forwarding, senders
 from tenants import services as people
 from tenants.models import ApiToken, AuditEvent, Membership
 from tests import factories as f
@@ -113,7 +113,7 @@ def test_a_reviewers_registration_decision_leaves_one_row(tenant):
     registration.transition(SenderIDCountry.Status.IN_REVIEW)
     registration.save()
     with exactly_one_row("registration.status") as row:
-        services.registration_decide(
+        senders.registration_decide(
             reviewer=reviewer, registration=registration, decision="reject", note="The letter is unsigned."
         )
     assert_about(row.event, registration, reviewer)
@@ -141,7 +141,7 @@ def test_a_replay_leaves_one_row_and_a_repeated_replay_none(client, operator, de
     assert row.event.changes == {"from": "dead", "trunk": "Front desk", "last_error": "HTTP 503 from 3CX"}
     with no_row():  # the second click of a double click: already pending, nothing replayed
         client.post(reverse("admin:messaging_delivery_changelist"), replay)
-        assert services.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 0
+        assert forwarding.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 0
 
 
 # --------------------------------------------------------------------------------------------------------------
