@@ -74,7 +74,7 @@ class PortalAdminSite(admin.AdminSite):
     def get_urls(self):
         from django.urls import path
 
-        from messaging.admin_review import review_urls  # messaging's models load after this module
+        from messaging.admin.senders import review_urls  # messaging's models load after this module
 
         dashboard = path("dashboard/", self.admin_view(self.dashboard), name="dashboard")
         return [dashboard, *review_urls(self), *super().get_urls()]  # before the catch-all app pages
@@ -87,7 +87,7 @@ class PortalAdminSite(admin.AdminSite):
         return self.dashboard(request)
 
     def dashboard(self, request):
-        from messaging.dashboard import dashboard_view  # messaging's models load after this module
+        from messaging.admin.dashboard import dashboard_view  # messaging's models load after this module
 
         return dashboard_view(request, self)
 

@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from messaging.admin import RelayRepairMixin, forwarding_health, relay_summary
+from messaging.admin.relay import RelayRepairMixin, forwarding_health, relay_summary
 from messaging.models import Trunk, WavixAccount
 from messaging.services import wavix_sub_account_create
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline
