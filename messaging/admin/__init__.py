@@ -8,9 +8,15 @@
   filters, search and CSV export);
 - dashboard: the page resellers and tenant viewers land on.
 
-Importing a module registers its model admins with the site, so each is imported here by name.
+Importing a module registers its model admins with the site, so each is imported here by name; the site-level
+pages (the review queue, the dashboard) are added to the site here, so the site imports nothing of messaging.
 """
 
-from messaging.admin import provisioning, records, senders, trunks
+from django.contrib import admin
 
-__all__ = ["provisioning", "records", "senders", "trunks"]
+from messaging.admin import dashboard, provisioning, records, senders, trunks
+
+__all__ = ["dashboard", "provisioning", "records", "senders", "trunks"]
+
+admin.site.add_urls(senders.review_urls)
+admin.site.set_dashboard(dashboard.dashboard_view)

@@ -2,9 +2,9 @@
 
 from django.contrib.admin.options import csrf_protect_m
 
-from portal.admin import ScopedAdmin
 from tenants import access
 from tenants.models import Reseller
+from tenants.scoped_admin import ScopedAdmin
 
 
 class CallsWavixAdmin:

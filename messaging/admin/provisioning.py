@@ -10,8 +10,8 @@ from messaging import services
 from messaging.admin.base import CallsWavixAdmin, OwnedAdmin
 from messaging.admin.relay import queue_relay_repair, relay_status
 from messaging.models import CountryRule, PhoneNumber, WavixAccount
-from portal.admin import ScopedAdmin
 from tenants import access
+from tenants.scoped_admin import ScopedAdmin
 
 
 @admin.register(CountryRule)

@@ -19,8 +19,8 @@ from messaging import services
 from messaging.admin import logs
 from messaging.models import AuditEvent, Delivery, Message, OptOut, SenderID, WebhookEvent
 from messaging.wavix import explain
-from portal.admin import ScopedAdmin, show_errors
 from tenants import access
+from tenants.scoped_admin import ScopedAdmin, show_errors
 
 
 class RecordAdmin(ScopedAdmin):

@@ -21,9 +21,9 @@ from messaging import services
 from messaging.admin.base import CallsWavixAdmin, OwnedAdmin
 from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
 from messaging.services import registrations
-from portal.admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 from tenants import access
 from tenants.models import Reseller
+from tenants.scoped_admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 
 
 class DecisionForm(forms.Form):

@@ -21,8 +21,8 @@ from messaging.admin.base import OwnedAdmin
 from messaging.admin.relay import RelayRepairMixin, forwarding_health, relay_status
 from messaging.admin.setup import TrunkSetupMixin
 from messaging.models import Delivery, Message, PhoneNumber, Trunk
-from portal.admin import ScopedReadOnlyInline
 from tenants import access
+from tenants.scoped_admin import ScopedReadOnlyInline
 
 
 class TrunkForm(forms.ModelForm):
