@@ -170,7 +170,9 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
         return [path("send/", send, name="messaging_message_send"), *super().get_urls()]
 
     def send_view(self, request):
-        """Send one message, or the same text to many recipients (a bulk send), as the API does."""
+        """Send one message, or the same text to many recipients (a bulk send), through the API's own services
+        (message_send, message_send_bulk): every rule, the tenant's suspension included, is checked there, and its
+        refusal is shown on the form."""
         if not access.can(request.user, "send", Message):
             raise PermissionDenied
         form = SendForm(request.POST or None, user=request.user)
