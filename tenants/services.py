@@ -12,9 +12,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.models import AuditEvent
 from tenants import access
-from tenants.models import ApiToken, Membership, Reseller, Tenant
+from tenants.models import ApiToken, AuditEvent, Membership, Reseller, Tenant
 
 logger = logging.getLogger(__name__)
 User = get_user_model()

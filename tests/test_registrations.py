@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messaging import services
-from messaging.models import AuditEvent, Message, RegistrationDocument, RegistrationEvent, SenderIDCountry
-from tenants.models import Membership
+from messaging.models import Message, RegistrationDocument, RegistrationEvent, SenderIDCountry
+from tenants.models import AuditEvent, Membership
 from tests import factories as f
 from tests.conftest import token_client
 

@@ -13,8 +13,9 @@ import pytest
 from django.utils import timezone
 
 from messaging import services
-from messaging.models import AuditEvent, Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent
+from messaging.models import Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent
 from sandbox.models import FakePbxInbox, FakePbxRequest
+from tenants.models import AuditEvent
 from tests import factories as f
 from tests.conftest import live_db
 

@@ -25,10 +25,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messaging import metrics, services
-from messaging.models import AuditEvent, Delivery, Message, PhoneNumber, Trunk, WebhookEvent
+from messaging.models import Delivery, Message, PhoneNumber, Trunk, WebhookEvent
 from messaging.tasks import wavix_numbers_unpoint
 from messaging.wavix import WavixClient
 from sandbox.models import FakePbxInbox, SandboxNumber
+from tenants.models import AuditEvent
 from tenants.services import tenant_save
 from tests import factories as f
 from tests.conftest import live_db, token_client

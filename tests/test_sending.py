@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from messaging import services
 from messaging.models import Message, OptOut, PhoneNumber, SenderID, SenderIDCountry
-from messaging.services.sending import _claim, _next_batch, _record, text_size
+from messaging.services.sending import _next_batch, _record, text_size
 from messaging.wavix import WavixSent, explain
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxSenderID
 from tests import factories as f
@@ -244,7 +244,7 @@ def test_a_message_is_sent_once_with_our_id_as_tag_and_the_report_url(acme, tena
 def test_a_garbled_charge_or_segment_count_in_wavixs_answer_is_left_out_not_a_lost_send(acme, tenant, charge, segments):
     _, numeric, _ = acme
     message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Your table is ready")
-    (claimed,) = _claim([message.pk])
+    (claimed,) = Message.claim([message.pk])
     _record(claimed, WavixSent(wavix_id="6e1b0a52-wavix", status="accepted", segments=segments, charge=charge))
     message.refresh_from_db()
     assert (message.status, message.wavix_message_id) == ("accepted", "6e1b0a52-wavix")  # Wavix has it: recorded
@@ -345,8 +345,8 @@ def test_a_message_past_its_validity_expires_instead_of_going_late(acme, tenant)
 def test_a_message_is_claimed_once(acme, tenant):
     _, numeric, _ = acme
     message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
-    assert [claimed.pk for claimed in _claim([message.pk])] == [message.pk]
-    assert _claim([message.pk]) == []
+    assert [claimed.pk for claimed in Message.claim([message.pk])] == [message.pk]
+    assert Message.claim([message.pk]) == []
     message.refresh_from_db()
     assert (message.status, message.attempts) == ("sending", 1)
 

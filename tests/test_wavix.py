@@ -12,9 +12,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from messaging import services
-from messaging.models import AuditEvent, PhoneNumber, SenderID, SenderIDCountry, WavixAccount
+from messaging.models import PhoneNumber, SenderID, SenderIDCountry, WavixAccount
 from messaging.wavix import WavixClient, WavixPermanentError, WavixTransientError
 from sandbox.models import SandboxAccount, SandboxNumber, SandboxSenderID
+from tenants.models import AuditEvent
 from tests import factories as f
 from tests.conftest import live_db, token_client
 

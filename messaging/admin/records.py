@@ -17,9 +17,10 @@ from django.utils.safestring import mark_safe
 
 from messaging import services
 from messaging.admin import logs
-from messaging.models import AuditEvent, Delivery, Message, OptOut, SenderID, WebhookEvent
+from messaging.models import Delivery, Message, OptOut, SenderID, WebhookEvent
 from messaging.wavix import explain
 from tenants import access
+from tenants.models import AuditEvent
 from tenants.scoped_admin import ScopedAdmin, show_errors
 
 

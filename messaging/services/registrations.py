@@ -22,9 +22,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from messaging.models import AuditEvent, RegistrationDocument, RegistrationEvent, SenderIDCountry
+from messaging.models import IllegalTransition, RegistrationDocument, RegistrationEvent, SenderIDCountry
 from tenants import access
-from tenants.models import Membership
+from tenants.models import AuditEvent, Membership
 
 logger = logging.getLogger(__name__)
 Status = SenderIDCountry.Status
@@ -49,7 +49,10 @@ def registration_set_status(*, actor, registration: SenderIDCountry, status: str
     """Move one registration along its lifecycle, recording who did it and why (actor None = the system)."""
     with transaction.atomic():
         registration = SenderIDCountry.objects.select_for_update().select_related("sender").get(pk=registration.pk)
-        previous = registration.move_to(status, actor=actor, note=note)
+        try:
+            previous = registration.transition(status, actor=actor, note=note)
+        except IllegalTransition as error:
+            raise ValidationError(str(error)) from None  # shown on the reviewer's form like any other refusal
         registration.save()
         _timeline(registration, previous, actor, note)
         AuditEvent.record(

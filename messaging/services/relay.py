@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from messaging import metrics, threecx, webhooks
 from messaging.models import (
-    AuditEvent,
     Delivery,
     Message,
     OptOut,
@@ -36,7 +35,7 @@ from messaging.models import (
 from messaging.services.sending import message_parts
 from messaging.services.wavix_sync import numbers_sync_soon
 from messaging.wavix import WavixClient
-from tenants.models import Tenant
+from tenants.models import AuditEvent, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -627,7 +626,7 @@ def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
     )
     message = delivery.message
     if outcome.delivered:
-        delivery.status, delivery.delivered_at = Delivery.Status.DELIVERED, now
+        delivery.transition(Delivery.Status.DELIVERED, at=now)
         next_status = Message.Status.FORWARDED
         metrics.count("forward", "delivered")
     elif outcome.transient and now + _retry_delay(delivery.attempts) < delivery.created_at + RETRY_FOR:
@@ -635,7 +634,7 @@ def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
         next_status = None  # stays received, waiting for the next attempt
         metrics.count("forward", "retry")
     else:
-        delivery.status = Delivery.Status.DEAD if outcome.transient else Delivery.Status.FAILED
+        delivery.transition(Delivery.Status.DEAD if outcome.transient else Delivery.Status.FAILED)
         next_status = Message.Status.FAILED
         metrics.count("forward", delivery.status)
     with transaction.atomic():
@@ -734,7 +733,7 @@ def failing_trunks_probe() -> int:
 def delivery_replay(*, actor, deliveries) -> int:
     """Try failed or dead-lettered deliveries again from now, each replay written to the audit trail."""
     replayed = 0
-    replayable = [Delivery.Status.FAILED, Delivery.Status.DEAD]
+    replayable = Delivery.REPLAYABLE
     for delivery in deliveries.filter(status__in=replayable).select_related("message", "trunk"):
         with transaction.atomic():
             previous, now = delivery.status, timezone.now()

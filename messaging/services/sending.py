@@ -366,7 +366,7 @@ def outbound_drain(account_id: int) -> int:
                     pks = []
                     while len(pks) < free and candidates and not (wait := ratelimit.take(account_id, rate)):
                         pks.append(candidates.popleft())  # one token per call to Wavix
-                    for message in _claim(pks):
+                    for message in Message.claim(pks):
                         last_served[message.tenant_id] = time.monotonic()
                         in_flight[pool.submit(_post, message, client, callback_url)] = message
                     if pks:
@@ -390,32 +390,6 @@ def outbound_drain(account_id: int) -> int:
     if account and _due(account_id).exists():
         drain_soon(account_id)  # the budget ran out with work left, or a retry is due
     return sent
-
-
-EXPIRED_NOTE = "Not sent within its validity: it would have arrived too late."
-
-
-def _claim(pks: list[int]) -> list[Message]:
-    """Take these messages for sending, in this order, leaving any another worker took (the one place that makes
-    sends single); a message past its validity expires here instead."""
-    if not pks:
-        return []
-    now = timezone.now()
-    with transaction.atomic():
-        queued = Message.objects.select_for_update(skip_locked=True).filter(pk__in=pks, status=Message.Status.QUEUED)
-        claimed = []
-        for message in queued:
-            if message.expires_at and message.expires_at <= now:
-                _finish(message, Message.Status.EXPIRED, error=EXPIRED_NOTE)
-            else:
-                claimed.append(message)
-        Message.objects.filter(pk__in=[message.pk for message in claimed]).update(
-            status=Message.Status.SENDING, send_started_at=now, attempts=F("attempts") + 1
-        )
-    for message in claimed:
-        message.status, message.send_started_at, message.attempts = Message.Status.SENDING, now, message.attempts + 1
-    order = {pk: index for index, pk in enumerate(pks)}
-    return sorted(claimed, key=lambda message: order[message.pk])
 
 
 def _finish(message: Message, status: str, **fields) -> None:
@@ -514,7 +488,7 @@ def outbound_reconcile(message_id: int) -> str | None:
         if found:
             _accepted(message, found)
         elif message.expires_at and message.expires_at <= timezone.now():
-            _finish(message, Message.Status.EXPIRED, error=EXPIRED_NOTE)
+            _finish(message, Message.Status.EXPIRED, error=Message.EXPIRED_NOTE)
         else:
             message.next_attempt_at = timezone.now()
             _finish(message, Message.Status.QUEUED)  # Wavix never got it: sending it now cannot make two

@@ -13,10 +13,10 @@ from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from messaging.models import AuditEvent, CountryRule, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging.models import CountryRule, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
 from messaging.services.registrations import registration_set_status, registrations_submitted
 from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, WavixTransientError
-from tenants.models import Tenant
+from tenants.models import AuditEvent, Tenant
 
 logger = logging.getLogger(__name__)
 
