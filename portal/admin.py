@@ -1,12 +1,14 @@
-"""The admin site and the base class that scopes every model admin through tenants.access."""
+"""The admin site, and its sign-in: the login form, the lockout page and the name a lockout counts against."""
+
+from collections.abc import Callable
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
 from tenants import access
 
@@ -50,111 +52,45 @@ class PortalLoginForm(AdminAuthenticationForm):
         return ValidationError(self.error_messages["invalid_login"], code="invalid_login")
 
 
-def show_errors(form: forms.Form, error: ValidationError, renamed: dict[str, str] | None = None) -> None:
-    """Put a service's ValidationError on the form: each message beside its field (`renamed` maps a service's
-    field name to the form's), the rest above the form."""
-    if not hasattr(error, "error_dict"):
-        form.add_error(None, error.messages)
-        return
-    for name, messages in error.message_dict.items():
-        name = (renamed or {}).get(name, name)
-        form.add_error(name if name in form.fields else None, messages)
-
-
 class PortalAdminSite(admin.AdminSite):
+    """The admin, with access decided by tenants.access. Apps add their site-level pages here from their own admin
+    module (add_urls, set_dashboard), so the site imports no app."""
+
     site_header = "PBX Messaging Portal"
     site_title = "PBX Messaging Portal"
     index_title = "Operations"
     site_url = None  # the portal has no public site to link to
     login_form = PortalLoginForm
 
+    def __init__(self, name: str = "admin") -> None:
+        super().__init__(name)
+        self._url_makers: list[Callable[[admin.AdminSite], list[URLPattern]]] = []
+        self._dashboard: Callable[[HttpRequest, admin.AdminSite], HttpResponse] | None = None
+
+    def add_urls(self, make_urls: Callable[[admin.AdminSite], list[URLPattern]]) -> None:
+        """Add pages that belong to no model (a review queue): make_urls(site) returns their URL patterns."""
+        self._url_makers.append(make_urls)
+
+    def set_dashboard(self, view: Callable[[HttpRequest, admin.AdminSite], HttpResponse]) -> None:
+        """The page at dashboard/, where resellers and tenant viewers land: view(request, site)."""
+        self._dashboard = view
+
     def has_permission(self, request) -> bool:
         return access.has_portal_access(request.user)
 
     def get_urls(self):
-        from django.urls import path
-
-        from messaging.admin_review import review_urls  # messaging's models load after this module
-
         dashboard = path("dashboard/", self.admin_view(self.dashboard), name="dashboard")
-        return [dashboard, *review_urls(self), *super().get_urls()]  # before the catch-all app pages
+        added = [pattern for make_urls in self._url_makers for pattern in make_urls(self)]
+        return [dashboard, *added, *super().get_urls()]  # before the catch-all app pages
 
     def index(self, request, extra_context=None):
         # Resellers and tenant viewers land on their tenants' dashboard; platform staff keep the list of
         # models (their work is review queues) and open the dashboard of every tenant from the top bar.
-        if request.user.is_staff or request.user.is_superuser:
+        if request.user.is_staff or request.user.is_superuser or self._dashboard is None:
             return super().index(request, extra_context)
         return self.dashboard(request)
 
     def dashboard(self, request):
-        from messaging.dashboard import dashboard_view  # messaging's models load after this module
-
-        return dashboard_view(request, self)
-
-
-class ScopedAdmin(admin.ModelAdmin):
-    """A model admin whose rows, choices and permissions all come from tenants.access.
-
-    Another reseller's object opened by URL answers 404, exactly like one that does not exist.
-    """
-
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-
-    def get_queryset(self, request):
-        return access.visible(request.user, super().get_queryset(request))
-
-    def get_inlines(self, request, obj):
-        return self.inlines if obj is not None else []  # inlines here show existing rows only
-
-    def get_object(self, request, object_id, from_field=None):
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            raise Http404("No such object.")
-        return obj
-
-    def has_module_permission(self, request) -> bool:
-        return access.can(request.user, "view", self.model)
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return access.can(request.user, "view", obj if obj is not None else self.model)
-
-    def has_add_permission(self, request) -> bool:
-        return access.can(request.user, "add", self.model)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return access.can(request.user, "change", obj if obj is not None else self.model)
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return access.can(request.user, "delete", obj if obj is not None else self.model)
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        # Choices list only rows the user may attach things to: a typed-in foreign id fails validation.
-        related = db_field.remote_field.model
-        if "queryset" not in kwargs:
-            kwargs["queryset"] = access.changeable(request.user, related)
-            if related._meta.label_lower in access.PUBLIC_READ:
-                kwargs["queryset"] = access.visible(request.user, related)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-
-class ScopedReadOnlyInline(admin.TabularInline):
-    """An inline of records that are shown, never edited, in the parent's page."""
-
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def get_queryset(self, request):
-        return access.visible(request.user, super().get_queryset(request))
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return access.can(request.user, "view", self.model)
+        if self._dashboard is None:
+            raise Http404("No dashboard.")
+        return self._dashboard(request, self)

@@ -19,7 +19,6 @@ import time
 import uuid
 from functools import wraps
 
-import phonenumbers
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -28,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
+from sandbox import phones
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxNumber, SandboxSenderID
 from sandbox.spec import SpecRequest, SpecResponse, request_problems, response_problems
 
@@ -119,13 +119,6 @@ def wavix_endpoint(handler):
 
 def _digits(number: str) -> str:
     return number.strip().lstrip("+")
-
-
-def country_of_digits(digits: str) -> str:
-    try:
-        return phonenumbers.region_code_for_number(phonenumbers.parse("+" + digits)) or ""
-    except phonenumbers.NumberParseException:
-        return ""
 
 
 def _iso(moment) -> str | None:
@@ -370,7 +363,7 @@ def messages(request, account, body):
     if request.method == "GET":
         return _list_messages(request, account)
     to = _digits(body["to"])
-    country = country_of_digits(to)
+    country = phones.country_of_digits(to)
     if not country:
         raise WavixError(400, "Missing or invalid parameter to")
     if not _sender_may_send(account, body["from"], country):
@@ -422,8 +415,6 @@ def inject(request):
     POST {"to": "+1415…", "from": "+4477…", "text": "…"} with the account's Bearer key; answers where the text
     was POSTed and what that endpoint answered.
     """
-    from sandbox.views import inject_inbound
-
     account = _authenticate(request)
     if request.method != "POST" or account is None:
         status, data = _error(401 if account is None else 405, "Unauthorized" if account is None else "POST only")
@@ -434,7 +425,7 @@ def inject(request):
     except (ValueError, KeyError, TypeError, SandboxNumber.DoesNotExist):
         status, data = _error(400, "Missing or invalid parameter to")
         return HttpResponse(data, status=status, content_type="application/json")
-    url, answered, note = inject_inbound(
+    url, answered, note = phones.inject_inbound(
         number,
         str(body.get("from") or "+447700900123"),
         str(body.get("text") or ""),

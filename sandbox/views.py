@@ -8,10 +8,8 @@ secrets among them), which no tenant viewer may see.
 import functools
 import json
 import time
-import uuid
 from datetime import timedelta
 
-import requests
 from django.contrib import admin, messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
@@ -21,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from sandbox.api import country_of_digits
+from sandbox import phones
 from sandbox.models import (
     FakePbxInbox,
     FakePbxRequest,
@@ -30,11 +28,9 @@ from sandbox.models import (
     SandboxNumber,
     SandboxSenderID,
 )
-from sandbox.spec import schema_problems
 from tenants.access import has_portal_access, may_see_webhook_urls
 
 FAKE_PBX_TIMEOUT_SECONDS = 30
-RELAY_TIMEOUT = (3, 10)
 
 
 def sandbox_user(view):
@@ -104,11 +100,11 @@ def account_outage(request, account_id: int):
 def number_create(request):
     account = get_object_or_404(SandboxAccount, pk=request.POST.get("account"))
     digits = (request.POST.get("number") or "").strip().lstrip("+")
-    if not digits.isdigit() or not country_of_digits(digits):
+    if not digits.isdigit() or not phones.country_of_digits(digits):
         messages.error(request, f"{digits!r} is not a phone number.")
         return redirect("sandbox:index")
     SandboxNumber.objects.get_or_create(
-        number=digits, defaults={"account": account, "country": country_of_digits(digits), "sms_enabled": True}
+        number=digits, defaults={"account": account, "country": phones.country_of_digits(digits), "sms_enabled": True}
     )
     return redirect("sandbox:index")
 
@@ -137,54 +133,12 @@ def sender_allowlist(request, sender_id: int):
     return redirect("sandbox:index")
 
 
-def inbound_message(from_number: str, to_number: str, text: str) -> dict:
-    """An inbound text as Wavix POSTs it (InboundMessage): digits without +, a fresh message_id."""
-    return {
-        "message_id": str(uuid.uuid4()),
-        "from": from_number.lstrip("+"),
-        "to": to_number.lstrip("+"),
-        "message_body": {"text": text, "media": None},
-        "received_at": timezone.now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-    }
-
-
-def inject_inbound(
-    number: SandboxNumber, from_number: str, text: str, *, lose_webhook: bool = False
-) -> tuple[str, int | None, str]:
-    """Receive a text for the number: keep it (Wavix lists it under GET /v3/messages?type=inbound) and POST it
-    to the number's relay URL, else the account default — unless the webhook is to be lost on the way.
-    Returns (url, status, note)."""
-    body = inbound_message(from_number, number.number, text)
-    SandboxMessage.objects.create(
-        uid=body["message_id"],
-        account=number.account,
-        direction="inbound",
-        from_number=body["from"],
-        to_number=body["to"],
-        text=text,
-        status="delivered",
-    )
-    url = number.sms_relay_url or number.account.sms_relay_url
-    if lose_webhook:
-        return url, None, "The webhook was lost on purpose (reconciliation will find the text)."
-    if not url:
-        return "", None, "The number has no SMS relay URL and the account no default endpoint."
-    if problem := schema_problems("InboundMessage", body):
-        raise AssertionError(f"sandbox inbound message breaks the Wavix spec: {problem}")
-    try:
-        response = requests.post(url, json=body, timeout=RELAY_TIMEOUT)
-    except requests.RequestException as error:
-        return url, None, f"{type(error).__name__}: no answer"
-    is_page = "html" in response.headers.get("Content-Type", "")
-    return url, response.status_code, response.reason if is_page else response.text[:200]
-
-
 @sandbox_user
 @_post_only
 def inject(request, number_id: int):
     """Send an inbound text to a number, as if a mobile phone replied."""
     number = get_object_or_404(SandboxNumber.objects.select_related("account"), pk=number_id)
-    url, status, note = inject_inbound(
+    url, status, note = phones.inject_inbound(
         number, request.POST.get("from") or "+447700900123", request.POST.get("text") or ""
     )
     level = messages.SUCCESS if status and 200 <= status < 300 else messages.ERROR

@@ -1,21 +1,19 @@
+"""Resellers, people (memberships, invitations) and API tokens in the admin.
+
+The tenant's page is registered by messaging (messaging.admin.provisioning.TenantAdmin): it shows the tenant's Wavix
+accounts, trunks and forwarding health, and tenants imports nothing of messaging.
+"""
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin import RelatedOnlyFieldListFilter
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
-from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 
-from messaging.admin import RelayRepairMixin, forwarding_health, relay_summary
-from messaging.models import Trunk, WavixAccount
-from messaging.services.accounts import wavix_sub_account_create
-from portal.admin import ScopedAdmin, ScopedReadOnlyInline
 from tenants import access, services
 from tenants.models import ApiToken, Membership, Reseller, Tenant
+from tenants.scoped_admin import ScopedAdmin
 
 
 @admin.register(Reseller)
@@ -36,91 +34,6 @@ class ResellerAdmin(ScopedAdmin):
     @admin.display(description="Tenants", ordering="tenant_count")
     def tenant_count(self, obj) -> int:
         return obj.tenant_count
-
-
-class TrunkInline(ScopedReadOnlyInline):
-    model = Trunk
-    fields = ["name", "pbx_fqdn", "main_sender", "sms_template", "sms_enabled"]
-
-
-@admin.register(Tenant)
-class TenantAdmin(RelayRepairMixin, ScopedAdmin):
-    drift_filter = "tenant"
-    list_display = ["name", "reseller", "status", "default_country", "created_at"]
-    list_filter = ["status", ("reseller", RelatedOnlyFieldListFilter)]
-    list_select_related = ["reseller"]
-    search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
-    fields = ["reseller", "name", "slug", "status", "default_country"]
-    inlines = [TrunkInline]
-
-    def get_fields(self, request, obj=None):
-        return self.fields + self.get_readonly_fields(request, obj)
-
-    def get_readonly_fields(self, request, obj=None):
-        return ["wavix_accounts_panel", "forwarding_panel", self.drift_panel_for(request, obj)] if obj else []
-
-    @admin.display(description="Forwarding to 3CX")
-    def forwarding_panel(self, obj):
-        # Whoever may see the tenant may see its trunks: no further scoping needed here.
-        trunks = list(Trunk.objects.filter(tenant=obj)) if obj else []
-        if not trunks:
-            return "No trunk yet."
-        health = format_html_join(mark_safe("<br>"), "{}: {}", ((t.name, forwarding_health(t)) for t in trunks))
-        return format_html("{}<br>{}", relay_summary(obj), health)
-
-    @admin.display(description="Wavix accounts")
-    def wavix_accounts_panel(self, obj):
-        own = list(obj.wavix_accounts.all())
-        listed = ", ".join(str(a) for a in own) or "Uses the reseller's shared account(s)."
-        url = reverse("admin:tenants_tenant_wavix_sub_account", args=[obj.pk])
-        return format_html('{} <a class="button" href="{}">Create a Wavix sub-account</a>', listed, url)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view(self.wavix_sub_account_view)
-        return [
-            path("<int:object_id>/wavix-sub-account/", view, name="tenants_tenant_wavix_sub_account"),
-            *super().get_urls(),
-        ]
-
-    def wavix_sub_account_view(self, request, object_id: int):
-        """Create a Wavix sub-account for the tenant under one of the reseller's shared accounts."""
-        tenant = self.get_object(request, str(object_id))  # 404 for another reseller's tenant
-        if not access.can(request.user, "add", WavixAccount) or not self.has_change_permission(request, tenant):
-            raise PermissionDenied
-        masters = access.changeable(request.user, WavixAccount).filter(reseller=tenant.reseller, tenant=None)
-        error = None
-        if request.method == "POST":
-            master = masters.filter(pk=request.POST.get("master")).first()
-            if master is None:
-                error = "Choose the reseller account to create the sub-account under."
-            else:
-                try:
-                    account = wavix_sub_account_create(actor=request.user, master=master, tenant=tenant)
-                except ValidationError as refusal:
-                    error = " ".join(refusal.messages)
-                else:
-                    self.message_user(request, f"Created {account}: its numbers are syncing now.")
-                    return redirect(reverse("admin:messaging_wavixaccount_change", args=[account.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Create a Wavix sub-account for {tenant}",
-            "tenant": tenant,
-            "masters": masters,
-            "error": error,
-        }
-        return TemplateResponse(request, "tenants/wavix_sub_account.html", context)
-
-    def get_changeform_initial_data(self, request):
-        initial = super().get_changeform_initial_data(request)
-        resellers = list(access.resellers_for(request.user, "add")[:2])
-        if len(resellers) == 1:
-            initial.setdefault("reseller", resellers[0].pk)
-        return initial
-
-    def save_model(self, request, obj, form, change) -> None:
-        services.tenant_save(actor=request.user, tenant=obj)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.dashboard import Rate, setup_steps_done
+from messaging.admin.dashboard import Rate, setup_steps_done
 from messaging.models import DailyMessageCount, Delivery, Message, SenderIDCountry, Trunk
 from messaging.tasks import message_counts_rollup
 from tests import factories as f

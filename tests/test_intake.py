@@ -407,8 +407,8 @@ def test_what_the_intake_refuses_the_spec_refuses_too(client, account, kind, sch
 
 def test_the_sandboxs_webhooks_which_follow_the_spec_are_accepted(client, account):
     from sandbox.models import SandboxAccount, SandboxMessage
+    from sandbox.phones import inbound_message
     from sandbox.tasks import delivery_report
-    from sandbox.views import inbound_message
 
     inbound = inbound_message("+447700900123", "+14155550100", "Hi")
     assert post(client, account.inbound_webhook_url, inbound).status_code == 200

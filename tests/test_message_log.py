@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.message_log import CappedCountPaginator
+from messaging.admin.logs import CappedCountPaginator
 from messaging.models import Message
 from tests import factories as f
 

@@ -639,7 +639,7 @@ def test_10dlc_brand_and_campaign_statuses_are_kept_and_follow_their_webhooks(se
 
 
 def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant, inbox, sandbox_account):
-    from sandbox.views import inject_inbound
+    from sandbox.phones import inject_inbound
 
     account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
     trunk = f.TrunkFactory(tenant=tenant, sms_enabled=True)

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.dashboard import Rate
+from messaging.admin.dashboard import Rate
 from messaging.models import DailyMessageCount, Delivery, IdempotentRequest, Message, WebhookEvent
 from messaging.services import retention
 from messaging.tasks import message_counts_rollup, retention_purge

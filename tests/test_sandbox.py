@@ -13,6 +13,7 @@ import yaml
 from django.utils import timezone
 
 from sandbox import api as sandbox_api
+from sandbox import phones
 from sandbox import views as sandbox_views
 from sandbox.models import FakePbxInbox, FakePbxRequest, SandboxMessage
 from sandbox.spec import schema_problems
@@ -136,7 +137,7 @@ def test_a_sender_not_allowlisted_for_the_destination_is_refused(wavix, sandbox_
 
 def test_an_injected_inbound_text_reaches_the_numbers_relay_url_in_wavixs_format(wavix, sandbox_account, inbox):
     number = f.SandboxNumberFactory(account=sandbox_account, number="14155550100", sms_relay_url=inbox.url)
-    url, status, _ = sandbox_views.inject_inbound(number, "+447700900123", "Is Friday OK?")
+    url, status, _ = phones.inject_inbound(number, "+447700900123", "Is Friday OK?")
     assert (url, status) == (inbox.url, 200)
     received = FakePbxRequest.objects.get()
     body = json.loads(bytes(received.body))
@@ -148,7 +149,7 @@ def test_an_injected_inbound_text_reaches_the_numbers_relay_url_in_wavixs_format
 def test_without_a_relay_url_the_account_default_gets_the_text(wavix, inbox):
     account = f.SandboxAccountFactory(sms_relay_url=inbox.url)
     number = f.SandboxNumberFactory(account=account, number="14155550100")
-    assert sandbox_views.inject_inbound(number, "+447700900123", "hi")[:2] == (inbox.url, 200)
+    assert phones.inject_inbound(number, "+447700900123", "hi")[:2] == (inbox.url, 200)
 
 
 @pytest.mark.parametrize("mode,status", [("500", 500), ("404", 404), ("ok", 200)])

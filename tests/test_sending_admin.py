@@ -3,11 +3,13 @@
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
+from django.utils.html import escape
 
 from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry
 from tenants import services as people
 from tenants.models import ApiToken
 from tests import factories as f
+from tests.conftest import token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +54,28 @@ def test_a_suspended_tenant_sends_nothing_from_the_admin(client, operator, sende
     )
     assert response.status_code == 200
     assert "Tenant A is suspended: nothing is sent for it." in response.content.decode()
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("recipients", [["+14155550123"], ["+14155550123", "+14155550124"]])
+def test_the_send_page_refuses_a_suspended_tenant_in_the_apis_words_and_queues_nothing(
+    client, operator, sender, tenant, recipients
+):
+    tenant.status = "suspended"
+    tenant.save()
+    one_or_bulk = {"to": recipients[0]} if len(recipients) == 1 else {"recipients": recipients}
+    api = token_client(operator).post(
+        "/api/v1/messages/", {"sender": sender.value, "text": "Hi", **one_or_bulk}, format="json"
+    )
+    client.force_login(operator)
+    page = client.post(
+        reverse("admin:messaging_message_send"),
+        {"sender": sender.pk, "recipients": "\n".join(recipients), "text": "Hi"},
+    )
+    # One send path: the page shows the refusal the API gives, word for word, above the form.
+    (refusal,) = api.json()["tenant"]
+    assert "suspended" in refusal and page.status_code == 200
+    assert escape(refusal) in page.content.decode()
     assert not Message.objects.exists()
 
 

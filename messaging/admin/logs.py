@@ -1,11 +1,15 @@
-"""The message log: the admin's Messages list, made to search and export a million rows.
+"""The message log and the audit trail as lists: the admin's Messages and Audit events, made to search, filter and
+export a million rows.
 
 - search by number (any way it is written: digits are matched inside from/to), by text, by Wavix message id;
 - a date range filter and a tenant filter that do not scan the message table to build their choices;
 - a paginator that counts at most COUNT_CAP rows, so a page never waits on COUNT(*) over every message;
 - a CSV export of exactly what the list shows, streamed row by row;
 - texts not forwarded to 3CX (held, or with nowhere to go) with their reason in the list and the export, and, for
-  reseller staff, a notice of recent ones that belong to no tenant (they are in no message, only webhook events).
+  reseller staff, a notice of recent ones that belong to no tenant (they are in no message, only webhook events);
+- the audit trail's actor and reseller filters.
+
+Every choice a filter offers comes from rows the user may see (tenants.access), never from the whole table.
 """
 
 import csv
@@ -31,8 +35,8 @@ from tenants import access
 COUNT_CAP = 10_000
 EXPORT_CHUNK = 2_000
 PHONE_LIKE = re.compile(r"^\+?[\d\s().\-]{3,}$")
-# Columns of the CSV: header, then the field read with values_list (no model instances are built).
-EXPORT_COLUMNS = (
+# Columns of the CSV exports: header, then the field read with values_list (no model instances are built).
+MESSAGE_COLUMNS = (
     ("created_at", "created_at"),
     ("tenant", "tenant__name"),
     ("direction", "direction"),
@@ -49,6 +53,18 @@ EXPORT_COLUMNS = (
     ("completed_at", "completed_at"),
     ("wavix_message_id", "wavix_message_id"),
 )
+AUDIT_COLUMNS = (
+    ("time", "created_at"),
+    ("actor", "actor_label"),
+    ("action", "action"),
+    ("object_type", "object_type"),
+    ("object_id", "object_id"),
+    ("object", "object_repr"),
+    ("reseller", "reseller__name"),
+    ("tenant", "tenant__name"),
+    ("changes", "changes"),
+)
+ACTOR_CHOICES = 200  # a filter longer than this is no use; the search box finds any actor by e-mail
 
 
 class CappedCountPaginator(Paginator):
@@ -76,6 +92,40 @@ class TenantListFilter(admin.RelatedFieldListFilter):
         # With one tenant there is nothing to choose, but a tenant asked for in the URL must still narrow the list
         # (a filter without output would be dropped, and its parameter silently ignored).
         return super().has_output() or bool(self.used_parameters)
+
+
+class ResellerListFilter(admin.RelatedFieldListFilter):
+    """Resellers the user may see, read from the reseller table."""
+
+    def field_choices(self, field, request, model_admin):
+        return list(access.resellers_for(request.user).order_by("name").values_list("pk", "name"))
+
+    def has_output(self) -> bool:
+        # A reseller asked for in the URL must narrow the list even when there is only one to choose from.
+        return super().has_output() or bool(self.used_parameters)
+
+
+class ActorListFilter(admin.SimpleListFilter):
+    """Who did it, by the e-mail recorded at the time ('system' for the portal itself): a person deleted since
+    still has their rows."""
+
+    title = "actor"
+    parameter_name = "actor"
+
+    def lookups(self, request, model_admin):
+        labels = (
+            model_admin.get_queryset(request)
+            .order_by("actor_label")
+            .values_list("actor_label", flat=True)
+            .distinct()[:ACTOR_CHOICES]
+        )
+        choices = [(label, label) for label in labels]
+        if self.value() and (self.value(), self.value()) not in choices:
+            choices.append((self.value(), self.value()))  # chosen from a link or a long list: still shown
+        return choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(actor_label=self.value()) if self.value() else queryset
 
 
 def _day(value: str, name: str) -> date | None:
@@ -240,8 +290,3 @@ def csv_response(rows: QuerySet, columns, filename: str) -> StreamingHttpRespons
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"  # message texts and audit rows are personal data: no shared cache
     return response
-
-
-def messages_csv_response(messages: QuerySet, filename: str) -> StreamingHttpResponse:
-    """Stream these messages as CSV."""
-    return csv_response(messages, EXPORT_COLUMNS, filename)

@@ -15,8 +15,8 @@ from django.utils.html import format_html
 
 from messaging.models import SenderID, alphanumeric_problems, url_shown_to
 from messaging.services import setup, setup_actions
-from portal.admin import show_errors
 from tenants import access
+from tenants.scoped_admin import show_errors
 
 
 class SenderForm(forms.Form):

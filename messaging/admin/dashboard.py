@@ -21,7 +21,7 @@ from django.utils import dateformat, timezone
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from messaging.message_log import message_log_url, not_forwarded_since, unassigned_texts
+from messaging.admin.logs import message_log_url, not_forwarded_since, unassigned_texts
 from messaging.models import DailyMessageCount, Delivery, Message, PhoneNumber, SenderIDCountry, Trunk
 from tenants import access
 from tenants.models import Tenant

@@ -1,10 +1,13 @@
-"""Registration pages: the reviewers' queue (platform staff), and on each registration its timeline and the
-reseller's paperwork (upload, submit). Decisions and rules live in messaging/services/registrations.py."""
+"""Sender-ID pages: sender IDs (registered at Wavix as their form is validated), their per-country registrations
+with timeline and paperwork (upload, submit), and the reviewers' queue (platform staff). Decisions and rules live in
+messaging/services/senders.py."""
 
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
@@ -14,11 +17,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from messaging.models import CountryRule, RegistrationDocument, SenderIDCountry
+from messaging.admin.base import CallsWavixAdmin, OwnedAdmin
+from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
 from messaging.services import senders
-from portal.admin import show_errors
 from tenants import access
 from tenants.models import Reseller
+from tenants.scoped_admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 
 
 class DecisionForm(forms.Form):
@@ -229,3 +233,149 @@ class RegistrationPagesMixin:
             "form": form,
         }
         return TemplateResponse(request, "messaging/registration_documents.html", context)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sender IDs and their registrations
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SamplesField(forms.CharField):
+    """Sample messages, one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+class CountryPicker(FilteredSelectMultiple):
+    """The admin's two-box picker. Its script prepends itself to its parent: wrap it, so the label stays first."""
+
+    def render(self, *args, **kwargs):
+        return format_html('<div class="related-widget-wrapper">{}</div>', super().render(*args, **kwargs))
+
+
+def _country_choices() -> list[tuple[str, str]]:
+    return [(rule.country, f"{rule.name} ({rule.country})") for rule in CountryRule.objects.order_by("name")]
+
+
+class SenderIDForm(forms.ModelForm):
+    samples = SamplesField(required=False, help_text="Example messages, one per line; reviewers read these.")
+    countries = forms.MultipleChoiceField(
+        choices=_country_choices,
+        widget=CountryPicker("countries", is_stacked=False),
+        help_text="Destination countries. Countries that need paperwork start as “needs documents”.",
+    )
+
+    class Meta:
+        model = SenderID
+        fields = ["tenant", "account", "type", "value", "usecase", "samples"]
+
+    actor = None  # the signed-in user, set by the admin
+
+    def clean(self):
+        cleaned = super().clean()
+        if "countries" in cleaned and cleaned.get("type"):
+            try:
+                CountryRule.check_destinations(cleaned["type"], cleaned.get("countries") or [])
+            except ValidationError as error:
+                self.add_error("countries", error)
+        return cleaned
+
+    def _post_clean(self):
+        # After every local check passed, register at Wavix as part of validation: Wavix's refusal (or its
+        # absence) then shows on this form, and nothing is saved. The service saves only after Wavix said yes.
+        super()._post_clean()
+        if self.instance.pk is None and not self.errors:
+            try:
+                senders.sender_id_register(
+                    actor=self.actor, sender=self.instance, countries=self.cleaned_data["countries"]
+                )
+            except ValidationError as error:
+                self.add_error(None, error)
+
+
+class SenderIDCountryInline(ScopedReadOnlyInline):
+    model = SenderIDCountry
+    fields = ["country", "status", "note", "status_changed_at"]
+    readonly_fields = fields
+
+
+@admin.register(SenderID)
+class SenderIDAdmin(CallsWavixAdmin, OwnedAdmin):
+    form = SenderIDForm
+    list_display = ["value", "type", "tenant", "account", "countries_summary", "created_at"]
+    list_filter = ["type", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant", "account"]
+    search_fields = ["value"]
+    inlines = [SenderIDCountryInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("countries")
+
+    @admin.display(description="Countries")
+    def countries_summary(self, obj):
+        return format_html_join(
+            ", ", '<span title="{}">{}</span>', ((c.get_status_display(), c.country) for c in obj.countries.all())
+        )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["tenant", "account", "type", "value", "countries", "usecase", "samples"]
+        return ["tenant", "account", "type", "value", "phone_number", "usecase", "samples", "wavix_id", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # What is registered at Wavix cannot change; register a new sender ID instead.
+        return ["tenant", "account", "type", "value", "phone_number", "wavix_id", "created_at"] if obj else []
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is not None:
+            kwargs["fields"] = ["usecase", "samples"]
+        form = super().get_form(request, obj, **kwargs)
+        form.actor = request.user
+        return form
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            obj.full_clean()
+            obj.save(update_fields=["usecase", "samples"])
+        # A new sender ID was registered and saved while its form was validated.
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass  # registrations are created by the service and never edited here
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as error:  # Wavix could not be asked, or the sender is in use: nothing deleted
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return redirect(reverse("admin:messaging_senderid_change", args=[object_id]))
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Registrations go with their sender ID; nobody deletes one on its own, so no permission is asked for.
+        perms_needed.discard(SenderIDCountry._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj) -> None:
+        senders.sender_id_delete(actor=request.user, sender=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for sender in queryset:
+            try:
+                senders.sender_id_delete(actor=request.user, sender=sender)
+            except ValidationError as error:
+                self.message_user(request, f"{sender}: {' '.join(error.messages)}", messages.ERROR)
+
+
+@admin.register(SenderIDCountry)
+class SenderIDCountryAdmin(RegistrationPagesMixin, ScopedAdmin):
+    list_display = ["sender", "tenant", "country", "status", "status_changed_at"]
+    list_filter = ["status", "country", ("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["sender", "tenant"]
+    search_fields = ["sender__value", "country"]
+    readonly_fields = ["sender", "tenant", "country", "status", "note", "status_changed_at", "status_changed_by"]

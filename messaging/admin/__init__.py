@@ -1,0 +1,22 @@
+"""Messaging's pages in the admin, one module per reason to change:
+
+- provisioning: country rules, Wavix accounts and their numbers;
+- trunks: 3CX trunks, their forwarding health, held texts and replays (setup: the trunk's SMS setup wizard);
+- relay: inbound relay drift and forwarding health panels, shared by trunks, numbers and tenants;
+- senders: sender IDs, their per-country registrations and the reviewers' queue;
+- records: messages (and the send page), webhook events, deliveries, opt-outs, the audit trail (logs: their lists'
+  filters, search and CSV export);
+- dashboard: the page resellers and tenant viewers land on.
+
+Importing a module registers its model admins with the site, so each is imported here by name; the site-level
+pages (the review queue, the dashboard) are added to the site here, so the site imports nothing of messaging.
+"""
+
+from django.contrib import admin
+
+from messaging.admin import dashboard, provisioning, records, senders, trunks
+
+__all__ = ["dashboard", "provisioning", "records", "senders", "trunks"]
+
+admin.site.add_urls(senders.review_urls)
+admin.site.set_dashboard(dashboard.dashboard_view)

@@ -1,0 +1,290 @@
+"""Records: messages (the log, the send page), webhook events, deliveries, opt-outs and the audit trail. Read-only
+here; the log's filters, search and CSV export are in messaging.admin.logs."""
+
+import json
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin import RelatedOnlyFieldListFilter
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from messaging.admin import logs
+from messaging.models import Delivery, Message, OptOut, SenderID, WebhookEvent
+from messaging.services import forwarding, outbound
+from messaging.wavix import explain
+from tenants import access
+from tenants.models import AuditEvent
+from tenants.scoped_admin import ScopedAdmin, show_errors
+
+
+class RecordAdmin(ScopedAdmin):
+    # Counting a million rows per page view is the slow part of a changelist; skip the total.
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+
+class CsvExportMixin:
+    """An "export.csv" page beside the list (URL name <app>_<model>_export): exactly the rows the list shows, with
+    its filters, search and scope, streamed as CSV."""
+
+    export_columns: tuple[tuple[str, str], ...]  # (header, field read with values_list)
+    export_prefix: str  # the file is named <prefix>-<local time>.csv
+
+    def get_urls(self):
+        export = self.admin_site.admin_view(self.export_csv_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
+        return [path("export.csv", export, name=name), *super().get_urls()]
+
+    def export_csv_view(self, request):
+        """Export the list exactly as filtered and searched on screen, as a streamed CSV file."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)  # the same filters, search and scope as the list
+        except IncorrectLookupParameters:
+            return redirect(f"{reverse(f'admin:{self.opts.app_label}_{self.opts.model_name}_changelist')}?e=1")
+        filename = f"{self.export_prefix}-{timezone.localtime():%Y%m%d-%H%M}.csv"
+        return logs.csv_response(changelist.queryset, self.export_columns, filename)
+
+
+class SendForm(forms.Form):
+    sender = forms.ModelChoiceField(queryset=SenderID.objects.none(), help_text="One of a tenant's sender IDs.")
+    recipients = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One number per line (E.164, or national if the tenant has a default country). Several: a bulk send.",
+    )
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, strip=False)
+    media = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="MMS (US/Canada): https URLs, one per line."
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        senders = access.changeable(user, SenderID).select_related("tenant").order_by("tenant__name", "value")
+        self.fields["sender"].queryset = senders
+        self.fields["sender"].label_from_instance = lambda s: f"{s.tenant} › {s.value}"
+
+
+@admin.register(Message)
+class MessageAdmin(CsvExportMixin, RecordAdmin):
+    """The message log (see messaging.admin.logs): searched, filtered and exported without scanning every row."""
+
+    export_columns = logs.MESSAGE_COLUMNS
+    export_prefix = "messages"
+    list_display = ["created_at", "direction", "from_number", "to_number", "status_column", "tenant", "segments"]
+    list_display += ["charge"]
+    list_filter = [
+        "direction",
+        "status",
+        "priority",
+        logs.CreatedDateRangeFilter,
+        ("tenant", logs.TenantListFilter),
+    ]
+    list_select_related = ["tenant", "trunk"]
+    search_fields = ["from_number", "to_number", "text", "wavix_message_id"]  # shows the box; see get_search_results
+    search_help_text = "A number in any format (or part of one), words of the text, or a Wavix message ID."
+    change_list_template = "messaging/message_change_list.html"
+    paginator = logs.CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would scan the whole table each time
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(logs.message_search(search_term)), False
+
+    @admin.display(description="Status", ordering="status")
+    def status_column(self, obj) -> str:
+        return obj.status_explained
+
+    def changelist_view(self, request, extra_context=None):
+        # Texts that belong to no tenant are in no message: reseller staff are told here, where they look for texts.
+        extra_context = {**(extra_context or {}), "unassigned_texts": logs.unassigned_texts(request.user)}
+        return super().changelist_view(request, extra_context)
+
+    def get_fields(self, request, obj=None):
+        return [
+            "progress",
+            *(["not_forwarded_reason"] if obj is not None and obj.not_forwarded_reason else []),
+            "error_explanation",
+            "reports",
+            "tenant",
+            "direction",
+            "from_number",
+            "to_number",
+            "text",
+        ] + ["media", "encoding", "segments", "charge", "wavix_message_id", "trunk", "sender", "priority", "attempts"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        steps = [("Created", obj.created_at)]
+        if obj.direction == Message.Direction.OUTBOUND:
+            steps += [("Sent to Wavix", obj.sent_at), (obj.get_status_display(), obj.completed_at)]
+        else:
+            steps += [(obj.get_status_display(), obj.completed_at)]
+        return format_html_join(
+            " → ",
+            "<strong>{}</strong> {}",
+            ((name, timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S") if at else "…") for name, at in steps),
+        )
+
+    @admin.display(description="What went wrong")
+    def error_explanation(self, obj):
+        if not obj.error_message:
+            return "—"
+        return format_html("{}<br><small>Wavix said: {}</small>", explain(obj.error_message), obj.error_message)
+
+    @admin.display(description="Delivery reports")
+    def reports(self, obj):
+        from messaging.serializers import MessageDetailSerializer
+
+        rows = MessageDetailSerializer().get_reports(obj)
+        if not rows:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} at {}{}{}",
+            (
+                (
+                    r["status"],
+                    timezone.localtime(r["received_at"]).strftime("%H:%M:%S"),
+                    f" ({r['error']})" if r["error"] else "",
+                    f" — {r['note']}" if r["note"] else "",
+                )
+                for r in rows
+            ),
+        )
+
+    def get_urls(self):
+        send = self.admin_site.admin_view(self.send_view)
+        return [path("send/", send, name="messaging_message_send"), *super().get_urls()]
+
+    def send_view(self, request):
+        """Send one message, or the same text to many recipients (a bulk send), through the API's own services
+        (message_send, message_send_bulk): every rule, the tenant's suspension included, is checked there, and its
+        refusal is shown on the form."""
+        if not access.can(request.user, "send", Message):
+            raise PermissionDenied
+        form = SendForm(request.POST or None, user=request.user)
+        results = None
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            sender = data["sender"]
+            recipients = [line.strip() for line in data["recipients"].splitlines() if line.strip()]
+            media = [line.strip() for line in data["media"].splitlines() if line.strip()]
+            try:
+                if len(recipients) == 1:
+                    message = outbound.message_send(
+                        tenant=sender.tenant, sender=sender, to=recipients[0], text=data["text"], media=media
+                    )
+                    self.message_user(request, f"Queued for {message.to_number}: it goes out in a moment.")
+                    return redirect(reverse("admin:messaging_message_change", args=[message.pk]))
+                results = outbound.message_send_bulk(
+                    tenant=sender.tenant, sender=sender, recipients=recipients, text=data["text"], media=media
+                )
+            except ValidationError as error:
+                show_errors(form, error, renamed={"to": "recipients"})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Send a message",
+            "form": form,
+            "results": results,
+            "queued": sum("id" in result for result in results or ()),
+        }
+        return TemplateResponse(request, "messaging/send.html", context)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(RecordAdmin):
+    list_display = ["received_at", "kind", "dedup_key", "state", "recovered", "account", "tenant", "last_error"]
+    list_filter = ["kind", "state", "recovered"]
+    list_select_related = ["account", "tenant"]
+    search_fields = ["=dedup_key"]
+    exclude = ["body"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for f in super().get_readonly_fields(request, obj) if f != "body"] + ["body_text"]
+
+    @admin.display(description="Body as received")
+    def body_text(self, obj):
+        raw = bytes(obj.body)
+        if not raw:
+            return "— (purged after the reseller's retention period)"
+        try:
+            shown = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+            shown.encode()  # a lone surrogate (stored before the intake refused them): shown as received instead
+        except ValueError:
+            shown = raw.decode("utf-8", "replace")
+        return format_html("<pre>{}</pre>", shown)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(RecordAdmin):
+    """Forwards to 3CX; the failed and dead-lettered ones can be replayed."""
+
+    list_display = ["created_at", "remote_number", "trunk", "tenant", "status", "attempts", "next_attempt_at"]
+    list_display += ["last_status_code", "last_error"]
+    list_filter = ["status", ("tenant", RelatedOnlyFieldListFilter), ("trunk", RelatedOnlyFieldListFilter)]
+    list_select_related = ["trunk", "tenant"]
+    search_fields = ["=remote_number", "=message__wavix_message_id"]
+    actions = ["replay"]
+
+    @admin.action(description="Replay the selected failed or dead-lettered deliveries")
+    def replay(self, request, queryset) -> None:
+        count = forwarding.delivery_replay(actor=request.user, deliveries=queryset)
+        self.message_user(request, f"Replaying {count} delivery(ies); the others had not failed.")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not access.can(request.user, "replay", Delivery):
+            actions.pop("replay", None)
+        return actions
+
+
+@admin.register(OptOut)
+class OptOutAdmin(RecordAdmin):
+    list_display = ["created_at", "number", "tenant", "keyword"]
+    list_filter = [("tenant", RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant"]
+    search_fields = ["=number"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(CsvExportMixin, RecordAdmin):
+    """The audit trail (see messaging.admin.logs): read-only for everyone, superusers included."""
+
+    export_columns = logs.AUDIT_COLUMNS
+    export_prefix = "audit"
+    list_display = ["created_at", "actor_label", "action", "object_repr", "tenant", "reseller"]
+    list_filter = [
+        "action",
+        logs.ActorListFilter,
+        ("tenant", logs.TenantListFilter),
+        ("reseller", logs.ResellerListFilter),
+        logs.CreatedDateRangeFilter,
+    ]
+    list_select_related = ["tenant", "reseller"]
+    search_fields = ["actor_label", "object_repr"]
+    change_list_template = "messaging/audit_change_list.html"
+    show_facets = admin.ShowFacets.NEVER
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
