@@ -136,13 +136,18 @@ class Destination:
     addresses: tuple[str, ...]
 
 
+def plain_http_allowed() -> bool:
+    """Plain http:// to a 3CX: only in development and the sandbox (whose fake 3CX is served over plain HTTP)."""
+    return bool(settings.DEBUG or settings.SANDBOX_ENABLED)
+
+
 def _split(url: str) -> tuple[str, str, int]:
     """The URL's scheme, host and port, or why the portal will not send to it whatever the host resolves to."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
         raise UnsafeDestination("the URL has no https:// host")
-    if parts.scheme == "http" and not (settings.DEBUG or settings.SANDBOX_ENABLED):
+    if parts.scheme == "http" and not plain_http_allowed():
         raise UnsafeDestination("the URL must start with https://")
     try:
         port = parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)

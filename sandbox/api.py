@@ -21,7 +21,6 @@ from functools import wraps
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -30,6 +29,7 @@ from django.views.decorators.csrf import csrf_exempt
 from sandbox import phones
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxNumber, SandboxSenderID
 from sandbox.spec import SpecRequest, SpecResponse, request_problems, response_problems
+from sandbox.tasks import DELIVERY_REPORT
 
 logger = logging.getLogger(__name__)
 
@@ -382,11 +382,9 @@ def messages(request, account, body):
         callback_url=body.get("callback_url") or "",
         segments=1 if media else _segments(text),
     )
-    from sandbox.tasks import sandbox_delivery_report
-
     final = "undelivered" if to.endswith(UNDELIVERED_SUFFIX) else "delivered"
-    transaction.on_commit(lambda: sandbox_delivery_report.apply_async((message.pk, "sent"), countdown=1))
-    transaction.on_commit(lambda: sandbox_delivery_report.apply_async((message.pk, final), countdown=3))
+    DELIVERY_REPORT.soon(message.pk, "sent", countdown=1)
+    DELIVERY_REPORT.soon(message.pk, final, countdown=3)
     if to.endswith(SLOW_SUFFIX):
         time.sleep(SLOW_SECONDS)  # accepted, but the answer comes too late: the caller cannot know
     return _json(201, _message(message))

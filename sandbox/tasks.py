@@ -34,6 +34,11 @@ def delivery_report(message: SandboxMessage) -> dict:
     }
 
 
+# Queued by the sandbox's Wavix API for each message it accepts (sandbox/api.py).
+DELIVERY_REPORT = dispatch.Job("the sandbox's delivery report for a message it accepted")
+
+
+@DELIVERY_REPORT.runs
 @shared_task
 def sandbox_delivery_report(message_id: int, status: str) -> None:
     """Move a simulated message to `status` and POST its delivery report, as Wavix would."""

@@ -406,12 +406,13 @@ class Trunk(models.Model):
             self.threecx_webhook_url_encrypted = ""
             self.threecx_webhook_url_hint = ""
             return
-        plain_http_ok = settings.DEBUG or settings.SANDBOX_ENABLED  # a development PBX, or the fake 3CX
+        from messaging.threecx import UnsafeDestination, check_destination, plain_http_allowed
+
+        plain_http_ok = plain_http_allowed()
         if not re.match(r"^https://[^/\s]+/\S*$", url) and not (plain_http_ok and re.match(r"^http://[^/\s]+/", url)):
             raise ValidationError(
                 {"threecx_webhook_url": "Paste the Webhook URL from the trunk's SMS tab in 3CX; it starts https://."}
             )
-        from messaging.threecx import UnsafeDestination, check_destination
 
         try:
             check_destination(url, unresolved_ok=True)
