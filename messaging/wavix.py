@@ -299,7 +299,11 @@ class WavixClient:
 
 
 # Wavix's errors (numbers from its docs; its messages vary) and what a reseller can do about each.
+_SMS_NOT_ENABLED = "SMS is not enabled on this Wavix account; ask Wavix."
+# First match wins, so a narrower needle goes before any broader one that contains it ("not provisioned for your
+# account" before "not provisioned"), and a short stem is spelled out as a phrase ("opt" alone matches "option").
 _EXPLANATIONS = (
+    (("not provisioned for your account",), _SMS_NOT_ENABLED),
     (
         ("not provisioned", "allowlist", "allow-list", " 5 "),
         "The sender ID is not allow-listed for this country at "
@@ -310,7 +314,10 @@ _EXPLANATIONS = (
         "Wavix's anti-flooding rule: too many identical messages, or too many from one "
         "sender, to this number within an hour. Wait an hour before texting it again.",
     ),
-    (("unsubscribed", "opt", " 9 "), "The recipient unsubscribed (texted STOP); they must text START first."),
+    (
+        ("unsubscribed", "opted out", "opt-out", "opt out", "optout", " 9 "),
+        "The recipient unsubscribed (texted STOP); they must text START first.",
+    ),
     (("mms", " 12 "), "MMS can only be sent to the US and Canada."),
     (("1 mb", "too large", " 13 "), "A media file is over 1 MB."),
     (("media type", "file type", " 14 "), "A media file is of a type Wavix cannot send."),
@@ -331,7 +338,7 @@ _EXPLANATIONS = (
         "The phone could not be reached (off, out of coverage, or not a mobile). Try again later.",
     ),
     (("unauthorized",), "Wavix refused the account's API key: paste a valid key on the Wavix account."),
-    (("not provisioned for your account", "service"), "SMS is not enabled on this Wavix account; ask Wavix."),
+    (("service",), _SMS_NOT_ENABLED),
     (("validity", "too late"), "It was not sent in time (its validity passed), so it was not sent at all."),
 )
 

@@ -324,10 +324,3 @@ def people_resellers(user) -> QuerySet[Reseller]:
     if user.is_superuser or (user.is_staff and _django_perm(user, "change", Membership)):
         return Reseller.objects.all()
     return Reseller.objects.filter(pk__in=grants(user).admin_resellers)
-
-
-def get_visible_or_404(user, model_or_qs, **lookup):
-    """Fetch one row the user may see, or raise Http404 exactly as for a row that does not exist."""
-    from django.shortcuts import get_object_or_404
-
-    return get_object_or_404(visible(user, model_or_qs), **lookup)
