@@ -436,7 +436,7 @@ def webhook_stream(world: World, count: int, seed: int) -> list[list[tuple[str, 
 
 def count_inbound(world: World, load: Load, kills: tuple[float, ...] = ()) -> tuple[Tally, bool]:
     from messaging.models import Delivery, WebhookEvent
-    from messaging.services.relay import forward_lease
+    from messaging.services.forwarding import forward_lease
 
     events = WebhookEvent.objects.filter(account__in=world.accounts, kind=WebhookEvent.Kind.INBOUND)
     stored = set(events.values_list("dedup_key", flat=True))
@@ -609,7 +609,7 @@ SCENARIOS = {
 
 
 def settle_seconds(name: str, args) -> float:
-    from messaging.services.relay import RETRY_DELAYS
+    from messaging.services.forwarding import RETRY_DELAYS
 
     window = args.outage_seconds if name == "3cx-down" else 90  # the longest other fault, plus a lease
     return args.load_seconds + retry_horizon(window, RETRY_DELAYS) + SETTLE_MARGIN

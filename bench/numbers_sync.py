@@ -17,6 +17,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from messaging.services import accounts
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PORT = 8765
@@ -82,7 +84,6 @@ def wait_for_port(port: int) -> None:
 
 
 def run(count: int) -> str:
-    from messaging import services
     from messaging.models import PhoneNumber, Trunk, WavixAccount
     from messaging.wavix import WavixClient
     from sandbox.models import SandboxAccount, SandboxNumber
@@ -109,13 +110,13 @@ def run(count: int) -> str:
     rows.append(("fetch every page (baseline)", fetched, time.perf_counter() - started))
 
     started = time.perf_counter()
-    services.numbers_sync(account, wire=False)
+    accounts.numbers_sync(account, wire=False)
     rows.append(("sync: fetch + store rows", account.numbers.count(), time.perf_counter() - started))
 
     Trunk.objects.filter(pk=trunk.pk).update(sms_enabled=True)
     account.numbers.update(trunk=trunk)
     started = time.perf_counter()
-    wired = services.numbers_sync(account, wire=True)["wired"]
+    wired = accounts.numbers_sync(account, wire=True)["wired"]
     rows.append(("sync + wire every number (bulk updates of 100)", wired, time.perf_counter() - started))
 
     baseline = rows[0][2]

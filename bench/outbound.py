@@ -26,6 +26,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from messaging.services import outbound
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PORT = 8767
@@ -200,11 +202,10 @@ def recipients(prefix: str, count: int) -> list[str]:
 
 
 def bulk_throughput(world: dict, count: int) -> dict:
-    from messaging import services
 
     sender = world["bulk"]
     started = time.perf_counter()
-    results = services.message_send_bulk(
+    results = outbound.message_send_bulk(
         tenant=sender.tenant, sender=sender, recipients=recipients("+1415556", count), text="Sale!"
     )
     queued_in = time.perf_counter() - started
@@ -215,17 +216,16 @@ def bulk_throughput(world: dict, count: int) -> dict:
 
 
 def bulk_beside_single(world: dict) -> dict:
-    from messaging import services
     from messaging.models import Message
 
     bulk, single = world["bulk"], world["single"]
-    results = services.message_send_bulk(
+    results = outbound.message_send_bulk(
         tenant=bulk.tenant, sender=bulk, recipients=recipients("+1415557", 1000), text="Sale!"
     )
     ids = [r["id"] for r in results if "id" in r]
     while _went_out(ids) < 20:
         time.sleep(0.05)
-    message = services.message_send(tenant=single.tenant, sender=single, to="+14155559876", text="Test")
+    message = outbound.message_send(tenant=single.tenant, sender=single, to="+14155559876", text="Test")
     _wait([message.pk], 60)
     message.refresh_from_db()
     waited = (message.sent_at - message.created_at).total_seconds()

@@ -17,11 +17,10 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from messaging import audit_log, message_log, services
+from messaging import audit_log, dispatch, message_log
 from messaging.admin_review import RegistrationPagesMixin
 from messaging.admin_setup import TrunkSetupMixin
 from messaging.models import (
-    AuditEvent,
     CountryRule,
     Delivery,
     Message,
@@ -34,10 +33,11 @@ from messaging.models import (
     WebhookEvent,
     masked_url,
 )
+from messaging.services import accounts, forwarding, outbound, senders
 from messaging.wavix import explain
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 from tenants import access
-from tenants.models import Reseller
+from tenants.models import AuditEvent, Reseller
 
 
 class CallsWavixAdmin:
@@ -112,7 +112,7 @@ class WavixAccountForm(forms.ModelForm):
             raise ValidationError("Paste the account's Wavix API key.")
         if key:
             try:
-                services.wavix_key_check(key)  # its shape, then Wavix: a refused key never reaches the database
+                accounts.wavix_key_check(key)  # its shape, then Wavix: a refused key never reaches the database
             except ValidationError as error:
                 raise ValidationError(error.message_dict["api_key"]) from None
         return key
@@ -154,19 +154,19 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
     @admin.action(description="Sync with Wavix now: numbers (pointing SMS trunks' numbers at the portal), sender IDs")
     def sync_now(self, request, queryset) -> None:
         for account in queryset:
-            services.wavix_check_soon(account, wire=True)
+            accounts.wavix_check_soon(account, wire=True)
         self.message_user(request, f"Sync queued for {queryset.count()} account(s); the status column shows progress.")
 
     @admin.action(description="Check with Wavix now: report relay drift and new allow-listings, re-point nothing")
     def check_now(self, request, queryset) -> None:
         for account in queryset:
-            services.wavix_check_soon(account, wire=False)
+            accounts.wavix_check_soon(account, wire=False)
         self.message_user(request, f"Check queued for {queryset.count()} account(s).")
 
     @admin.action(description="Rotate the webhook secret (the old URLs keep working for 24 hours)")
     def rotate_webhook_secret(self, request, queryset) -> None:
         for account in queryset:
-            services.webhook_secret_rotate(actor=request.user, account=account)
+            accounts.webhook_secret_rotate(actor=request.user, account=account)
         self.message_user(request, "New webhook URLs issued; Wavix is being pointed at them.")
 
     def get_actions(self, request):
@@ -194,7 +194,7 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
         return form
 
     def save_model(self, request, obj, form, change) -> None:
-        services.wavix_account_save(
+        accounts.wavix_account_save(
             actor=request.user, account=obj, api_key=form.cleaned_data.get("api_key") or None, key_checked=True
         )
 
@@ -228,7 +228,7 @@ class PhoneNumberAdmin(OwnedAdmin):
         self.message_user(request, queue_relay_repair(queryset))
 
     def save_model(self, request, obj, form, change) -> None:
-        services.phone_number_save(number=obj)
+        accounts.phone_number_save(number=obj)
 
 
 def relay_summary(tenant) -> str:
@@ -286,12 +286,10 @@ def relay_status(number: PhoneNumber):
 
 def queue_relay_repair(numbers) -> str:
     """Queue a repair of the drifted numbers among these; returns what to tell the user."""
-    from messaging.tasks import wavix_relay_repair
-
     ids = list(numbers.filter(relay_drift=True).values_list("pk", flat=True))
     if not ids:
         return "No number here points away from the portal."
-    wavix_relay_repair.delay(ids)
+    dispatch.RELAY_REPAIR.soon(ids)
     return f"Repair queued for {len(ids)} number(s): they will point at the portal again in a few seconds."
 
 
@@ -417,7 +415,7 @@ class SenderIDForm(forms.ModelForm):
         super()._post_clean()
         if self.instance.pk is None and not self.errors:
             try:
-                services.sender_id_register(
+                senders.sender_id_register(
                     actor=self.actor, sender=self.instance, countries=self.cleaned_data["countries"]
                 )
             except ValidationError as error:
@@ -487,12 +485,12 @@ class SenderIDAdmin(CallsWavixAdmin, OwnedAdmin):
         return deleted, counts, perms_needed, protected
 
     def delete_model(self, request, obj) -> None:
-        services.sender_id_delete(actor=request.user, sender=obj)
+        senders.sender_id_delete(actor=request.user, sender=obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for sender in queryset:
             try:
-                services.sender_id_delete(actor=request.user, sender=sender)
+                senders.sender_id_delete(actor=request.user, sender=sender)
             except ValidationError as error:
                 self.message_user(request, f"{sender}: {' '.join(error.messages)}", messages.ERROR)
 
@@ -570,7 +568,7 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
             log,
             held,
         )
-        relaying = services.numbers_relaying_to_portal(obj)
+        relaying = accounts.numbers_relaying_to_portal(obj)
         if not relaying:
             return format_html("{}<br>Wavix sends the texts of none of its numbers to the portal.", panel)
         fallback = ""
@@ -615,7 +613,7 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
         if not self.has_change_permission(request, trunk):
             raise PermissionDenied
         try:
-            numbers = services.trunk_numbers_unpoint(actor=request.user, trunk=trunk)
+            numbers = accounts.trunk_numbers_unpoint(actor=request.user, trunk=trunk)
         except ValidationError as refusal:
             self.message_user(request, " ".join(refusal.messages), messages.ERROR)
         else:
@@ -642,7 +640,7 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
                 error = "Enter when the trouble started, as YYYY-MM-DD HH:MM."
             else:
                 since = timezone.make_aware(since) if timezone.is_naive(since) else since
-                count = services.delivery_replay(actor=request.user, deliveries=failed.filter(created_at__gte=since))
+                count = forwarding.delivery_replay(actor=request.user, deliveries=failed.filter(created_at__gte=since))
                 self.message_user(request, f"Replaying {count} message(s) to {trunk}.")
                 return redirect(reverse("admin:messaging_trunk_change", args=[trunk.pk]))
         context = {
@@ -670,7 +668,7 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
         return fields + [f for f in shown if f != "sms_off_panel" or not obj.sms_enabled]
 
     def save_model(self, request, obj, form, change) -> None:
-        services.trunk_save(
+        accounts.trunk_save(
             actor=request.user, trunk=obj, threecx_webhook_url=form.cleaned_data.get("threecx_webhook_url") or None
         )
 
@@ -829,12 +827,12 @@ class MessageAdmin(RecordAdmin):
             media = [line.strip() for line in data["media"].splitlines() if line.strip()]
             try:
                 if len(recipients) == 1:
-                    message = services.message_send(
+                    message = outbound.message_send(
                         tenant=sender.tenant, sender=sender, to=recipients[0], text=data["text"], media=media
                     )
                     self.message_user(request, f"Queued for {message.to_number}: it goes out in a moment.")
                     return redirect(reverse("admin:messaging_message_change", args=[message.pk]))
-                results = services.message_send_bulk(
+                results = outbound.message_send_bulk(
                     tenant=sender.tenant, sender=sender, recipients=recipients, text=data["text"], media=media
                 )
             except ValidationError as error:
@@ -887,7 +885,7 @@ class DeliveryAdmin(RecordAdmin):
 
     @admin.action(description="Replay the selected failed or dead-lettered deliveries")
     def replay(self, request, queryset) -> None:
-        count = services.delivery_replay(actor=request.user, deliveries=queryset)
+        count = forwarding.delivery_replay(actor=request.user, deliveries=queryset)
         self.message_user(request, f"Replaying {count} delivery(ies); the others had not failed.")
 
     def get_actions(self, request):
@@ -933,7 +931,7 @@ class AuditEventAdmin(RecordAdmin):
 
     def get_urls(self):
         export = self.admin_site.admin_view(self.export_csv_view)
-        return [path("export.csv", export, name="messaging_auditevent_export"), *super().get_urls()]
+        return [path("export.csv", export, name="tenants_auditevent_export"), *super().get_urls()]
 
     def export_csv_view(self, request):
         """Export the audit trail exactly as filtered and searched on screen, as a streamed CSV file."""
@@ -942,5 +940,5 @@ class AuditEventAdmin(RecordAdmin):
         try:
             changelist = self.get_changelist_instance(request)  # the same filters, search and scope as the list
         except IncorrectLookupParameters:
-            return redirect(f"{reverse('admin:messaging_auditevent_changelist')}?e=1")
+            return redirect(f"{reverse('admin:tenants_auditevent_changelist')}?e=1")
         return audit_log.audit_csv_response(changelist.queryset)

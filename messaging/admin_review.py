@@ -15,14 +15,14 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from messaging.models import CountryRule, RegistrationDocument, SenderIDCountry
-from messaging.services import registrations
+from messaging.services import senders
 from portal.admin import show_errors
 from tenants import access
 from tenants.models import Reseller
 
 
 class DecisionForm(forms.Form):
-    decision = forms.ChoiceField(choices=[(key, key) for key in registrations.DECISIONS])
+    decision = forms.ChoiceField(choices=[(key, key) for key in senders.DECISIONS])
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False)
 
 
@@ -57,7 +57,7 @@ def _reviewer_or_404(request) -> None:
 
 def review_queue_view(request, site):
     _reviewer_or_404(request)
-    queue = registrations.review_queue()
+    queue = senders.review_queue()
     filters = {key: request.GET.get(key, "") for key in ("country", "reseller", "status")}
     if filters["country"]:
         queue = queue.filter(country=filters["country"].upper())
@@ -83,9 +83,9 @@ def review_queue_view(request, site):
         "page": page,
         "filters": filters,
         "query": urlencode({k: v for k, v in filters.items() if v}),
-        "statuses": [(s, SenderIDCountry.Status(s).label) for s in registrations.QUEUE_STATUSES],
+        "statuses": [(s, SenderIDCountry.Status(s).label) for s in senders.QUEUE_STATUSES],
         "resellers": Reseller.objects.order_by("name"),
-        "countries": sorted({(r.country, names.get(r.country, r.country)) for r in registrations.review_queue()}),
+        "countries": sorted({(r.country, names.get(r.country, r.country)) for r in senders.review_queue()}),
     }
     return TemplateResponse(request, "messaging/review_queue.html", context)
 
@@ -96,10 +96,10 @@ def review_detail_view(request, site, pk: int):
     if registration is None:
         raise Http404("No such registration.")
     form = DecisionForm(request.POST or None)
-    problem = registrations.review_problem(request.user, registration)
+    problem = senders.review_problem(request.user, registration)
     if request.method == "POST" and form.is_valid():
         try:
-            registrations.registration_decide(
+            senders.registration_decide(
                 reviewer=request.user,
                 registration=registration,
                 decision=form.cleaned_data["decision"],
@@ -119,7 +119,7 @@ def review_detail_view(request, site, pk: int):
         "registration": registration,
         "allowed": [
             decision
-            for decision, (status, _) in registrations.DECISIONS.items()
+            for decision, (status, _) in senders.DECISIONS.items()
             if status in registration.TRANSITIONS[registration.status]
         ],
         "problem": problem,
@@ -133,7 +133,7 @@ def review_detail_view(request, site, pk: int):
 
 def document_view(request, pk: int):
     """A document, to its reseller's staff and reviewers only (404 to anyone else), never inline-rendered."""
-    document = registrations.document_for(request.user, pk)
+    document = senders.document_for(request.user, pk)
     if document is None:
         raise Http404("No such document.")
     response = FileResponse(document.file.open("rb"), content_type=document.content_type, as_attachment=True)
@@ -207,13 +207,13 @@ class RegistrationPagesMixin:
         if request.method == "POST":
             try:
                 if request.POST.get("action") == "submit":
-                    registrations.documents_submit(actor=request.user, registration=registration)
+                    senders.documents_submit(actor=request.user, registration=registration)
                     self.message_user(request, "Submitted for review: the platform's reviewers have been told.")
                     return redirect(reverse("admin:messaging_senderidcountry_change", args=[registration.pk]))
                 if form.is_valid() and not form.cleaned_data["file"]:
                     form.add_error("file", "Choose the file to upload.")
                 elif form.is_valid():
-                    document = registrations.document_upload(
+                    document = senders.document_upload(
                         actor=request.user, registration=registration, upload=form.cleaned_data["file"]
                     )
                     self.message_user(request, f"{document.name} uploaded. Submit when every document is here.")

@@ -13,8 +13,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from messaging.models import SenderID, url_shown_to
-from messaging.services import setup
+from messaging.models import SenderID, alphanumeric_problems, url_shown_to
+from messaging.services import setup, setup_actions
 from portal.admin import show_errors
 from tenants import access
 
@@ -144,7 +144,7 @@ class TrunkSetupMixin:
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                setup.setup_choose_sender(
+                setup_actions.setup_choose_sender(
                     trunk=trunk,
                     kind=data["kind"],
                     number_id=data["number"],
@@ -157,7 +157,7 @@ class TrunkSetupMixin:
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "countries"]))
         return {
             "form": form,
-            "candidates": setup.sender_candidates(trunk),
+            "candidates": setup_actions.sender_candidates(trunk),
             "draft": setup.progress(trunk).get("draft"),
             "check_name_url": reverse("admin:messaging_trunk_check_name", args=[trunk.pk]),
         }
@@ -166,21 +166,21 @@ class TrunkSetupMixin:
         """Step 1's as-you-type check of an alphanumeric name: the same rule the save applies."""
         self._trunk_to_change(request, object_id)
         value = request.GET.get("value", "").strip()
-        problems = setup.alphanumeric_problems(value) if value else []
+        problems = alphanumeric_problems(value) if value else []
         return JsonResponse({"value": value, "ok": bool(value) and not problems, "problems": problems})
 
     # Step 2 -------------------------------------------------------------------------------------------------
     def _step_countries(self, request, trunk):
         draft = setup.progress(trunk).get("draft")
         sender_type = draft["type"] if draft else (trunk.main_sender.type if trunk.main_sender else "numeric")
-        choices = setup.country_choices(sender_type)
+        choices = setup_actions.country_choices(sender_type)
         form = CountriesForm(request.POST or None, choices=choices)
         review = None
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
                 if request.POST.get("action") == "submit":
-                    setup.setup_register(
+                    setup_actions.setup_register(
                         actor=request.user,
                         trunk=trunk,
                         countries=data["countries"],
@@ -189,7 +189,7 @@ class TrunkSetupMixin:
                     )
                     self.message_user(request, "Sender ID registered at Wavix.")
                     return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "threecx"]))
-                review = setup.countries_review(trunk, data["countries"])
+                review = setup_actions.countries_review(trunk, data["countries"])
             except ValidationError as error:
                 show_errors(form, error)
         selected = set(form["countries"].value() or [])
@@ -207,7 +207,7 @@ class TrunkSetupMixin:
         error = None
         if request.method == "POST":
             try:
-                setup.setup_confirm_threecx(trunk)
+                setup_actions.setup_confirm_threecx(trunk)
             except ValidationError as refusal:
                 error = refusal.messages[0]
             else:
@@ -224,7 +224,7 @@ class TrunkSetupMixin:
         probe = None
         if request.method == "POST" and form.is_valid():
             try:
-                probe = setup.setup_enable(
+                probe = setup_actions.setup_enable(
                     actor=request.user,
                     trunk=trunk,
                     webhook_url=form.cleaned_data["threecx_webhook_url"],
@@ -252,14 +252,14 @@ class TrunkSetupMixin:
         if request.method == "POST" and request.POST.get("action") == "reply":
             form = TestForm(initial={"to": setup.progress(trunk).get("test_to", "")})
             try:
-                setup.setup_sandbox_reply(trunk)
+                setup_actions.setup_sandbox_reply(trunk)
             except ValidationError as refusal:
                 reply_error = refusal.messages[0]
             else:
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "verify"]))
         elif request.method == "POST" and form.is_valid():
             try:
-                setup.setup_test_send(trunk=trunk, to=form.cleaned_data["to"])
+                setup_actions.setup_test_send(trunk=trunk, to=form.cleaned_data["to"])
             except ValidationError as error:
                 show_errors(form, error)
             else:
@@ -267,7 +267,7 @@ class TrunkSetupMixin:
         return {
             "form": form,
             "reply_error": reply_error,
-            "sandbox_reply": setup.sandbox_reply_possible(trunk),
+            "sandbox_reply": setup_actions.sandbox_reply_possible(trunk),
             "reply_requested": bool(setup.progress(trunk).get("reply_requested_at")),
             "two_way": bool(trunk.main_sender and trunk.main_sender.type == SenderID.Type.NUMERIC),
             "status": setup.verify_status(trunk),

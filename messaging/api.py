@@ -7,8 +7,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins
 from rest_framework.response import Response
 
-from messaging import serializers, services
+from messaging import serializers
 from messaging.models import CountryRule, Message, PhoneNumber, SenderID, Trunk, WavixAccount
+from messaging.services import outbound
 from tenants import access
 from tenants.api import ScopedViewSet, django_errors_as_400
 from tenants.authentication import token_tenant
@@ -102,20 +103,20 @@ class MessageViewSet(mixins.CreateModelMixin, ReadViewSet):
         data = form.validated_data
         with django_errors_as_400():
             tenant = self._tenant(data)
-            sender = services.sender_for(tenant, sender=data.get("sender"), trunk=data.get("trunk"))
+            sender = outbound.sender_for(tenant, sender=data.get("sender"), trunk=data.get("trunk"))
             validity = timedelta(seconds=data["validity"]) if data.get("validity") else None
             common = {"tenant": tenant, "sender": sender, "text": data.get("text", ""), "media": data.get("media", [])}
 
             def produce() -> tuple[int, dict]:
                 if "to" in data:
-                    message = services.message_send(to=data["to"], validity=validity, **common)
+                    message = outbound.message_send(to=data["to"], validity=validity, **common)
                     return 202, serializers.MessageSerializer(message).data
-                results = services.message_send_bulk(recipients=data["recipients"], validity=validity, **common)
+                results = outbound.message_send_bulk(recipients=data["recipients"], validity=validity, **common)
                 queued = sum("id" in r for r in results)
                 return 202, {"queued": queued, "refused": len(results) - queued, "results": results}
 
             key = request.headers.get("Idempotency-Key", "").strip()[:200] or None
-            status, body, replayed = services.idempotent(tenant, key, request.data, produce)
+            status, body, replayed = outbound.idempotent(tenant, key, request.data, produce)
         response = Response(body, status=status)
         if replayed:
             response["Idempotent-Replayed"] = "true"

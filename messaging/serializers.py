@@ -14,7 +14,8 @@ from messaging.models import (
     WebhookEvent,
     url_shown_to,
 )
-from messaging.services import sender_id_register, trunk_save, wavix_account_save
+from messaging.services.accounts import trunk_save, wavix_account_save
+from messaging.services.senders import sender_id_register
 from messaging.wavix import explain
 from tenants.authentication import token_tenant
 from tenants.models import Reseller, Tenant

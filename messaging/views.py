@@ -16,7 +16,7 @@ from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from messaging import metrics, services, webhooks
+from messaging import dispatch, metrics, webhooks
 from messaging.models import WebhookEvent, WebhookSecret
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
         if payload is not None and WebhookEvent.store_by_secret(
             secret=secret, kind=kind, dedup_key=webhooks.dedup_key(kind, payload), body=body
         ):
-            services.events_process_soon()
+            dispatch.EVENTS_DRAIN.ask_at_most_every()
             return "accepted", _answer(200, "Accepted.")
         account = WebhookSecret.find_account(secret)
         if account is None or not account.accepts_source(request.META.get("REMOTE_ADDR", "")):
@@ -90,7 +90,7 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
     except DatabaseError:
         logger.exception("webhook intake: the database could not store a %s webhook", kind)
         return "unavailable", _answer(503, "Cannot store the webhook right now; please retry.")
-    services.events_process_soon()
+    dispatch.EVENTS_DRAIN.ask_at_most_every()
     return "accepted", _answer(200, "Accepted.")
 
 

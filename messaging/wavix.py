@@ -362,3 +362,11 @@ def explain(error: str) -> str:
         if any(needle in text for needle in needles):
             return explanation
     return "Wavix gave this reason; if it is unclear, send it to Wavix support with the message id."
+
+
+def refusal(error: WavixError, what: str, *, doing: str, nothing: str = "saved") -> str:
+    """What to tell a person whose request needed Wavix: its refusal, or that it could not be asked now."""
+    if isinstance(error, WavixTransientError):
+        reason = error.message.rstrip(".")
+        return f"Could not {doing} at Wavix right now ({reason}); nothing was {nothing}. Try again in a minute."
+    return f"Wavix refused {what}: {error.message}"

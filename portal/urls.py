@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -27,6 +28,11 @@ urlpatterns = [
     path("invitations/<str:token>/", tenants_views.invitation, name="invitation"),
     path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
+    # The audit trail moved from messaging to tenants (issue 15): old bookmarks still land on it.
+    re_path(
+        r"^admin/messaging/auditevent/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/tenants/auditevent/%(rest)s", query_string=True, permanent=True),
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -7,6 +7,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from messaging import dispatch
+from messaging.models import Trunk
 from portal.logging import mask_webhook_secret
 from sandbox.models import SandboxMessage
 from sandbox.spec import schema_problems
@@ -59,3 +61,22 @@ def sandbox_delivery_report(message_id: int, status: str) -> None:
         logger.info("sandbox: delivery report for %s to %s failed: %s", message.uid, shown, type(error).__name__)
     if settings.DEBUG:
         logger.info("sandbox: delivery report %s → %s", status, mask_webhook_secret(url))
+
+
+SANDBOX_REPLY_TEXT = "Got it! (a reply from the sandbox phone)"
+
+
+@dispatch.SANDBOX_REPLY.runs
+@shared_task
+def sandbox_reply_inject(trunk_id: int) -> str:
+    """The setup wizard's "reply from your phone": the sandbox phone texts the trunk's number back, over HTTP
+    through the sandbox's inject endpoint (the sandbox then calls the portal's webhook, as Wavix would)."""
+    trunk = Trunk.objects.select_related("main_sender__account").get(pk=trunk_id)
+    account = trunk.main_sender.account
+    answer = requests.post(
+        f"{settings.WAVIX_API_URL}/_inject",
+        json={"to": trunk.main_sender.value, "from": trunk.setup_progress["test_to"], "text": SANDBOX_REPLY_TEXT},
+        headers={"Authorization": f"Bearer {account.get_api_key()}"},
+        timeout=30,
+    )
+    return f"HTTP {answer.status_code}"

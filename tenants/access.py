@@ -94,7 +94,7 @@ RULES: dict[str, Rule] = {
     "messaging.optout": Rule(("tenant__reseller",), "tenant", writers="nobody"),
     # Raw bodies from a shared account may concern several tenants: resellers only.
     "messaging.webhookevent": Rule(("account__reseller",), writers="nobody"),
-    "messaging.auditevent": Rule(("reseller",), "tenant", writers="nobody"),
+    "tenants.auditevent": Rule(("reseller",), "tenant", writers="nobody"),
     # The dashboard's per-day counts: derived from messages, so readable by whoever reads those messages.
     "messaging.dailymessagecount": Rule(("tenant__reseller",), "tenant", writers="nobody"),
 }

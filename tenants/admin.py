@@ -12,7 +12,7 @@ from django.utils.safestring import mark_safe
 
 from messaging.admin import RelayRepairMixin, forwarding_health, relay_summary
 from messaging.models import Trunk, WavixAccount
-from messaging.services import wavix_sub_account_create
+from messaging.services.accounts import wavix_sub_account_create
 from portal.admin import ScopedAdmin, ScopedReadOnlyInline
 from tenants import access, services
 from tenants.models import ApiToken, Membership, Reseller, Tenant

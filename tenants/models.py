@@ -229,3 +229,107 @@ class ApiToken(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Audit trail (who did what in the portal: members, tokens, tenants, keys, sender IDs, deliveries)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("the audit trail is append-only")
+
+    def delete(self):
+        raise PermissionError("the audit trail is append-only")
+
+
+class AuditEvent(models.Model):
+    """A security-relevant change: who did what to which object, when. Append-only."""
+
+    class Action(models.TextChoices):
+        API_KEY_SET = "api_key.set", "Wavix API key set"
+        API_KEY_ROTATED = "api_key.rotated", "Wavix API key replaced"
+        WEBHOOK_URL_SET = "threecx_url.set", "3CX webhook URL set"
+        SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted with a new key"
+        SENDER_ID_REGISTERED = "sender_id.registered", "Sender ID registered"
+        SENDER_ID_DELETED = "sender_id.deleted", "Sender ID deleted"
+        REGISTRATION_STATUS = "registration.status", "Registration status changed"
+        MEMBER_INVITED = "member.invited", "Member invited"
+        MEMBER_ACCEPTED = "member.accepted", "Invitation accepted"
+        MEMBER_DECLINED = "member.declined", "Invitation declined"
+        MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"
+        MEMBER_DEACTIVATED = "member.deactivated", "Member deactivated"
+        MEMBER_REACTIVATED = "member.reactivated", "Member reactivated"
+        TOKEN_CREATED = "token.created", "API token created"
+        TOKEN_REVOKED = "token.revoked", "API token revoked"
+        TENANT_STATUS = "tenant.status", "Tenant status changed"
+        REPLAY = "delivery.replayed", "Delivery replayed"
+        WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated", "Webhook secret rotated"
+        NUMBERS_UNPOINTED = "numbers.unpointed", "Numbers un-pointed at Wavix (trunk's SMS off)"
+        DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
+        RETENTION_PURGED = "retention.purged", "Old message content purged"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=254, help_text="The actor's e-mail at the time, or 'system'.")
+    reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    changes = models.JSONField(default=dict, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        db_table = "messaging_auditevent"  # its table from when it lived in messaging; renaming it buys nothing
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["reseller", "-created_at"], name="audit_reseller_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("the audit trail is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("the audit trail is append-only")
+
+    @classmethod
+    def record(
+        cls,
+        action: str,
+        obj: models.Model,
+        *,
+        actor=None,
+        changes: dict | None = None,
+        reseller: Reseller | None = None,
+    ) -> "AuditEvent":
+        """Append one event about obj; its tenant and reseller are read off the object (or the reseller is given,
+        for an object that belongs to none, so that the reseller's people still see the event)."""
+        tenant = obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None)
+        reseller = reseller or (obj if isinstance(obj, Reseller) else getattr(obj, "reseller", None))
+        if reseller is None and tenant is not None:
+            reseller = tenant.reseller
+        if reseller is None and getattr(obj, "account", None) is not None:
+            reseller = obj.account.reseller
+        label = "system"
+        if actor is not None:
+            label = actor.email or actor.get_username()
+        return cls.objects.create(
+            actor=actor,
+            actor_label=label,
+            reseller=reseller,
+            tenant=tenant,
+            action=action,
+            object_type=obj._meta.label,
+            object_id=str(obj.pk),
+            object_repr=str(obj)[:200],
+            changes=changes or {},
+        )

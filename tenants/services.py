@@ -13,9 +13,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.models import AuditEvent
 from tenants import access
-from tenants.models import ApiToken, Membership, Reseller, Tenant
+from tenants.models import ApiToken, AuditEvent, Membership, Reseller, Tenant
+from tenants.signals import tenant_resumed
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
@@ -32,9 +32,7 @@ def tenant_save(*, actor, tenant: Tenant) -> Tenant:
                 AuditEvent.Action.TENANT_STATUS, tenant, actor=actor, changes={"status": [previous, tenant.status]}
             )
             if tenant.is_active:
-                from messaging.services import tenant_held_release
-
-                tenant_held_release(tenant)  # texts held while suspended go out now, in arrival order
+                tenant_resumed.send(sender=Tenant, tenant=tenant)  # held texts go out now, in arrival order
     return tenant
 
 

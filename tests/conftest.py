@@ -118,7 +118,7 @@ def build_world(tenant, owner) -> dict[str, object]:
         "messaging.message": message,
         "messaging.webhookevent": f.WebhookEventFactory(account=account),
         "messaging.delivery": f.DeliveryFactory(message=inbound, trunk=trunk),
-        "messaging.auditevent": f.audit_event(tenant, actor=owner),
+        "tenants.auditevent": f.audit_event(tenant, actor=owner),
         "messaging.optout": OptOut.objects.create(tenant=tenant, number="+447700900001", keyword="STOP"),
     }
 

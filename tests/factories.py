@@ -4,7 +4,6 @@ import factory
 from django.contrib.auth import get_user_model
 
 from messaging.models import (
-    AuditEvent,
     Delivery,
     Message,
     PhoneNumber,
@@ -14,7 +13,7 @@ from messaging.models import (
     WavixAccount,
     WebhookEvent,
 )
-from tenants.models import Membership, Reseller, Tenant
+from tenants.models import AuditEvent, Membership, Reseller, Tenant
 
 PASSWORD = "correct-horse-battery"
 

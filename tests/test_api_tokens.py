@@ -3,8 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from messaging.models import AuditEvent
-from tenants.models import ApiToken
+from tenants.models import ApiToken, AuditEvent
 from tests.conftest import token_client
 
 pytestmark = pytest.mark.django_db

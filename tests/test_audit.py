@@ -3,6 +3,7 @@ what, the change); the trail is append-only, read-only in the admin for everyone
 only within what the reader may see."""
 
 import csv
+import importlib
 import io
 from contextlib import contextmanager
 from datetime import timedelta
@@ -14,17 +15,17 @@ from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import services
-from messaging.models import AuditEvent, Delivery, SenderIDCountry, WavixAccount
+from messaging.models import Delivery, SenderIDCountry, WavixAccount
+from messaging.services import forwarding, senders
 from tenants import services as people
-from tenants.models import ApiToken, Membership
+from tenants.models import ApiToken, AuditEvent, Membership
 from tests import factories as f
 from tests.conftest import live_db, token_client
 
 pytestmark = pytest.mark.django_db
 
-AUDIT = reverse("admin:messaging_auditevent_changelist")
-EXPORT = reverse("admin:messaging_auditevent_export")
+AUDIT = reverse("admin:tenants_auditevent_changelist")
+EXPORT = reverse("admin:tenants_auditevent_export")
 
 
 class Recorded:
@@ -109,10 +110,10 @@ def test_a_reviewers_registration_decision_leaves_one_row(tenant):
     reviewer = f.UserFactory(is_staff=True)
     reviewer.groups.add(Group.objects.get(name="Platform reviewers"))
     registration = f.SenderIDCountryFactory(sender__tenant=tenant, country="IN", status="needs_documents")
-    registration.move_to(SenderIDCountry.Status.IN_REVIEW)
+    registration.transition(SenderIDCountry.Status.IN_REVIEW)
     registration.save()
     with exactly_one_row("registration.status") as row:
-        services.registration_decide(
+        senders.registration_decide(
             reviewer=reviewer, registration=registration, decision="reject", note="The letter is unsigned."
         )
     assert_about(row.event, registration, reviewer)
@@ -140,7 +141,7 @@ def test_a_replay_leaves_one_row_and_a_repeated_replay_none(client, operator, de
     assert row.event.changes == {"from": "dead", "trunk": "Front desk", "last_error": "HTTP 503 from 3CX"}
     with no_row():  # the second click of a double click: already pending, nothing replayed
         client.post(reverse("admin:messaging_delivery_changelist"), replay)
-        assert services.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 0
+        assert forwarding.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -319,15 +320,11 @@ def exported(client, **params) -> list[dict]:
 def test_the_admin_is_read_only_even_for_superusers(client, admin_user, trail):
     event = trail["a_token"]
     client.force_login(admin_user)
-    page = client.get(reverse("admin:messaging_auditevent_change", args=[event.pk]))
+    page = client.get(reverse("admin:tenants_auditevent_change", args=[event.pk]))
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
-    assert (
-        client.post(reverse("admin:messaging_auditevent_change", args=[event.pk]), {"action": "x"}).status_code == 403
-    )
-    assert (
-        client.post(reverse("admin:messaging_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
-    )
-    assert client.get(reverse("admin:messaging_auditevent_add")).status_code == 403
+    assert client.post(reverse("admin:tenants_auditevent_change", args=[event.pk]), {"action": "x"}).status_code == 403
+    assert client.post(reverse("admin:tenants_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    assert client.get(reverse("admin:tenants_auditevent_add")).status_code == 403
     changelist = client.get(AUDIT)
     assert "delete_selected" not in changelist.content.decode()
     assert AuditEvent.objects.filter(pk=event.pk, action="token.created").exists()
@@ -393,3 +390,35 @@ def test_a_tenant_viewer_sees_only_its_tenants_rows_and_nobody_else_exports(clie
     assert {row["action"] for row in exported(client)} == {"tenant.status", "member.invited"}
     client.logout()
     assert client.get(EXPORT).status_code == 302  # to the sign-in page
+
+
+def test_the_audit_trails_old_admin_address_redirects_to_its_new_one(client, operator):
+    client.force_login(operator)
+    response = client.get("/admin/messaging/auditevent/?action=token.created")
+    assert response.status_code == 301
+    assert response["Location"] == f"{AUDIT}?action=token.created"
+    assert client.get(response["Location"]).status_code == 200
+
+
+def test_moving_the_audit_trail_to_tenants_carries_its_content_type_and_permissions():
+    from django.apps import apps
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    migration = importlib.import_module("messaging.migrations.0024_delete_auditevent")
+    moved = ContentType.objects.get(app_label="tenants", model="auditevent")
+    ContentType.objects.filter(pk=moved.pk).update(app_label="messaging")  # as before the migration ran
+    permissions = set(Permission.objects.filter(content_type=moved).values_list("pk", flat=True))
+    assert permissions
+
+    migration.content_type_to("tenants", "messaging")(apps, None)
+
+    moved.refresh_from_db()
+    assert moved.app_label == "tenants"
+    assert set(Permission.objects.filter(content_type=moved).values_list("pk", flat=True)) == permissions
+
+    stale = ContentType.objects.create(app_label="messaging", model="auditevent")  # a second migrate's leftover
+    migration.content_type_to("tenants", "messaging")(apps, None)
+    assert not ContentType.objects.filter(pk=stale.pk).exists()
+    assert ContentType.objects.get(app_label="tenants", model="auditevent") == moved
+    ContentType.objects.clear_cache()

@@ -1,7 +1,7 @@
 """bench/faults.py's counting and reporting: what counts as forwarded, duplicated, failed and lost."""
 
 from bench.faults import Tally, render, retry_horizon, tally
-from messaging.services.relay import RETRY_DELAYS
+from messaging.services.forwarding import RETRY_DELAYS
 
 
 def once_each(*ids: str) -> list[tuple[str, float]]:

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 
-from messaging import services, threecx, webhooks
+from messaging import threecx, webhooks
 from messaging.models import PhoneNumber, WebhookEvent
+from messaging.services import inbound
 from tenants.authentication import TokenRateThrottle
 from tenants.models import ApiToken
 from tests import factories as f
@@ -187,7 +188,7 @@ def test_a_webhook_gets_a_documented_answer_whatever_it_carries(
         assert WebhookEvent.objects.count() == stored_before, answer  # refused: nothing stored
         return
     # What the intake accepts can be processed: never parked as invalid (it was answered 200 and then lost).
-    services.events_process()
+    inbound.events_process()
     stored = WebhookEvent.objects.latest("id")
     assert stored.state != WebhookEvent.State.INVALID, (stored.last_error, body[:300])
 
@@ -213,7 +214,7 @@ def test_a_body_near_its_kinds_shape_is_stored_and_processed_or_refused_naming_t
         assert field in FIELDS[kind] or "lone UTF-16 surrogate" in detail, detail
         return
     assert (response.status_code, detail) in ((200, "Accepted."), (200, "Duplicate: already received.")), detail
-    services.events_process()
+    inbound.events_process()
     stored = WebhookEvent.objects.latest("id")
     assert stored.state != WebhookEvent.State.INVALID, (stored.last_error, body)
 

@@ -13,8 +13,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from messaging import dispatch
 from messaging.models import WebhookEvent, WebhookSecret
-from messaging.services import webhook_secret_rotate
+from messaging.services.accounts import webhook_secret_rotate
 from tests import factories as f
 from tests.conftest import test_database_url
 
@@ -459,21 +460,19 @@ def test_a_burst_asks_for_a_routing_drain_at_most_every_interval_and_once_after_
 
     from django.core.cache import cache
 
-    from messaging.services import relay
-
-    time.sleep(2.5 * relay.ASK_EVERY_SECONDS)  # an ask an earlier test left scheduled has been made
-    monkeypatch.setattr(relay, "_asked_at", {})  # and this process has not asked lately
-    monkeypatch.setattr(relay, "_broker_down_until", 0.0)  # an earlier test's broker outage is over
-    cache.delete(relay.EVENTS_FLAG)
+    time.sleep(2.5 * dispatch.ASK_EVERY_SECONDS)  # an ask an earlier test left scheduled has been made
+    monkeypatch.setattr(dispatch, "_asked_at", {})  # and this process has not asked lately
+    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)  # an earlier test's broker outage is over
+    cache.delete(dispatch.EVENTS_DRAIN.flag)
     post(client, account.inbound_webhook_url, INBOUND)  # asks: the drain flag is set
-    assert cache.get(relay.EVENTS_FLAG)
-    relay._drain_started(relay.EVENTS_FLAG)  # a worker starts that drain (it will not see what comes next)
+    assert cache.get(dispatch.EVENTS_DRAIN.flag)
+    dispatch.EVENTS_DRAIN.started()  # a worker starts that drain (it will not see what comes next)
     post(client, account.inbound_webhook_url, {**INBOUND, "message_id": "second"})
-    assert not cache.get(relay.EVENTS_FLAG)  # folded into the interval: no cache call on this webhook
+    assert not cache.get(dispatch.EVENTS_DRAIN.flag)  # folded into the interval: no cache call on this webhook
     deadline = time.monotonic() + 5
-    while not cache.get(relay.EVENTS_FLAG) and time.monotonic() < deadline:
+    while not cache.get(dispatch.EVENTS_DRAIN.flag) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert cache.get(relay.EVENTS_FLAG)  # asked again when the interval ended, after the second was stored
+    assert cache.get(dispatch.EVENTS_DRAIN.flag)  # asked again when the interval ended, after the second was stored
 
 
 def test_counts_are_sent_to_the_cache_together_within_a_second_without_another_count(client, account):

@@ -25,7 +25,7 @@ SCOPED_LABELS = [
     "messaging.message",
     "messaging.webhookevent",
     "messaging.delivery",
-    "messaging.auditevent",
+    "tenants.auditevent",
     "messaging.optout",
 ]
 # What a tenant viewer may open read-only; everything else is invisible (404) to them.
@@ -38,7 +38,7 @@ VIEWER_VISIBLE = {
     "messaging.senderidcountry",
     "messaging.message",
     "messaging.delivery",
-    "messaging.auditevent",
+    "tenants.auditevent",
     "messaging.optout",
 }
 

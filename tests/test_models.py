@@ -4,8 +4,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from messaging.models import AuditEvent, Message, SenderIDCountry
-from tenants.models import Membership
+from messaging.models import Delivery, IllegalTransition, Message, SenderIDCountry
+from tenants.models import AuditEvent, Membership
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -62,12 +62,12 @@ def test_a_wavix_message_id_is_unique_per_account(tenant):
 
 def test_registration_moves_follow_the_lifecycle(tenant):
     registration = f.SenderIDCountryFactory(sender__tenant=tenant, status=SenderIDCountry.Status.NEEDS_DOCUMENTS)
-    with pytest.raises(ValidationError, match="cannot go from Needs documents to Approved"):
-        registration.move_to(SenderIDCountry.Status.APPROVED)
-    registration.move_to(SenderIDCountry.Status.IN_REVIEW)
+    with pytest.raises(IllegalTransition, match="cannot go from Needs documents to Approved"):
+        registration.transition(SenderIDCountry.Status.APPROVED)
+    registration.transition(SenderIDCountry.Status.IN_REVIEW)
     with pytest.raises(ValidationError, match="Say why"):
-        registration.move_to(SenderIDCountry.Status.REJECTED, note=" ")
-    registration.move_to(SenderIDCountry.Status.REJECTED, note="Certificate does not match the name.")
+        registration.transition(SenderIDCountry.Status.REJECTED, note=" ")
+    registration.transition(SenderIDCountry.Status.REJECTED, note="Certificate does not match the name.")
     assert registration.status == "rejected" and not registration.can_send
 
 
@@ -96,3 +96,23 @@ def test_the_database_refuses_a_membership_whose_role_does_not_fit(reseller, ten
         Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.RESELLER_ADMIN)
     with pytest.raises(IntegrityError), transaction.atomic():
         Membership.objects.create(user=user, reseller=reseller, tenant=tenant, role=Membership.Role.TENANT_VIEWER)
+
+
+def test_a_delivery_moves_only_along_its_lifecycle(tenant):
+    delivery = f.DeliveryFactory(message__tenant=tenant)
+    delivery.transition(Delivery.Status.DEAD)
+    with pytest.raises(IllegalTransition, match="dead → delivered is not allowed"):
+        delivery.transition(Delivery.Status.DELIVERED)
+    delivery.transition(Delivery.Status.PENDING)  # a replay
+    delivery.transition(Delivery.Status.DELIVERED)
+    assert delivery.delivered_at is not None
+    with pytest.raises(IllegalTransition):
+        delivery.transition(Delivery.Status.PENDING)  # a delivered one is never replayed
+    assert Delivery.REPLAYABLE == {Delivery.Status.FAILED, Delivery.Status.DEAD}
+
+
+def test_every_state_machine_refuses_with_one_exception_a_valueerror(tenant):
+    message = f.MessageFactory(tenant=tenant, status=Message.Status.DELIVERED)
+    with pytest.raises(IllegalTransition):
+        message.transition(Message.Status.QUEUED)
+    assert issubclass(IllegalTransition, ValueError)

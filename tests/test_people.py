@@ -9,9 +9,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.test import Client
 from django.urls import reverse
 
-from messaging.models import AuditEvent
 from tenants import access, services
-from tenants.models import Membership
+from tenants.models import AuditEvent, Membership
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

@@ -11,9 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import services
-from messaging.models import AuditEvent, Message, RegistrationDocument, RegistrationEvent, SenderIDCountry
-from tenants.models import Membership
+from messaging.models import Message, RegistrationDocument, RegistrationEvent, SenderIDCountry
+from messaging.services import outbound, senders
+from tenants.models import AuditEvent, Membership
 from tests import factories as f
 from tests.conftest import token_client
 
@@ -42,7 +42,7 @@ def sender(tenant, reseller_admin):
         f.SenderIDCountryFactory(sender=sender, country=code, status=status)
         for code, status in (("IN", "in_review"), ("AE", "in_review"), ("GB", "allowlisted"))
     ]
-    services.registrations_submitted(None, registrations)
+    senders.registrations_submitted(None, registrations)
     return sender
 
 
@@ -78,10 +78,10 @@ def test_approve_one_country_reject_another_the_reseller_hears_the_tenant_sees_s
         "rejected",
     ]
 
-    queued = services.message_send(tenant=tenant, sender=sender, to="+919876543210", text="Your appointment")
+    queued = outbound.message_send(tenant=tenant, sender=sender, to="+919876543210", text="Your appointment")
     assert queued.status == Message.Status.QUEUED
     with pytest.raises(ValidationError) as refused:
-        services.message_send(tenant=tenant, sender=sender, to="+971501234567", text="Your appointment")
+        outbound.message_send(tenant=tenant, sender=sender, to="+971501234567", text="Your appointment")
     assert refused.value.message_dict["sender"] == [
         "HarborDent is not allow-listed for United Arab Emirates (AE): its registration is rejected. "
         "Latest note: The trade licence is expired."
@@ -247,7 +247,7 @@ def test_a_new_registration_needing_paperwork_tells_the_reviewers(tenant, review
     allowed = f.SenderIDCountryFactory(sender=sender, country="GB", status="requested")
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.registrations_submitted(None, [paperwork, allowed])
+        senders.registrations_submitted(None, [paperwork, allowed])
     assert [(m.subject, m.to) for m in mail.outbox] == [
         ("New registration needing paperwork: 1 registration(s)", [reviewer.email])
     ]
@@ -260,17 +260,17 @@ def test_the_daily_digest_lists_what_waits_too_long(sender, reviewer, settings):
         status_changed_at=timezone.now() - timedelta(days=4)
     )
     mail.outbox.clear()
-    assert services.review_digest() == 1
+    assert senders.review_digest() == 1
     assert mail.outbox[0].subject == "Waiting for review: 1 registration(s)"
     assert "HarborDent → IN" in mail.outbox[0].body and "for 4 days" in mail.outbox[0].body
     SenderIDCountry.objects.filter(sender=sender).update(status_changed_at=timezone.now())
     mail.outbox.clear()
-    assert services.review_digest() == 0 and not mail.outbox
+    assert senders.review_digest() == 0 and not mail.outbox
 
 
 def test_wavix_allow_listing_is_a_system_entry_on_the_timeline(sender, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        services.registration_set_status(
+        senders.registration_set_status(
             actor=None, registration=registration(sender, "IN"), status="allowlisted", note="Wavix lists it."
         )
     event = RegistrationEvent.objects.filter(registration__country="IN").last()

@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from messaging import services
-from messaging.models import AuditEvent, Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent
+from messaging.models import Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent
+from messaging.services import forwarding, inbound
 from sandbox.models import FakePbxInbox, FakePbxRequest
+from tenants.models import AuditEvent
 from tests import factories as f
 from tests.conftest import live_db
 
@@ -50,8 +51,8 @@ def webhook(account, message_id, *, sender="447700900001", text="Hello", to="141
 
 
 def relay():
-    services.events_process()
-    return services.deliveries_process()
+    inbound.events_process()
+    return forwarding.deliveries_process()
 
 
 def received(inbox):
@@ -124,7 +125,7 @@ def test_a_suspended_tenant_holds_texts_and_releases_them_in_order_when_resumed(
     assert set(Message.objects.values_list("status", flat=True)) == {"held"} and not received(inbox)
     tenant.status = "active"
     tenant_save(actor=reseller_admin, tenant=tenant)
-    services.deliveries_process()
+    forwarding.deliveries_process()
     assert [json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox)] == [
         "text 0",
         "text 1",
@@ -140,15 +141,15 @@ def test_a_3cx_error_is_retried_later_then_delivered_and_the_trunk_recovers(setu
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, 500)
     assert timedelta(seconds=8) < delivery.next_attempt_at - timezone.now() <= timedelta(seconds=10)
-    assert services.deliveries_process() == 0  # not due yet
+    assert forwarding.deliveries_process() == 0  # not due yet
     for _ in range(2):
         make_due()
-        services.deliveries_process()
+        forwarding.deliveries_process()
     trunk.refresh_from_db()
     assert not trunk.is_healthy and trunk.forward_error == "HTTP 500 from 3CX"
     set_mode(inbox, "ok")
     make_due()
-    services.deliveries_process()
+    forwarding.deliveries_process()
     trunk.refresh_from_db()
     assert Delivery.objects.get().status == "delivered" and trunk.is_healthy and trunk.forward_error == ""
     assert len(received(inbox)) == 4
@@ -164,11 +165,11 @@ def test_the_retry_schedule_stretches_to_hours_and_stops_after_48h(setup, inbox)
         delivery = Delivery.objects.get()
         waits.append(round((delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()))
         make_due()
-        services.deliveries_process()
+        forwarding.deliveries_process()
     assert waits == [10, 60, 300, 1800, 7200, 21600, 21600]
     Delivery.objects.update(created_at=timezone.now() - timedelta(hours=47, minutes=59))
     make_due()
-    services.deliveries_process()
+    forwarding.deliveries_process()
     delivery = Delivery.objects.get()
     assert delivery.status == "dead" and Message.objects.get().status == "failed"
 
@@ -181,8 +182,8 @@ def test_a_3cx_that_refuses_the_text_fails_it_with_the_answer_and_it_can_be_repl
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.last_status_code, delivery.last_error) == ("failed", 404, "HTTP 404 from 3CX")
     set_mode(inbox, "ok")
-    assert services.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 1
-    services.deliveries_process()
+    assert forwarding.delivery_replay(actor=operator, deliveries=Delivery.objects.all()) == 1
+    forwarding.deliveries_process()
     assert Delivery.objects.get().status == "delivered" and Message.objects.get().status == "forwarded"
     audit = AuditEvent.objects.get(action="delivery.replayed")
     assert (audit.actor, audit.changes["from"], audit.tenant) == (operator, "failed", delivery.tenant)
@@ -210,26 +211,25 @@ def test_a_conversation_waits_behind_its_retry_while_others_go_on(setup, inbox):
 def test_a_leased_delivery_is_not_taken_by_another_worker(setup, inbox):
     account, _ = setup
     webhook(account, "msg-1")
-    services.events_process()
+    inbound.events_process()
     Delivery.objects.update(lease_until=timezone.now() + timedelta(seconds=60))  # another worker holds it
-    assert services.deliveries_process() == 0
+    assert forwarding.deliveries_process() == 0
     Delivery.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # that worker died
-    assert services.deliveries_process() == 1
+    assert forwarding.deliveries_process() == 1
 
 
 def test_a_forwards_lease_outlasts_its_connect_and_read_timeouts_and_no_more(setup, settings):
     """A worker killed mid-POST has its texts sent again once their leases lapse (at-least-once to 3CX): the lease
     is what a POST can take plus a margin, not a fixed minute."""
-    from messaging.services import relay as relay_service
 
     settings.THREECX_CONNECT_TIMEOUT, settings.THREECX_READ_TIMEOUT = 2, 3
     account, _ = setup
     webhook(account, "msg-1")
-    services.events_process()
+    inbound.events_process()
     before = timezone.now()
-    delivery = relay_service._claim_delivery(Delivery.objects.get().pk)
+    delivery = forwarding._claim_delivery(Delivery.objects.get().pk)
     held = delivery.lease_until - before
-    assert timedelta(seconds=5) + relay_service.LEASE_MARGIN <= held < timedelta(seconds=6) + relay_service.LEASE_MARGIN
+    assert timedelta(seconds=5) + forwarding.LEASE_MARGIN <= held < timedelta(seconds=6) + forwarding.LEASE_MARGIN
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def three_failures(*inboxes):
     relay()
     for _ in range(2):
         make_due()
-        services.deliveries_process()
+        forwarding.deliveries_process()
     tried = Delivery.objects.filter(status="pending", attempts__gt=0)  # the others wait behind these
     assert tried and all(d.attempts == 3 and d.next_attempt_at > timezone.now() + timedelta(minutes=4) for d in tried)
 
@@ -288,7 +288,6 @@ def test_the_sweeper_probes_each_failing_trunk_with_its_oldest_waiting_text_once
 ):
     from django.db import connection
 
-    from messaging.services import relay as relay_service
     from messaging.tasks import relay_sweep
 
     account, trunk = setup
@@ -311,13 +310,13 @@ def test_the_sweeper_probes_each_failing_trunk_with_its_oldest_waiting_text_once
     def quiet_for(seconds: int) -> None:
         Trunk.objects.update(forward_checked_at=timezone.now() - timedelta(seconds=seconds))
 
-    assert relay_service.failing_trunks_probe() == 0 and not due()  # both were just tried
+    assert forwarding.failing_trunks_probe() == 0 and not due()  # both were just tried
     quiet_for(16)
     relay_sweep()
     assert due() == set(oldest.values())  # one text per failing trunk: its oldest
     relay_sweep()
     assert due() == set(oldest.values())  # the next sweep of the same interval adds nothing
-    services.deliveries_process()  # the probes fail: 3CX is still down
+    forwarding.deliveries_process()  # the probes fail: 3CX is still down
     assert not due()
 
     # Sweepers at once (two workers, or one running late) probe each trunk once.
@@ -328,7 +327,7 @@ def test_the_sweeper_probes_each_failing_trunk_with_its_oldest_waiting_text_once
     def sweeper() -> None:
         try:
             start.wait()
-            probed.append(relay_service.failing_trunks_probe())
+            probed.append(forwarding.failing_trunks_probe())
         finally:
             connection.close()
 
@@ -353,7 +352,7 @@ def test_3cx_back_every_waiting_text_goes_after_one_sweep_not_at_its_next_retry(
     set_mode(inbox, "ok")  # this 3CX is back; the other tenant's is still down
     Trunk.objects.update(forward_checked_at=timezone.now() - timedelta(seconds=16))
     relay_sweep()
-    services.deliveries_process()  # the drain the sweep asked for
+    forwarding.deliveries_process()  # the drain the sweep asked for
     assert sorted(texts(inbox)) == sorted(
         [f"waiting {n}" for n in range(3)] + [f"behind waiting {n}" for n in range(3)]
     )
@@ -655,8 +654,8 @@ def test_reconciliation_recovers_texts_whose_webhook_never_arrived(wavix, tenant
     inject_inbound(at_wavix, "+447700900001", "lost one", lose_webhook=True)
     inject_inbound(at_wavix, "+447700900002", "lost two", lose_webhook=True)
 
-    assert services.inbound_reconcile(account) == 2
-    assert services.inbound_reconcile(account) == 0  # nothing new the second time
+    assert inbound.inbound_reconcile(account) == 2
+    assert inbound.inbound_reconcile(account) == 0  # nothing new the second time
     relay()
     texts = sorted(json.loads(bytes(r.body))["message_body"]["text"] for r in received(inbox))
     assert texts == ["arrived", "lost one", "lost two"]
@@ -673,8 +672,8 @@ def test_reconciliation_parks_a_text_wavix_lists_in_a_shape_the_intake_refuses_w
     SandboxMessage.objects.create(
         account=sandbox_account, direction="inbound", from_number="447700900001", to_number="call me", text="Hi"
     )
-    assert services.inbound_reconcile(account) == 1
-    assert services.inbound_reconcile(account) == 0  # listed again: found under the same key, kept once
+    assert inbound.inbound_reconcile(account) == 1
+    assert inbound.inbound_reconcile(account) == 0  # listed again: found under the same key, kept once
     relay()
     event = WebhookEvent.objects.get()
     assert (event.state, event.recovered, event.account) == ("invalid", True, account)
@@ -744,8 +743,6 @@ def test_picking_the_next_deliveries_reads_a_backlog_a_few_times_not_once_per_pe
     from django.db.models import Min
     from django.test.utils import CaptureQueriesContext
 
-    from messaging.services import relay as relay_service
-
     account, trunk = setup
 
     def backlog(count: int, status: str) -> None:
@@ -772,7 +769,7 @@ def test_picking_the_next_deliveries_reads_a_backlog_a_few_times_not_once_per_pe
     backlog(1000, "pending")  # a hundred conversations of 10 each
 
     with CaptureQueriesContext(connection) as captured:
-        heads = relay_service._due_heads(timezone.now())
+        heads = forwarding._due_heads(timezone.now())
     firsts = Delivery.objects.filter(status="pending").values("remote_number").annotate(first=Min("id"))
     assert [pk for pk, _ in heads] == sorted(row["first"] for row in firsts)[
         :20

@@ -300,7 +300,7 @@ def test_3cx_back_after_an_outage_its_waiting_texts_are_forwarded_within_30_s_no
 ):
     """A few minutes into an outage a text waits 5 minutes between tries; 3CX being back must not cost that wait.
     Another reseller's 3CX that stays down keeps its texts, and gets one early try per interval, no more."""
-    from messaging.services.relay import PROBE_EVERY
+    from messaging.services.forwarding import PROBE_EVERY
 
     down = make_line(wavix, other_tenant, 9)
     FakePbxInbox.objects.update(mode="500", mode_until=timezone.now() + timedelta(minutes=10))
@@ -379,7 +379,7 @@ def test_a_worker_killed_mid_post_has_its_texts_sent_again_with_the_same_id_once
     """At-least-once to 3CX: what a killed worker had in flight reached 3CX, but its answer was never recorded; the
     texts go again — the same X-Wavix-Message-Id, for 3CX to drop the repeat — once their leases lapse, which is
     the POST's timeouts plus a margin, not a minute."""
-    from messaging.services.relay import LEASE_MARGIN
+    from messaging.services.forwarding import LEASE_MARGIN
 
     pbx = HoldingPbx()
     account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)

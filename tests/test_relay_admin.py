@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.models import AuditEvent, Delivery, Trunk
+from messaging.models import Delivery, Trunk
+from tenants.models import AuditEvent
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

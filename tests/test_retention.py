@@ -13,9 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messaging.dashboard import Rate
-from messaging.models import AuditEvent, DailyMessageCount, Delivery, IdempotentRequest, Message, WebhookEvent
+from messaging.models import DailyMessageCount, Delivery, IdempotentRequest, Message, WebhookEvent
 from messaging.services import retention
 from messaging.tasks import message_counts_rollup, retention_purge
+from tenants.models import AuditEvent
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

@@ -24,11 +24,13 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import metrics, services
-from messaging.models import AuditEvent, Delivery, Message, PhoneNumber, Trunk, WebhookEvent
+from messaging import metrics
+from messaging.models import Delivery, Message, PhoneNumber, Trunk, WebhookEvent
+from messaging.services import accounts, forwarding, inbound
 from messaging.tasks import wavix_numbers_unpoint
 from messaging.wavix import WavixClient
 from sandbox.models import FakePbxInbox, SandboxNumber
+from tenants.models import AuditEvent
 from tenants.services import tenant_save
 from tests import factories as f
 from tests.conftest import live_db, token_client
@@ -42,7 +44,7 @@ S = Message.Status
 
 
 def route() -> int:
-    return services.events_process()
+    return inbound.events_process()
 
 
 def log_page(client, **params):
@@ -53,7 +55,7 @@ def log_page(client, **params):
 
 def switch_sms(trunk: Trunk, on: bool, actor) -> None:
     trunk.sms_enabled = on
-    services.trunk_save(actor=actor, trunk=trunk)
+    accounts.trunk_save(actor=actor, trunk=trunk)
 
 
 def set_status(tenant, status: str, actor) -> None:
@@ -81,9 +83,9 @@ def line(wavix, tenant, sandbox_account, inbox):
     trunk = f.TrunkFactory(tenant=tenant, name="Front desk", sms_enabled=True, main_sender=sender)
     trunk.set_threecx_webhook_url(f"{wavix.url}/sandbox/3cx/{inbox.token}/")
     trunk.save()
-    services.numbers_sync(account, wire=False)
+    accounts.numbers_sync(account, wire=False)
     PhoneNumber.objects.filter(account=account).update(trunk=trunk)
-    services.numbers_sync(account, wire=True)
+    accounts.numbers_sync(account, wire=True)
     return account, trunk
 
 
@@ -156,7 +158,7 @@ def test_switching_sms_on_again_forwards_the_held_texts_in_arrival_order(client,
     assert not forwarded_texts(inbox)
     enable(client, Trunk.objects.get(pk=trunk.pk), operator, inbox, wavix)
     assert Trunk.objects.get(pk=trunk.pk).sms_enabled
-    services.deliveries_process()
+    forwarding.deliveries_process()
     assert forwarded_texts(inbox) == ["text 0", "text 1", "text 2"]
     assert set(Message.objects.values_list("status", "not_forwarded_reason")) == {(S.FORWARDED, "")}
     assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
@@ -176,17 +178,17 @@ def test_a_text_stays_held_while_either_its_tenant_is_suspended_or_its_trunk_has
         "Tenant A is suspended and SMS is off on trunk Front desk",
     )
     set_status(tenant, "active", reseller_admin)  # the tenant's hold is lifted, the trunk's is not
-    services.deliveries_process()
+    forwarding.deliveries_process()
     message.refresh_from_db()
     assert (message.status, message.not_forwarded_reason) == (S.HELD, "SMS is off on trunk Front desk")
     set_status(tenant, "suspended", reseller_admin)
     switch_sms(trunk, True, reseller_admin)  # now the trunk's is lifted, and the tenant's is back
-    services.deliveries_process()
+    forwarding.deliveries_process()
     message.refresh_from_db()
     assert (message.status, message.not_forwarded_reason) == (S.HELD, "Tenant A is suspended")
     assert not received(inbox)
     set_status(tenant, "active", reseller_admin)
-    services.deliveries_process()
+    forwarding.deliveries_process()
     assert forwarded_texts(inbox) == ["Still there?"]
 
 
@@ -203,7 +205,7 @@ def test_a_text_routed_while_sms_is_being_switched_on_is_released_too(line, oper
     def router():
         try:
             with transaction.atomic():  # the routing batch commits only after the sleep
-                services.events_process()
+                inbound.events_process()
                 routed.set()
                 time.sleep(1)
         finally:
@@ -263,15 +265,15 @@ def test_unpointing_a_trunk_with_sms_off_empties_its_numbers_relay_url_at_wavix_
     wavix_numbers_unpoint.apply(args=[trunk.pk]).get()  # what a worker on the sync queue does with it
     assert sandbox_relay_urls(account) == {"+14155550100": ""}
     assert PhoneNumber.objects.get().sms_relay_url == ""
-    assert services.numbers_sync(account, wire=False)["drift"] == 0  # the periodic drift check
+    assert accounts.numbers_sync(account, wire=False)["drift"] == 0  # the periodic drift check
     assert not PhoneNumber.objects.get().relay_drift
-    services.numbers_sync(account, wire=True)  # a full sync points nothing back while SMS is off
+    accounts.numbers_sync(account, wire=True)  # a full sync points nothing back while SMS is off
     assert sandbox_relay_urls(account) == {"+14155550100": ""}
     page = client.get(reverse("admin:messaging_trunk_change", args=[trunk.pk])).content.decode()
     assert "Wavix sends the texts of none of its numbers to the portal." in page
 
     switch_sms(trunk, True, operator)
-    services.numbers_sync(account, wire=True)  # what switching SMS on queues
+    accounts.numbers_sync(account, wire=True)  # what switching SMS on queues
     assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}
 
 
@@ -283,7 +285,7 @@ def test_an_unpointing_waits_for_the_accounts_number_sync_and_is_dropped_once_sm
 
     account, trunk = line
     switch_sms(trunk, False, operator)
-    services.trunk_numbers_unpoint(actor=operator, trunk=trunk)
+    accounts.trunk_numbers_unpoint(actor=operator, trunk=trunk)
     cache.add(NUMBERS_SYNC_LOCK.format(account.pk), "a sync of the account", timeout=60)
     assert wavix_numbers_unpoint.apply(args=[trunk.pk]).failed()  # retried (at once, run eagerly) until it gave up
     assert sandbox_relay_urls(account) == {"+14155550100": account.inbound_webhook_url}

@@ -64,7 +64,7 @@ def test_a_key_saved_in_the_admin_appears_in_no_page_and_no_log(client, reseller
         client.get(reverse("admin:messaging_wavixaccount_changelist")),
         client.get(reverse("admin:messaging_wavixaccount_change", args=[account.pk])),
         client.get(reverse("admin:messaging_wavixaccount_history", args=[account.pk])),
-        client.get(reverse("admin:messaging_auditevent_changelist")),
+        client.get(reverse("admin:tenants_auditevent_changelist")),
         client.get("/api/v1/wavix-accounts/"),
         client.get(f"/api/v1/wavix-accounts/{account.pk}/"),
     ]
@@ -91,7 +91,7 @@ def test_a_key_saved_through_the_api_is_write_only(operator, reseller, wavix, ca
 
 @live_db
 def test_replacing_a_key_is_audited_without_the_key(operator, reseller, wavix):
-    from messaging.models import AuditEvent
+    from tenants.models import AuditEvent
 
     f.SandboxAccountFactory(api_key=API_KEY)
     f.SandboxAccountFactory(api_key="wx_live_second_key_0042")

@@ -7,9 +7,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from messaging import services
 from messaging.models import Message, OptOut, PhoneNumber, SenderID, SenderIDCountry
-from messaging.services.sending import _claim, _next_batch, _record, text_size
+from messaging.services import inbound, outbound, sending
+from messaging.services.outbound import text_size
+from messaging.services.sending import _next_batch, _record
 from messaging.wavix import WavixSent, explain
 from sandbox.models import SandboxAccount, SandboxMessage, SandboxSenderID
 from tests import factories as f
@@ -43,7 +44,7 @@ def acme(wavix, tenant, sandbox_account):
 
 def refused(tenant, sender, to, text="Hello", media=()):
     with pytest.raises(ValidationError) as error:
-        services.message_send(tenant=tenant, sender=sender, to=to, text=text, media=media)
+        outbound.message_send(tenant=tenant, sender=sender, to=to, text=text, media=media)
     assert not Message.objects.exists()  # nothing queued
     return error.value.message_dict
 
@@ -64,7 +65,7 @@ def test_a_national_number_is_read_with_the_tenants_default_country(acme, tenant
     _, numeric, _ = acme
     tenant.default_country = "US"
     tenant.save()
-    message = services.message_send(tenant=tenant, sender=numeric, to="(415) 555-0123", text="Hi")
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="(415) 555-0123", text="Hi")
     assert message.to_number == "+14155550123"
 
 
@@ -133,8 +134,8 @@ def test_text_limits(acme, tenant, text, message):
 
 def test_the_longest_texts_wavix_takes_are_accepted(acme, tenant):
     _, numeric, _ = acme
-    services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="a" * 1630)
-    services.message_send(tenant=tenant, sender=numeric, to="+14155550124", text="ж" * 670)
+    outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="a" * 1630)
+    outbound.message_send(tenant=tenant, sender=numeric, to="+14155550124", text="ж" * 670)
     assert list(Message.objects.order_by("id").values_list("segments", flat=True)) == [11, 10]
 
 
@@ -192,9 +193,9 @@ def test_an_opted_out_recipient_is_refused(acme, tenant):
 def test_more_than_twenty_messages_to_one_destination_in_a_day_are_refused(acme, tenant):
     _, numeric, _ = acme
     for _ in range(20):
-        services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Reminder")
+        outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Reminder")
     with pytest.raises(ValidationError) as error:
-        services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="One too many")
+        outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="One too many")
     assert error.value.message_dict["to"] == [
         "+14155550123 already has 20 messages in the last 24 hours (Wavix's limit)."
     ]
@@ -210,7 +211,7 @@ def test_a_suspended_tenant_cannot_queue_a_message_or_a_bulk_send(acme, tenant):
     tenant.save()
     assert refused(tenant, numeric, "+14155550123")["tenant"] == [f"Tenant A {SUSPENDED}"]
     with pytest.raises(ValidationError) as error:
-        services.message_send_bulk(tenant=tenant, sender=numeric, recipients=["+14155550123"] * 3, text="Sale")
+        outbound.message_send_bulk(tenant=tenant, sender=numeric, recipients=["+14155550123"] * 3, text="Sale")
     assert error.value.message_dict == {"tenant": [f"Tenant A {SUSPENDED}"]}  # one refusal, not one per recipient
     assert not Message.objects.exists()
 
@@ -221,8 +222,8 @@ def test_a_suspended_tenant_cannot_queue_a_message_or_a_bulk_send(acme, tenant):
 
 
 def send_one(tenant, sender, to="+14155550123", text="Your table is ready"):
-    message = services.message_send(tenant=tenant, sender=sender, to=to, text=text)
-    services.outbound_drain(message.account_id)
+    message = outbound.message_send(tenant=tenant, sender=sender, to=to, text=text)
+    sending.outbound_drain(message.account_id)
     message.refresh_from_db()
     return message
 
@@ -243,8 +244,8 @@ def test_a_message_is_sent_once_with_our_id_as_tag_and_the_report_url(acme, tena
 @pytest.mark.parametrize(("charge", "segments"), [("NaN", 99999), ("1e30", 0), ("Infinity", True)])
 def test_a_garbled_charge_or_segment_count_in_wavixs_answer_is_left_out_not_a_lost_send(acme, tenant, charge, segments):
     _, numeric, _ = acme
-    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Your table is ready")
-    (claimed,) = _claim([message.pk])
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Your table is ready")
+    (claimed,) = Message.claim([message.pk])
     _record(claimed, WavixSent(wavix_id="6e1b0a52-wavix", status="accepted", segments=segments, charge=charge))
     message.refresh_from_db()
     assert (message.status, message.wavix_message_id) == ("accepted", "6e1b0a52-wavix")  # Wavix has it: recorded
@@ -258,7 +259,7 @@ def test_delivery_reports_close_the_loop(acme, tenant):
     message = send_one(tenant, numeric)
     for status in ("sent", "delivered"):
         sandbox_delivery_report(SandboxMessage.objects.get().pk, status)  # POSTs to the portal's DLR URL
-    services.events_process()
+    inbound.events_process()
     message.refresh_from_db()
     assert message.status == "delivered"
 
@@ -279,7 +280,7 @@ def test_an_outage_requeues_with_backoff_and_the_message_goes_when_wavix_is_back
     assert message.next_attempt_at > timezone.now() + timedelta(seconds=5)
     SandboxAccount.objects.filter(pk=sandbox_account.pk).update(failing_until=None)
     Message.objects.update(next_attempt_at=timezone.now())
-    services.outbound_drain(message.account_id)
+    sending.outbound_drain(message.account_id)
     message.refresh_from_db()
     assert message.status == "accepted" and SandboxMessage.objects.count() == 1
 
@@ -317,47 +318,47 @@ def test_a_lost_answer_is_settled_by_tag_and_never_sent_twice(acme, tenant, sett
     assert message.status == "unknown"
     monkeypatch.setattr(wavix_module, "_http", None)
     settings.WAVIX_READ_TIMEOUT = 15
-    assert services.outbound_reconcile(message.pk) == "accepted"
+    assert sending.outbound_reconcile(message.pk) == "accepted"
     message.refresh_from_db()
     assert message.wavix_message_id == str(SandboxMessage.objects.get().uid)
-    services.outbound_drain(message.account_id)  # nothing left to send
+    sending.outbound_drain(message.account_id)  # nothing left to send
     assert SandboxMessage.objects.filter(tag=str(message.pk)).count() == 1
 
 
 def test_a_send_that_never_reached_wavix_is_queued_again(acme, tenant):
     _, numeric, _ = acme
-    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
     Message.objects.filter(pk=message.pk).update(status="unknown")
-    assert services.outbound_reconcile(message.pk) == "queued"
-    services.outbound_drain(message.account_id)
+    assert sending.outbound_reconcile(message.pk) == "queued"
+    sending.outbound_drain(message.account_id)
     assert SandboxMessage.objects.filter(tag=str(message.pk)).count() == 1
 
 
 def test_a_message_past_its_validity_expires_instead_of_going_late(acme, tenant):
     _, numeric, _ = acme
-    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
     Message.objects.filter(pk=message.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    services.outbound_drain(message.account_id)
+    sending.outbound_drain(message.account_id)
     message.refresh_from_db()
     assert message.status == "expired" and not SandboxMessage.objects.exists()
 
 
 def test_a_message_is_claimed_once(acme, tenant):
     _, numeric, _ = acme
-    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
-    assert [claimed.pk for claimed in _claim([message.pk])] == [message.pk]
-    assert _claim([message.pk]) == []
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
+    assert [claimed.pk for claimed in Message.claim([message.pk])] == [message.pk]
+    assert Message.claim([message.pk]) == []
     message.refresh_from_db()
     assert (message.status, message.attempts) == ("sending", 1)
 
 
 def test_a_send_whose_worker_died_is_settled_by_the_sweeper(acme, tenant, settings):
     _, numeric, _ = acme
-    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Hi")
     Message.objects.filter(pk=message.pk).update(
         status="sending", send_started_at=timezone.now() - timedelta(minutes=3)
     )
-    services.outbound_sweep()
+    sending.outbound_sweep()
     message.refresh_from_db()
     assert message.status == "unknown" and "checking with Wavix" in message.error_message
 
@@ -415,9 +416,9 @@ def test_a_drain_keeps_several_calls_to_wavix_in_flight(acme, tenant, settings, 
     monkeypatch.setattr(sandbox_api, "SLOW_SECONDS", 3)
     settings.OUTBOUND_SENDS_IN_FLIGHT = 4
     messages = [
-        services.message_send(tenant=tenant, sender=numeric, to=f"+141555{5 + n}0999", text="Hi") for n in range(4)
+        outbound.message_send(tenant=tenant, sender=numeric, to=f"+141555{5 + n}0999", text="Hi") for n in range(4)
     ]
-    assert services.outbound_drain(numeric.account_id) == 4
+    assert sending.outbound_drain(numeric.account_id) == 4
     arrived = sorted(SandboxMessage.objects.values_list("submitted_at", flat=True))
     assert len(arrived) == 4 and arrived[-1] - arrived[0] < timedelta(seconds=3)  # all four before any answer
     for message in messages:
@@ -427,14 +428,14 @@ def test_a_drain_keeps_several_calls_to_wavix_in_flight(acme, tenant, settings, 
 
 def test_what_a_tenant_queued_before_its_suspension_waits_and_goes_once_it_is_resumed(acme, tenant):
     _, numeric, _ = acme
-    message = services.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Queued just before")
+    message = outbound.message_send(tenant=tenant, sender=numeric, to="+14155550123", text="Queued just before")
     tenant.status = "suspended"
     tenant.save()
-    assert services.outbound_drain(numeric.account_id) == 0
+    assert sending.outbound_drain(numeric.account_id) == 0
     message.refresh_from_db()
     assert message.status == "queued" and not SandboxMessage.objects.exists()
     tenant.status = "active"
     tenant.save()
-    assert services.outbound_drain(numeric.account_id) == 1
+    assert sending.outbound_drain(numeric.account_id) == 1
     message.refresh_from_db()
     assert message.status == "accepted" and SandboxMessage.objects.count() == 1

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging import services
 from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry
+from messaging.services import outbound
 from sandbox import api as sandbox_api
 from sandbox.models import SandboxAccount, SandboxMessage
 from tests import factories as f
@@ -63,7 +63,7 @@ def test_a_worker_killed_between_wavixs_acceptance_and_the_database_update_sends
 ):
     account, sender = acme
     monkeypatch.setattr(sandbox_api, "SLOW_SECONDS", 8)  # Wavix stores the message, then answers 8 s later
-    message = services.message_send(tenant=tenant, sender=sender, to="+14155550999", text="Your code is 4711")
+    message = outbound.message_send(tenant=tenant, sender=sender, to="+14155550999", text="Your code is 4711")
     wait_for(lambda: SandboxMessage.objects.filter(tag=str(message.pk)).exists(), 60, "the send to reach Wavix")
     celery.started[0].kill()  # SIGKILL while Wavix holds the answer: the worker never records it
     assert Message.objects.get(pk=message.pk).status == "sending"
@@ -80,7 +80,7 @@ def test_thirty_seconds_of_429_fail_nothing_and_every_message_goes_out(celery, a
     SandboxAccount.objects.filter(pk=sandbox_account.pk).update(throttled_until=timezone.now() + timedelta(seconds=30))
     started = time.monotonic()
     messages = [
-        services.message_send(tenant=tenant, sender=sender, to=f"+1415555{1000 + n:04d}", text=f"Update {n}")
+        outbound.message_send(tenant=tenant, sender=sender, to=f"+1415555{1000 + n:04d}", text=f"Update {n}")
         for n in range(20)
     ]
     ids = [m.pk for m in messages]
@@ -103,11 +103,11 @@ def test_a_bulk_send_of_one_tenant_does_not_hold_up_another_tenants_single_messa
     single_sender = numeric_sender(single_tenant, shared, "+14155550200")
 
     recipients = [f"+1415556{n:04d}" for n in range(1000)]
-    results = services.message_send_bulk(tenant=bulk_tenant, sender=bulk_sender, recipients=recipients, text="Sale!")
+    results = outbound.message_send_bulk(tenant=bulk_tenant, sender=bulk_sender, recipients=recipients, text="Sale!")
     assert sum("id" in r for r in results) == 1000
     wait_for(lambda: went_out(tenant=bulk_tenant).count() >= 40, 60, "the bulk send to run")
 
-    single = services.message_send(tenant=single_tenant, sender=single_sender, to="+14155559876", text="Test message")
+    single = outbound.message_send(tenant=single_tenant, sender=single_sender, to="+14155559876", text="Test message")
     wait_for(lambda: went_out(pk=single.pk).exists(), 30, "the single message")
     single.refresh_from_db()
     waited = (single.sent_at - single.created_at).total_seconds()

@@ -3,6 +3,7 @@
 import pytest
 
 from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry
+from messaging.services import inbound, sending
 from tenants.models import ApiToken
 from tests import factories as f
 from tests.conftest import live_db, token_client
@@ -126,7 +127,6 @@ def test_viewers_cannot_send(viewer, sender):
 
 
 def test_the_detail_shows_the_delivery_report_history_and_explains_errors(operator, sender):
-    from messaging import services
     from sandbox.models import SandboxMessage
     from sandbox.tasks import sandbox_delivery_report
 
@@ -134,10 +134,10 @@ def test_the_detail_shows_the_delivery_report_history_and_explains_errors(operat
     sent = client.post(
         "/api/v1/messages/", {"sender": "+14155550100", "to": "+14155550000", "text": "Hi"}, format="json"
     )
-    services.outbound_drain(sender.account_id)
+    sending.outbound_drain(sender.account_id)
     for status in ("sent", "undelivered"):  # a destination ending 0000 ends undelivered in the sandbox
         sandbox_delivery_report(SandboxMessage.objects.get().pk, status)
-    services.events_process()
+    inbound.events_process()
     detail = client.get(f"/api/v1/messages/{sent.json()['id']}/").json()
     assert detail["status"] == "undelivered"
     assert [r["status"] for r in detail["reports"]] == ["sent", "undelivered"]

@@ -16,9 +16,9 @@ from cryptography.x509.oid import NameOID
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import services, threecx
+from messaging import threecx
 from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
-from messaging.services import setup
+from messaging.services import accounts, setup
 from sandbox.models import FakePbxInbox, FakePbxRequest, SandboxAccount
 from tests import factories as f
 from tests.conftest import live_db
@@ -340,5 +340,5 @@ def test_a_trunk_set_up_by_hand_shows_its_progress_too(operator, line, tenant):
     sender = f.SenderIDFactory(tenant=tenant, account=account, type="numeric", value=number.number)
     f.SenderIDCountryFactory(sender=sender, country="US", status="allowlisted")
     trunk.main_sender = sender
-    services.trunk_save(actor=operator, trunk=trunk)
+    accounts.trunk_save(actor=operator, trunk=trunk)
     assert Trunk.objects.get(pk=trunk.pk).setup_progress["steps_done"] == ["sender", "countries"]

@@ -26,8 +26,9 @@ from cryptography.x509.oid import NameOID
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from messaging import services, threecx
+from messaging import threecx
 from messaging.models import Delivery, PhoneNumber, Trunk, WebhookEvent
+from messaging.services import forwarding, inbound
 from tests import factories as f
 
 NAME = "pbx.example.com"
@@ -499,8 +500,8 @@ def test_a_relayed_text_keeps_the_answer_of_the_3cx_it_checked_and_no_other_tena
     WebhookEvent.objects.create(account=account, kind="inbound", dedup_key="msg-1", body=json.dumps(body).encode())
 
     dns.serve(NAME, [PUBLIC], [LOOPBACK])  # rebinding between the check and the connect
-    services.events_process()
-    assert services.deliveries_process() == 1
+    inbound.events_process()
+    assert forwarding.deliveries_process() == 1
 
     delivery = Delivery.objects.get()
     assert (delivery.trunk, delivery.status, delivery.last_response) == (trunk, "delivered", "pinned 3CX")

@@ -11,10 +11,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from messaging import services
-from messaging.models import AuditEvent, PhoneNumber, SenderID, SenderIDCountry, WavixAccount
+from messaging.models import PhoneNumber, SenderID, SenderIDCountry, WavixAccount
+from messaging.services import accounts, senders
 from messaging.wavix import WavixClient, WavixPermanentError, WavixTransientError, explain
 from sandbox.models import SandboxAccount, SandboxNumber, SandboxSenderID
+from tenants.models import AuditEvent
 from tests import factories as f
 from tests.conftest import live_db, token_client
 
@@ -142,7 +143,7 @@ def test_a_sync_pulls_every_number_and_wires_those_of_sms_trunks(account, sandbo
         account=account, tenant=tenant, trunk=sms_trunk, number="+14155550100", wavix_id=str(wired.pk)
     )
 
-    result = services.numbers_sync(account, wire=True)
+    result = accounts.numbers_sync(account, wire=True)
 
     assert result == {"numbers": 2, "wired": 1, "drift": 0}
     assert set(account.numbers.values_list("number", "sms_enabled", "tenant_id")) == {
@@ -165,9 +166,9 @@ def test_a_sync_pulls_every_number_and_wires_those_of_sms_trunks(account, sandbo
 def test_wiring_many_numbers_goes_in_bulk_updates_of_a_hundred(account, sandbox_account, sms_trunk, tenant):
     for n in range(150):
         f.SandboxNumberFactory(account=sandbox_account, number=f"1415555{n:04d}")
-    services.numbers_sync(account, wire=False)
+    accounts.numbers_sync(account, wire=False)
     account.numbers.update(trunk=sms_trunk)
-    assert services.numbers_sync(account, wire=True)["wired"] == 150
+    assert accounts.numbers_sync(account, wire=True)["wired"] == 150
     assert set(SandboxNumber.objects.values_list("sms_relay_url", flat=True)) == {account.inbound_webhook_url}
     assert not account.numbers.filter(relay_set_at__isnull=True).exists()
 
@@ -177,16 +178,16 @@ def test_drift_is_reported_not_silently_undone_and_repaired_on_request(account, 
     PhoneNumber.objects.create(
         account=account, tenant=tenant, trunk=sms_trunk, number="+14155550100", wavix_id=str(at_wavix.pk)
     )
-    services.numbers_sync(account, wire=True)
+    accounts.numbers_sync(account, wire=True)
     SandboxNumber.objects.filter(pk=at_wavix.pk).update(sms_relay_url="https://someone-else.example/sms")
 
-    assert services.numbers_sync(account, wire=False)["drift"] == 1  # the periodic check
+    assert accounts.numbers_sync(account, wire=False)["drift"] == 1  # the periodic check
     number = account.numbers.get()
     assert number.relay_drift and number.sms_relay_url == "https://someone-else.example/sms"
     at_wavix.refresh_from_db()
     assert at_wavix.sms_relay_url == "https://someone-else.example/sms"  # reported, not overwritten
 
-    assert services.relay_repair(account.numbers.filter(relay_drift=True)) == 1
+    assert accounts.relay_repair(account.numbers.filter(relay_drift=True)) == 1
     at_wavix.refresh_from_db()
     number.refresh_from_db()
     assert at_wavix.sms_relay_url == account.inbound_webhook_url and not number.relay_drift
@@ -196,11 +197,11 @@ def test_a_failed_sync_says_why_and_the_next_one_recovers(account, sandbox_accou
     f.SandboxNumberFactory(account=sandbox_account, number="14155550100")
     SandboxAccount.objects.filter(pk=sandbox_account.pk).update(failing_until=timezone.now() + timedelta(minutes=5))
     with pytest.raises(WavixTransientError):
-        services.numbers_sync(account, wire=True)
+        accounts.numbers_sync(account, wire=True)
     account.refresh_from_db()
     assert account.sync_state == "failed" and "500" in account.sync_note
     SandboxAccount.objects.filter(pk=sandbox_account.pk).update(failing_until=None)
-    services.numbers_sync(account, wire=True)
+    accounts.numbers_sync(account, wire=True)
     account.refresh_from_db()
     assert account.sync_state == "done" and account.numbers.count() == 1
 
@@ -208,17 +209,17 @@ def test_a_failed_sync_says_why_and_the_next_one_recovers(account, sandbox_accou
 def test_a_label_set_in_the_portal_survives_the_next_sync_and_an_untouched_one_follows_wavix(account, sandbox_account):
     front = f.SandboxNumberFactory(account=sandbox_account, number="14155550100", label="Front desk")
     back = f.SandboxNumberFactory(account=sandbox_account, number="14155550101", label="Back office")
-    services.numbers_sync(account, wire=False)
+    accounts.numbers_sync(account, wire=False)
     assert dict(account.numbers.values_list("number", "label")) == {
         "+14155550100": "Front desk",
         "+14155550101": "Back office",
     }
     edited = account.numbers.get(number="+14155550100")
     edited.label = "Reception (Dr Lee)"
-    services.phone_number_save(number=edited)
+    accounts.phone_number_save(number=edited)
     SandboxNumber.objects.filter(pk__in=[front.pk, back.pk]).update(label="Renamed at Wavix")
 
-    services.numbers_sync(account, wire=False)
+    accounts.numbers_sync(account, wire=False)
 
     assert dict(account.numbers.values_list("number", "label")) == {
         "+14155550100": "Reception (Dr Lee)",  # set here: kept
@@ -228,7 +229,7 @@ def test_a_label_set_in_the_portal_survives_the_next_sync_and_an_untouched_one_f
 
 def test_a_number_gone_from_wavix_is_marked_not_deleted(account, sandbox_account, tenant):
     gone = PhoneNumber.objects.create(account=account, tenant=tenant, number="+14155550199", sms_enabled=True)
-    services.numbers_sync(account, wire=False)
+    accounts.numbers_sync(account, wire=False)
     gone.refresh_from_db()
     assert (gone.status, gone.sms_enabled) == ("not at Wavix", False)
 
@@ -260,11 +261,11 @@ def test_an_alphanumeric_sender_is_registered_at_wavix_country_by_country(operat
     }
 
     SandboxSenderID.objects.filter(pk=at_wavix.pk).update(allowlisted_in=["DE", "GB", "IN"])  # Wavix staff act
-    assert services.sender_ids_sync(account) == 1
+    assert senders.sender_ids_sync(account) == 1
     india = sender.countries.get(country="IN")
     assert india.status == "allowlisted" and india.status_changed_by is None
     assert AuditEvent.objects.filter(action="registration.status", actor=None, object_id=str(india.pk)).count() == 1
-    assert services.sender_ids_sync(account) == 0  # nothing new: nothing moves
+    assert senders.sender_ids_sync(account) == 0  # nothing new: nothing moves
 
 
 def test_a_numeric_sender_is_registered_with_its_number(operator, account, sandbox_account, tenant):
@@ -298,11 +299,11 @@ def test_deleting_a_sender_deletes_it_at_wavix_first(operator, account, sandbox_
     sender = SenderID.objects.get()
     SandboxAccount.objects.filter(pk=sandbox_account.pk).update(failing_until=timezone.now() + timedelta(minutes=5))
     with pytest.raises(ValidationError, match="nothing was deleted"):
-        services.sender_id_delete(actor=operator, sender=sender)
+        senders.sender_id_delete(actor=operator, sender=sender)
     assert SenderID.objects.exists() and SandboxSenderID.objects.exists()
 
     SandboxAccount.objects.filter(pk=sandbox_account.pk).update(failing_until=None)
-    services.sender_id_delete(actor=operator, sender=sender)
+    senders.sender_id_delete(actor=operator, sender=sender)
     assert not SenderID.objects.exists() and not SandboxSenderID.objects.exists()
     assert AuditEvent.objects.filter(action="sender_id.deleted", actor=operator).count() == 1
 
@@ -312,7 +313,7 @@ def test_a_sender_used_as_main_trunk_number_cannot_be_deleted(operator, account,
     sender = SenderID.objects.get()
     f.TrunkFactory(tenant=tenant, name="Front desk", main_sender=sender)
     with pytest.raises(ValidationError, match="Main Trunk No. of Front desk"):
-        services.sender_id_delete(actor=operator, sender=sender)
+        senders.sender_id_delete(actor=operator, sender=sender)
     assert SandboxSenderID.objects.exists()  # Wavix was not asked
 
 
@@ -323,7 +324,7 @@ def test_a_sender_used_as_main_trunk_number_cannot_be_deleted(operator, account,
 
 def test_a_tenant_gets_a_sub_account_wired_to_the_portal(reseller_admin, sandbox_account, tenant):
     master = f.WavixAccountFactory(reseller=tenant.reseller, tenant=None, api_key=sandbox_account.api_key)
-    account = services.wavix_sub_account_create(actor=reseller_admin, master=master, tenant=tenant)
+    account = accounts.wavix_sub_account_create(actor=reseller_admin, master=master, tenant=tenant)
     child = SandboxAccount.objects.get(parent=sandbox_account)
     assert account.get_api_key() == child.api_key and account.api_key_encrypted != child.api_key
     assert (account.tenant, account.wavix_sub_account_id) == (tenant, str(child.pk))
@@ -336,7 +337,7 @@ def test_a_sub_account_needs_a_shared_master_of_the_same_reseller(
 ):
     other_master = f.WavixAccountFactory(reseller=other_tenant.reseller, api_key=sandbox_account.api_key)
     with pytest.raises(ValidationError, match="one of the reseller's own"):
-        services.wavix_sub_account_create(actor=reseller_admin, master=other_master, tenant=tenant)
+        accounts.wavix_sub_account_create(actor=reseller_admin, master=other_master, tenant=tenant)
     assert not SandboxAccount.objects.filter(parent__isnull=False).exists()
 
 

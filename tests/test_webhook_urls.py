@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from messaging.models import masked_url
+from messaging.services import accounts
 from tenants import access
 from tenants.models import ApiToken, Membership
 from tests import factories as f
@@ -259,17 +260,16 @@ def captured_logs(caplog):
 def test_no_page_export_api_answer_or_log_line_shows_a_viewer_or_a_tenant_token_a_webhook_secret(
     client, shared, tenant, viewer, reseller_admin, other_world, captured_logs, settings
 ):
-    from messaging import services
 
     settings.WAVIX_API_URL = "http://127.0.0.1:1/wavix"  # pages that ask Wavix get "unreachable", never a real call
     world = build_world(tenant, member(Membership.Role.RESELLER_ADMIN, reseller=tenant.reseller))
     world_account = world["messaging.wavixaccount"]
     world["messaging.phonenumber"].sms_relay_url = world_account.inbound_webhook_url
     world["messaging.phonenumber"].save()
-    services.webhook_secret_rotate(actor=reseller_admin, account=shared["account"])  # an audit row, and a new secret
-    accounts = [shared["account"], shared["own"], world_account]
-    secrets = {secret_of(a.inbound_webhook_url) for a in accounts}
-    for account in accounts:
+    accounts.webhook_secret_rotate(actor=reseller_admin, account=shared["account"])  # an audit row, and a new secret
+    every_account = [shared["account"], shared["own"], world_account]
+    secrets = {secret_of(a.inbound_webhook_url) for a in every_account}
+    for account in every_account:
         account.refresh_from_db()
         secrets.add(secret_of(account.inbound_webhook_url))
     needles = [*secrets, "f0reign-t0ken"]

@@ -6,15 +6,13 @@ from django.db import migrations, models
 def issue_secrets(apps, schema_editor):
     """Every existing account gets a webhook secret before the public id leaves the URLs."""
     from messaging import crypto
-    from messaging.models import WebhookSecret, _secret_hash
+    from messaging.models.provisioning import WebhookSecret, secret_hash
 
     Account = apps.get_model("messaging", "WavixAccount")
     Secret = apps.get_model("messaging", "WebhookSecret")
     for account in Account.objects.filter(webhook_secrets__isnull=True):
         secret = WebhookSecret.generate()
-        Secret.objects.create(
-            account=account, secret_hash=_secret_hash(secret), secret_encrypted=crypto.encrypt(secret)
-        )
+        Secret.objects.create(account=account, secret_hash=secret_hash(secret), secret_encrypted=crypto.encrypt(secret))
 
 
 class Migration(migrations.Migration):

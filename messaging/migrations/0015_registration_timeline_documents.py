@@ -5,7 +5,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import messaging.models
+import messaging.models.senders
 
 
 class Migration(migrations.Migration):
@@ -51,8 +51,8 @@ class Migration(migrations.Migration):
                     "file",
                     models.FileField(
                         max_length=200,
-                        storage=messaging.models._private_storage,
-                        upload_to=messaging.models._document_path,
+                        storage=messaging.models.senders._private_storage,
+                        upload_to=messaging.models.senders._document_path,
                     ),
                 ),
                 ("name", models.CharField(help_text="The file's name as uploaded.", max_length=200)),

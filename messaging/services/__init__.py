@@ -1,19 +1,17 @@
 """Writes that span models, leave an audit trail or need Wavix or 3CX; the admin, the API and the tasks call these.
 
-- wavix_sync: accounts, numbers, trunks and sender IDs (keys checked, numbers synced and wired, registrations)
-- relay: inbound webhooks routed and forwarded to 3CX, delivery reports, replays, reconciliation
-- sending: outbound messages validated, queued fairly, sent exactly once
-- registrations: sender-ID registrations per country: review, documents, timeline, e-mails
-- setup: the SMS setup wizard of a trunk (imported as a module: messaging.services.setup)
+Imported by module, never re-exported here, so that a call names the file to open:
+
+- accounts: Wavix accounts, numbers and their relay URLs, webhook secrets, trunks
+- senders: sender IDs at Wavix, and their registrations country by country (review, documents, e-mails)
+- inbound: webhooks routed to messages, opt-outs, held texts, texts whose webhook never came
+- reports: delivery reports and 10DLC statuses applied
+- forwarding: deliveries forwarded to 3CX, retried, replayed; trunk health
+- outbound: outbound messages validated and queued (the one way in for a text to send); Idempotency-Key
+- sending: queued messages sent through Wavix exactly once, reconciled, swept
+- retention: message content purged past each reseller's retention period
+- setup, setup_actions: the SMS setup wizard of a trunk (its state; what each step does) — on top of the others
+
+Lower modules never import higher ones: setup* → accounts → inbound → reports, outbound; setup* → senders,
+forwarding, sending. Work for a worker is queued through messaging.dispatch only.
 """
-
-from messaging.services.registrations import *  # noqa: F403
-from messaging.services.registrations import __all__ as _registrations
-from messaging.services.relay import *  # noqa: F403
-from messaging.services.relay import __all__ as _relay
-from messaging.services.sending import *  # noqa: F403
-from messaging.services.sending import __all__ as _sending
-from messaging.services.wavix_sync import *  # noqa: F403
-from messaging.services.wavix_sync import __all__ as _wavix_sync
-
-__all__ = [*_wavix_sync, *_relay, *_sending, *_registrations]

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from messaging.models import AuditEvent, Delivery, IdempotentRequest, Message, WavixAccount, WebhookEvent
-from tenants.models import Reseller, Tenant
+from messaging.models import Delivery, IdempotentRequest, Message, WavixAccount, WebhookEvent
+from tenants.models import AuditEvent, Reseller, Tenant
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from messaging import crypto
-from messaging.models import AuditEvent, Trunk, WavixAccount
+from messaging.models import Trunk, WavixAccount
+from tenants.models import AuditEvent
 
 
 class Command(BaseCommand):

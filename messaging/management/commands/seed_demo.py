@@ -26,7 +26,8 @@ from messaging.models import (
     WavixAccount,
     country_of,
 )
-from messaging.services import registration_set_status, sender_id_register, trunk_save, wavix_account_save
+from messaging.services.accounts import trunk_save, wavix_account_save
+from messaging.services.senders import registration_set_status, sender_id_register
 from messaging.wavix import WavixSenderID, from_wavix_number
 from sandbox.api import MANUAL_ALLOWLIST
 from sandbox.models import FakePbxInbox, SandboxAccount, SandboxNumber, SandboxSenderID

@@ -1,5 +1,5 @@
-"""Sender-ID registrations country by country: the one place their status moves, with the timeline, the audit
-trail, the paperwork and the e-mails that go with each move.
+"""Sender IDs registered at Wavix and deleted there, and their registrations country by country: the one place
+their status moves, with the timeline, the audit trail, the paperwork and the e-mails that go with each move.
 
 - Staff reviewers decide (request documents, approve, reject with a reason, mark allow-listed); never on a
   registration of a reseller they are a member of.
@@ -7,6 +7,9 @@ trail, the paperwork and the e-mails that go with each move.
 - Wavix's allow-listing (sender_ids_sync) moves registrations as the system.
 - Every move: one RegistrationEvent (the timeline), one AuditEvent, and after commit an e-mail to the
   reseller's admins; a new submission e-mails the reviewers; a daily digest lists what waits too long.
+
+Registering or deleting a sender ID calls Wavix while the person waits, before anything is saved: a refusal
+leaves nothing half-saved.
 """
 
 import logging
@@ -22,12 +25,24 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from messaging.models import AuditEvent, RegistrationDocument, RegistrationEvent, SenderIDCountry
+from messaging.models import (
+    CountryRule,
+    IllegalTransition,
+    RegistrationDocument,
+    RegistrationEvent,
+    SenderID,
+    SenderIDCountry,
+    WavixAccount,
+)
+from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, refusal
 from tenants import access
-from tenants.models import Membership
+from tenants.models import AuditEvent, Membership
 
 logger = logging.getLogger(__name__)
+
+
 Status = SenderIDCountry.Status
+
 
 # What a reviewer may do, by the button: the status it moves to and whether a note is required.
 DECISIONS = {
@@ -36,9 +51,129 @@ DECISIONS = {
     "reject": (Status.REJECTED, True),
     "allowlist": (Status.ALLOWLISTED, False),
 }
+
+
 # Waiting on staff (in review) or on paperwork (needs documents): what the review queue lists.
 QUEUE_STATUSES = (Status.NEEDS_DOCUMENTS, Status.IN_REVIEW, Status.APPROVED, Status.REJECTED)
+
+
 DOCUMENT_TYPES = {b"%PDF-": "application/pdf", b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sender IDs at Wavix
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixSenderID | None = None) -> SenderID:
+    """Register a sender ID at Wavix with one registration per destination country, or save nothing at all.
+
+    Local rules first (format, the tenant's numbers, countries that refuse the type), then Wavix — unless
+    `registered` names a registration that already exists there, which is adopted as it is. A country Wavix
+    allow-lists at once starts allow-listed; one that needs paperwork starts at 'needs documents'; the others
+    at 'requested' until Wavix allow-lists them (the periodic sync notices).
+    """
+    errors = {}
+    try:
+        sender.full_clean()
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    try:
+        rules = CountryRule.check_destinations(sender.type, countries)
+    except ValidationError as error:
+        errors["countries"] = error.messages
+    if errors:
+        raise ValidationError(errors)
+    if registered is None:
+        try:
+            registered = WavixClient.for_account(sender.account).create_sender_id(
+                value=sender.value,
+                type=sender.type,
+                countries=sorted(rules),
+                usecase=sender.usecase,
+                samples=sender.samples,
+            )
+        except WavixError as error:
+            raise ValidationError(refusal(error, "the sender ID", doing="register the sender ID")) from None
+    sender.wavix_id = registered.wavix_id
+    with transaction.atomic():
+        sender.save()
+        registrations = SenderIDCountry.objects.bulk_create(
+            SenderIDCountry(
+                tenant_id=sender.tenant_id,
+                sender=sender,
+                country=code,
+                status=SenderIDCountry.Status.ALLOWLISTED
+                if code in registered.allowlisted_in
+                else SenderIDCountry.initial_status(rule, sender.type),
+            )
+            for code, rule in sorted(rules.items())
+        )
+        registrations_submitted(actor, registrations)
+        AuditEvent.record(
+            AuditEvent.Action.SENDER_ID_REGISTERED,
+            sender,
+            actor=actor,
+            changes={"type": sender.type, "countries": {r.country: r.status for r in registrations}},
+        )
+    return sender
+
+
+def sender_id_deletion_problem(sender: SenderID) -> str | None:
+    """Why this sender ID cannot be deleted now (checked before Wavix is asked to delete it)."""
+    trunks = list(sender.trunks.values_list("name", flat=True))
+    if trunks:
+        return f"{sender} is the Main Trunk No. of {', '.join(trunks)}; choose another sender there first."
+    return None
+
+
+def sender_id_delete(*, actor, sender: SenderID) -> None:
+    """Delete a sender ID at Wavix, then here; if Wavix cannot be asked, nothing is deleted."""
+    if problem := sender_id_deletion_problem(sender):
+        raise ValidationError(problem)
+    if sender.wavix_id:
+        try:
+            WavixClient.for_account(sender.account).delete_sender_id(sender.wavix_id)
+        except WavixError as error:
+            already_gone = isinstance(error, WavixPermanentError) and error.status == 404  # what we wanted anyway
+            if not already_gone:
+                raise ValidationError(
+                    refusal(error, "the deletion", doing="delete the sender ID", nothing="deleted")
+                ) from None
+    with transaction.atomic():
+        AuditEvent.record(
+            AuditEvent.Action.SENDER_ID_DELETED,
+            sender,
+            actor=actor,
+            changes={"value": sender.value, "type": sender.type},
+        )
+        sender.delete()
+
+
+def sender_ids_sync(account: WavixAccount) -> int:
+    """Mark every country Wavix now lists in `allowlisted_in` as allow-listed; returns how many moved."""
+    registered = {s.wavix_id: s for s in WavixClient.for_account(account).sender_ids()}
+    moved = 0
+    # Only moves the lifecycle allows: a rejected registration stays rejected until it is reviewed again.
+    movable = [s for s, nexts in SenderIDCountry.TRANSITIONS.items() if SenderIDCountry.Status.ALLOWLISTED in nexts]
+    waiting = SenderIDCountry.objects.filter(
+        sender__account=account, sender__wavix_id__in=registered, status__in=movable
+    )
+    for registration in waiting.select_related("sender"):
+        if registration.country in registered[registration.sender.wavix_id].allowlisted_in:
+            registration_set_status(
+                actor=None,
+                registration=registration,
+                status=SenderIDCountry.Status.ALLOWLISTED,
+                note="Wavix lists the sender as allow-listed in this country.",
+            )
+            moved += 1
+    return moved
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registrations: status moves, review, documents
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def _label(actor) -> str:
@@ -49,7 +184,10 @@ def registration_set_status(*, actor, registration: SenderIDCountry, status: str
     """Move one registration along its lifecycle, recording who did it and why (actor None = the system)."""
     with transaction.atomic():
         registration = SenderIDCountry.objects.select_for_update().select_related("sender").get(pk=registration.pk)
-        previous = registration.move_to(status, actor=actor, note=note)
+        try:
+            previous = registration.transition(status, actor=actor, note=note)
+        except IllegalTransition as error:
+            raise ValidationError(str(error)) from None  # shown on the reviewer's form like any other refusal
         registration.save()
         _timeline(registration, previous, actor, note)
         AuditEvent.record(
@@ -83,11 +221,6 @@ def registrations_submitted(actor, registrations: list[SenderIDCountry]) -> None
     paperwork = [r.pk for r in registrations if r.status == Status.NEEDS_DOCUMENTS]
     if paperwork:
         transaction.on_commit(partial(notify_reviewers, paperwork, "New registration needing paperwork"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Review (platform staff)
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def review_problem(user, registration: SenderIDCountry) -> str | None:
@@ -124,11 +257,6 @@ def review_queue():
         .select_related("sender", "tenant__reseller")
         .order_by("status_changed_at", "id")
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Documents (resellers)
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def document_upload(*, actor, registration: SenderIDCountry, upload) -> RegistrationDocument:
@@ -196,7 +324,7 @@ def document_for(user, pk: int) -> RegistrationDocument | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# E-mail
+# E-mails
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -267,17 +395,3 @@ def review_digest() -> int:
         ]
         _send(f"Waiting for review: {len(waiting)} registration(s)", "\n".join(lines), _reviewer_emails())
     return len(waiting)
-
-
-__all__ = [
-    "DECISIONS",
-    "document_for",
-    "document_upload",
-    "documents_submit",
-    "registration_decide",
-    "registration_set_status",
-    "registrations_submitted",
-    "review_digest",
-    "review_problem",
-    "review_queue",
-]

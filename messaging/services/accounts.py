@@ -1,32 +1,32 @@
-"""Accounts, numbers, trunks and sender IDs: the work that needs Wavix and leaves an audit trail.
+"""Wavix accounts, numbers and trunks: keys checked, accounts and sub-accounts saved, numbers synced and wired to
+the relay (or un-pointed), webhook secrets rotated, trunks saved.
 
-Calls to Wavix that a person waits for (checking a key, registering or deleting a sender ID, creating a
-sub-account) happen here, before anything is saved: if Wavix refuses or cannot be reached, the person gets
-the reason and nothing is half-saved. Everything else that talks to Wavix runs in Celery tasks.
+Calls to Wavix that a person waits for (checking a key, creating a sub-account) happen here, before anything is
+saved: if Wavix refuses or cannot be reached, the person gets the reason (wavix.refusal) and nothing is
+half-saved. Everything else that talks to Wavix runs in Celery tasks, queued through messaging.dispatch.
 """
 
 import logging
-from functools import partial
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from messaging.models import AuditEvent, CountryRule, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
-from messaging.services.registrations import registration_set_status, registrations_submitted
-from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, WavixTransientError
-from tenants.models import Tenant
+from messaging import dispatch
+from messaging.models import (
+    PhoneNumber,
+    Trunk,
+    WavixAccount,
+    WebhookSecret,
+)
+from messaging.services.inbound import trunk_held_release
+from messaging.signals import trunk_saved
+from messaging.wavix import WavixClient, WavixError, refusal
+from tenants.models import AuditEvent, Tenant
 
 logger = logging.getLogger(__name__)
-
-
-def _wavix_refusal(error: WavixError, what: str, *, doing: str, nothing: str = "saved") -> str:
-    """What to tell a person whose request needed Wavix: its refusal, or that it could not be asked now."""
-    if isinstance(error, WavixTransientError):
-        reason = error.message.rstrip(".")
-        return f"Could not {doing} at Wavix right now ({reason}); nothing was {nothing}. Try again in a minute."
-    return f"Wavix refused {what}: {error.message}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def wavix_key_check(api_key: str) -> None:
     try:
         WavixClient(api_key).profile()
     except WavixError as error:
-        raise ValidationError({"api_key": _wavix_refusal(error, "this key", doing="verify the key")}) from None
+        raise ValidationError({"api_key": refusal(error, "this key", doing="verify the key")}) from None
 
 
 def wavix_account_save(
@@ -62,23 +62,14 @@ def wavix_account_save(
             action = AuditEvent.Action.API_KEY_ROTATED if had_key else AuditEvent.Action.API_KEY_SET
             AuditEvent.record(action, account, actor=actor, changes={"api_key_last4": account.api_key_last4})
         if created or api_key:
-            numbers_sync_soon(account)
+            dispatch.NUMBERS_SYNC.soon(account.pk, True)
     return account
-
-
-def numbers_sync_soon(account: WavixAccount, *, wire: bool = True) -> None:
-    """Queue a number sync for after the current transaction commits."""
-    from messaging.tasks import wavix_numbers_sync
-
-    transaction.on_commit(partial(wavix_numbers_sync.delay, account.pk, wire))
 
 
 def wavix_check_soon(account: WavixAccount, *, wire: bool) -> None:
     """Queue a full comparison with Wavix: numbers (wired, or drift only reported) and sender-ID allow-listings."""
-    from messaging.tasks import wavix_sender_ids_sync
-
-    numbers_sync_soon(account, wire=wire)
-    transaction.on_commit(partial(wavix_sender_ids_sync.delay, account.pk))
+    dispatch.NUMBERS_SYNC.soon(account.pk, wire)
+    dispatch.SENDER_IDS_SYNC.soon(account.pk)
 
 
 def wavix_sub_account_create(*, actor, master: WavixAccount, tenant: Tenant) -> WavixAccount:
@@ -92,7 +83,7 @@ def wavix_sub_account_create(*, actor, master: WavixAccount, tenant: Tenant) -> 
             name=tenant.name, sms_url=account.inbound_webhook_url, dlr_url=account.dlr_webhook_url
         )
     except WavixError as error:
-        raise ValidationError(_wavix_refusal(error, "the sub-account", doing="create the sub-account")) from None
+        raise ValidationError(refusal(error, "the sub-account", doing="create the sub-account")) from None
     account.wavix_sub_account_id = created.wavix_id
     return wavix_account_save(actor=actor, account=account, api_key=created.api_key, key_checked=True)
 
@@ -106,8 +97,25 @@ def account_defaults_wire(account: WavixAccount, client: WavixClient) -> None:
         client.set_default_endpoints(sms_url=account.inbound_webhook_url, dlr_url=account.dlr_webhook_url)
 
 
+def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = timedelta(hours=24)) -> WebhookSecret:
+    """Issue a new webhook secret; the old ones keep working for `overlap`, then stop. Wavix is re-pointed."""
+    with transaction.atomic():
+        WebhookSecret.objects.filter(account=account, retire_at__isnull=True).update(retire_at=timezone.now() + overlap)
+        secret = WebhookSecret.issue(account, WebhookSecret.generate())
+        AuditEvent.record(
+            AuditEvent.Action.WEBHOOK_SECRET_ROTATED,
+            account,
+            actor=actor,
+            changes={"old_secrets_retire_in": str(overlap)},
+        )
+        account.refresh_from_db()  # the new URLs from now on
+        # Point the numbers (and a tenant account's defaults) at the new URLs.
+        dispatch.NUMBERS_SYNC.soon(account.pk, True)
+    return secret
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Numbers
+# Numbers and their relay URLs
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -206,7 +214,7 @@ def phone_number_save(*, number: PhoneNumber) -> PhoneNumber:
     with transaction.atomic():
         number.save()
         if number.trunk_id and number.trunk_id != previous_trunk and number.trunk.sms_enabled:
-            numbers_sync_soon(number.account)
+            dispatch.NUMBERS_SYNC.soon(number.account_id, True)
     return number
 
 
@@ -239,8 +247,6 @@ def trunk_numbers_unpoint(*, actor, trunk: Trunk) -> list[PhoneNumber]:
         )
     numbers = numbers_relaying_to_portal(trunk)
     if numbers:
-        from messaging.tasks import wavix_numbers_unpoint
-
         with transaction.atomic():
             AuditEvent.record(
                 AuditEvent.Action.NUMBERS_UNPOINTED,
@@ -248,7 +254,7 @@ def trunk_numbers_unpoint(*, actor, trunk: Trunk) -> list[PhoneNumber]:
                 actor=actor,
                 changes={"numbers": [n.number for n in numbers]},
             )
-            transaction.on_commit(partial(wavix_numbers_unpoint.delay, trunk.pk))
+            dispatch.NUMBERS_UNPOINT.soon(trunk.pk)
     return numbers
 
 
@@ -274,7 +280,7 @@ def numbers_unpoint(trunk: Trunk, account: WavixAccount) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Trunks and tenants
+# Trunks
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -292,145 +298,9 @@ def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -
             )
         if trunk.sms_enabled:
             for account in WavixAccount.objects.filter(numbers__trunk=trunk).distinct():
-                numbers_sync_soon(account)
-            from messaging.services.relay import trunk_held_release  # the relay builds on this module
-
+                dispatch.NUMBERS_SYNC.soon(account.pk, True)
             # On every save with SMS on, not only when it is switched on: it costs an indexed look at the trunk's
             # held texts, and no text then stays held for a trunk whose SMS is on.
             trunk_held_release(trunk)
-    from messaging.services.setup import setup_refresh  # setup builds on this module
-
-    setup_refresh(trunk)  # a trunk set up by hand shows its setup progress too
+    trunk_saved.send(sender=Trunk, trunk=trunk)  # the setup wizard refreshes its progress: set up by hand counts too
     return trunk
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sender IDs
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixSenderID | None = None) -> SenderID:
-    """Register a sender ID at Wavix with one registration per destination country, or save nothing at all.
-
-    Local rules first (format, the tenant's numbers, countries that refuse the type), then Wavix — unless
-    `registered` names a registration that already exists there, which is adopted as it is. A country Wavix
-    allow-lists at once starts allow-listed; one that needs paperwork starts at 'needs documents'; the others
-    at 'requested' until Wavix allow-lists them (the periodic sync notices).
-    """
-    errors = {}
-    try:
-        sender.full_clean()
-    except ValidationError as error:
-        errors.update(error.message_dict)
-    try:
-        rules = CountryRule.check_destinations(sender.type, countries)
-    except ValidationError as error:
-        errors["countries"] = error.messages
-    if errors:
-        raise ValidationError(errors)
-    if registered is None:
-        try:
-            registered = WavixClient.for_account(sender.account).create_sender_id(
-                value=sender.value,
-                type=sender.type,
-                countries=sorted(rules),
-                usecase=sender.usecase,
-                samples=sender.samples,
-            )
-        except WavixError as error:
-            raise ValidationError(_wavix_refusal(error, "the sender ID", doing="register the sender ID")) from None
-    sender.wavix_id = registered.wavix_id
-    with transaction.atomic():
-        sender.save()
-        registrations = SenderIDCountry.objects.bulk_create(
-            SenderIDCountry(
-                tenant_id=sender.tenant_id,
-                sender=sender,
-                country=code,
-                status=SenderIDCountry.Status.ALLOWLISTED
-                if code in registered.allowlisted_in
-                else SenderIDCountry.initial_status(rule, sender.type),
-            )
-            for code, rule in sorted(rules.items())
-        )
-        registrations_submitted(actor, registrations)
-        AuditEvent.record(
-            AuditEvent.Action.SENDER_ID_REGISTERED,
-            sender,
-            actor=actor,
-            changes={"type": sender.type, "countries": {r.country: r.status for r in registrations}},
-        )
-    return sender
-
-
-def sender_id_deletion_problem(sender: SenderID) -> str | None:
-    """Why this sender ID cannot be deleted now (checked before Wavix is asked to delete it)."""
-    trunks = list(sender.trunks.values_list("name", flat=True))
-    if trunks:
-        return f"{sender} is the Main Trunk No. of {', '.join(trunks)}; choose another sender there first."
-    return None
-
-
-def sender_id_delete(*, actor, sender: SenderID) -> None:
-    """Delete a sender ID at Wavix, then here; if Wavix cannot be asked, nothing is deleted."""
-    if problem := sender_id_deletion_problem(sender):
-        raise ValidationError(problem)
-    if sender.wavix_id:
-        try:
-            WavixClient.for_account(sender.account).delete_sender_id(sender.wavix_id)
-        except WavixError as error:
-            already_gone = isinstance(error, WavixPermanentError) and error.status == 404  # what we wanted anyway
-            if not already_gone:
-                raise ValidationError(
-                    _wavix_refusal(error, "the deletion", doing="delete the sender ID", nothing="deleted")
-                ) from None
-    with transaction.atomic():
-        AuditEvent.record(
-            AuditEvent.Action.SENDER_ID_DELETED,
-            sender,
-            actor=actor,
-            changes={"value": sender.value, "type": sender.type},
-        )
-        sender.delete()
-
-
-def sender_ids_sync(account: WavixAccount) -> int:
-    """Mark every country Wavix now lists in `allowlisted_in` as allow-listed; returns how many moved."""
-    registered = {s.wavix_id: s for s in WavixClient.for_account(account).sender_ids()}
-    moved = 0
-    # Only moves the lifecycle allows: a rejected registration stays rejected until it is reviewed again.
-    movable = [s for s, nexts in SenderIDCountry.TRANSITIONS.items() if SenderIDCountry.Status.ALLOWLISTED in nexts]
-    waiting = SenderIDCountry.objects.filter(
-        sender__account=account, sender__wavix_id__in=registered, status__in=movable
-    )
-    for registration in waiting.select_related("sender"):
-        if registration.country in registered[registration.sender.wavix_id].allowlisted_in:
-            registration_set_status(
-                actor=None,
-                registration=registration,
-                status=SenderIDCountry.Status.ALLOWLISTED,
-                note="Wavix lists the sender as allow-listed in this country.",
-            )
-            moved += 1
-    return moved
-
-
-__all__ = [
-    "wavix_key_check",
-    "wavix_account_save",
-    "numbers_sync_soon",
-    "wavix_check_soon",
-    "wavix_sub_account_create",
-    "account_defaults_wire",
-    "numbers_sync",
-    "phone_number_save",
-    "relay_repair",
-    "numbers_relaying_to_portal",
-    "trunk_numbers_unpoint",
-    "numbers_unpoint",
-    "trunk_save",
-    "sender_id_register",
-    "sender_id_deletion_problem",
-    "sender_id_delete",
-    "sender_ids_sync",
-]

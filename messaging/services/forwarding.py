@@ -1,0 +1,306 @@
+"""Deliveries forwarded to 3CX: due heads of conversations, in parallel across conversations, retried, replayed;
+each trunk's health, and early tries of failing trunks.
+
+At-least-once to 3CX: a delivery is claimed with a lease; a worker killed mid-POST leaves it to the next drain
+once the lease lapses, and the repeat carries the same X-Wavix-Message-Id.
+"""
+
+import logging
+from collections import Counter, deque
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from messaging import dispatch, metrics, threecx
+from messaging.inflight import InFlight
+from messaging.models import (
+    Delivery,
+    Message,
+    Trunk,
+)
+from tenants.models import AuditEvent
+
+logger = logging.getLogger(__name__)
+
+
+# Waits before each retry of a forward that failed for a reason that may pass; then every 6 h up to 48 h.
+RETRY_DELAYS = (10, 60, 300, 1800, 7200, 21600)
+
+
+RETRY_FOR = timedelta(hours=48)
+
+
+# A forward holds its delivery (a lease) for longer than its POST can take — the connect and read timeouts, plus a
+# margin for the address check before the POST and for recording the answer after it — so a live worker never
+# loses a delivery under its POST; and for no longer, because a worker killed mid-POST has its deliveries sent
+# again once their leases lapse: at-least-once to 3CX, the repeat carrying the same X-Wavix-Message-Id. (Derived,
+# not a fixed 60 s: that was four times what the default timeouts need, and would fall short if they were raised.
+# The read timeout bounds each wait for bytes, not a whole answer: a 3CX trickling its answer past the lease may
+# get the text twice — at-least-once again.)
+LEASE_MARGIN = timedelta(seconds=10)
+
+
+def _due_heads(now, limit: int = 20, skip_trunks=()) -> list[tuple[int, int]]:
+    """(id, trunk id) of pending deliveries that are due, not held by a worker, and first in their conversation,
+    leaving out the trunks in `skip_trunks`.
+
+    One pass over the pending deliveries numbers each conversation's (ROW_NUMBER by id), whatever the planner's
+    statistics say. The NOT EXISTS it replaces (no earlier pending delivery in the conversation) was planned from
+    statistics taken while little was pending: a nested loop over every pending delivery for each one, so a
+    backlog of 1,000 (3CX back after an outage, a burst) made each call ~60 ms instead of ~1 — quadratic in the
+    backlog (found by bench/relay.py).
+    """
+    ops = connection.ops
+    skip = sorted(skip_trunks)
+    sql = (
+        "SELECT id, trunk_id FROM (SELECT id, trunk_id, next_attempt_at, lease_until, ROW_NUMBER() OVER "
+        "(PARTITION BY trunk_id, remote_number ORDER BY id) AS place "
+        f"FROM {ops.quote_name(Delivery._meta.db_table)} WHERE status = %s) pending "
+        "WHERE place = 1 AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s) "
+        + (f"AND trunk_id NOT IN ({', '.join(['%s'] * len(skip))}) " if skip else "")
+        + "ORDER BY next_attempt_at, id LIMIT %s"
+    )
+    at = ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [str(Delivery.Status.PENDING), at, at, *skip, limit])
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def deliveries_process(limit: int = 200) -> int:
+    """Forward due deliveries, the first of each conversation, until none is due; returns how many were tried.
+
+    Up to RELAY_FORWARDS_IN_FLIGHT POSTs run at once, on threads that only do HTTP: one at a time, a drain
+    could never beat 1 / round-trip — 9 texts a second to a 3CX 100 ms away, the rate a backlog drained at
+    after an outage (bench/relay.py). Only a conversation's first pending delivery is ever due, and one in
+    flight holds its lease, so the texts of one conversation still reach 3CX one after another, in order. No
+    trunk takes more than half of the POSTs in flight: a 3CX that accepts connections and never answers holds
+    its share until the read timeout, and the other tenants' texts keep going meanwhile. This thread keeps every
+    database read and write: it claims a delivery just before its POST and records each answer.
+    """
+    dispatch.DELIVERIES_DRAIN.started()
+    tried = delivered = 0
+    candidates: deque[tuple[int, int]] = deque()
+    per_trunk: Counter[int] = Counter()
+    with InFlight[Delivery](settings.RELAY_FORWARDS_IN_FLIGHT, "3cx-forward", _record_outcome) as in_flight:
+        per_trunk_max = max(1, in_flight.size // 2)
+        while True:
+            if in_flight.free and tried + len(in_flight) < limit:
+                full = {trunk for trunk, count in per_trunk.items() if count >= per_trunk_max}
+                head = next((head for head in candidates if head[1] not in full), None)
+                if head is None:
+                    candidates = deque(_due_heads(timezone.now(), 2 * in_flight.size, skip_trunks=full))
+                    head = candidates[0] if candidates else None
+                if head:
+                    candidates.remove(head)
+                    delivery = _claim_delivery(head[0])
+                    if delivery:  # another worker may have taken it between the query and the claim
+                        url, body = _forward_request(delivery)
+                        if url:
+                            in_flight.start(delivery, _forward, url, body, delivery.message.wavix_message_id)
+                            per_trunk[delivery.trunk_id] += 1
+                        else:
+                            tried += 1
+                            _record_outcome(delivery, NO_URL)
+                    continue
+            if not in_flight:
+                break  # nothing due (or the limit reached) and nothing on its way: done
+            for delivery, outcome in in_flight.settle():
+                per_trunk[delivery.trunk_id] -= 1
+                tried, delivered = tried + 1, delivered + outcome.delivered
+    if delivered or tried >= limit:
+        # A forward lets its conversation's next text go. This loop takes those itself while it runs (and so
+        # does any other worker's); once it stops, another drain must look again — one ask per drain, not a
+        # cache round trip per forward.
+        dispatch.DELIVERIES_DRAIN.ask()
+    return tried
+
+
+NO_URL = threecx.Outcome(False, True, None, "", "The trunk has no 3CX webhook URL yet")
+
+
+def forward_lease() -> timedelta:
+    """How long a claimed delivery is held for its POST (see LEASE_MARGIN)."""
+    return timedelta(seconds=settings.THREECX_CONNECT_TIMEOUT + settings.THREECX_READ_TIMEOUT) + LEASE_MARGIN
+
+
+def _claim_delivery(pk: int) -> Delivery | None:
+    """Take this delivery for one forward (a lease: a worker that dies mid-POST leaves it to the next drain)."""
+    now = timezone.now()
+    claimed = (
+        Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + forward_lease())
+    )
+    if not claimed:
+        return None
+    return Delivery.objects.select_related("message", "trunk", "message__source_event").get(pk=pk)
+
+
+def _forward_request(delivery: Delivery) -> tuple[str | None, bytes]:
+    """Where and what to POST for this delivery: the trunk's 3CX URL (None if it has none yet) and the body."""
+    message, trunk = delivery.message, delivery.trunk
+    if trunk.sms_template == Trunk.SmsTemplate.WAVIX and message.source_event_id:
+        body = bytes(message.source_event.body)  # byte for byte what Wavix sent
+    else:
+        received = message.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        body = threecx.generic_envelope(message, received)
+    return trunk.get_threecx_webhook_url(), body
+
+
+def _forward(url: str, body: bytes, wavix_message_id: str) -> threecx.Outcome:
+    """The POST to 3CX, on a forwarding thread: HTTP only, no database."""
+    try:
+        return threecx.forward(url, body, wavix_message_id)
+    except Exception as error:  # noqa: BLE001 - a fault of ours: retried like a 3CX that did not answer
+        logger.exception("relay: forwarding %s failed unexpectedly", wavix_message_id)
+        return threecx.Outcome(False, True, None, "", f"Unexpected error while forwarding ({type(error).__name__})")
+
+
+def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
+    now = timezone.now()
+    delivery.attempts += 1
+    delivery.last_attempt_at, delivery.lease_until = now, None
+    delivery.last_status_code, delivery.last_response, delivery.last_error = (
+        outcome.status_code,
+        outcome.response,
+        outcome.error,
+    )
+    message = delivery.message
+    if outcome.delivered:
+        delivery.transition(Delivery.Status.DELIVERED, at=now)
+        next_status = Message.Status.FORWARDED
+        metrics.count("forward", "delivered")
+    elif outcome.transient and now + _retry_delay(delivery.attempts) < delivery.created_at + RETRY_FOR:
+        delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
+        next_status = None  # stays received, waiting for the next attempt
+        metrics.count("forward", "retry")
+    else:
+        delivery.transition(Delivery.Status.DEAD if outcome.transient else Delivery.Status.FAILED)
+        next_status = Message.Status.FAILED
+        metrics.count("forward", delivery.status)
+    with transaction.atomic():
+        delivery.save()
+        if next_status and message.can_transition(next_status):
+            message.transition(next_status)
+            message.save(update_fields=["status", "completed_at", "updated_at"])
+        _trunk_health(delivery.trunk, outcome, now)
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1])
+
+
+# A healthy trunk's "last checked" is refreshed at most this often: every forward writing the same trunk row
+# made the workers queue for its lock during a burst (bench/relay.py).
+HEALTHY_CHECK_EVERY = timedelta(seconds=60)
+
+
+def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now) -> None:
+    if not outcome.delivered:
+        Trunk.objects.filter(pk=trunk.pk).update(
+            forward_failures=F("forward_failures") + 1, forward_error=outcome.error[:300], forward_checked_at=now
+        )
+        return
+    if not trunk.forward_failures and trunk.forward_checked_at and now - trunk.forward_checked_at < HEALTHY_CHECK_EVERY:
+        return  # healthy, as loaded with the delivery a moment ago, and said so within the minute
+    # Conditional: of several successes at once (3CX back with POSTs in flight), one ends the failures.
+    recovered = Trunk.objects.filter(pk=trunk.pk, forward_failures__gt=0).update(
+        forward_failures=0, forward_error="", forward_checked_at=now
+    )
+    if recovered:
+        _waiting_release(trunk.pk, now)
+    else:
+        Trunk.objects.filter(pk=trunk.pk).update(forward_checked_at=now)
+
+
+# Recovery. A failing trunk's texts wait out their retry schedule — 5 minutes after three failures, 30 and more
+# after a long outage — and 3CX being back must not cost that wait (it did: bench/faults.py, 3cx-down). Two things
+# end it early:
+# - the first success on a trunk that was failing, whatever brought it (a probe, a scheduled retry, a new text, a
+#   replay), makes all the trunk's waiting texts due now, in one UPDATE, and asks for a drain;
+# - a failing trunk that nothing tried for PROBE_EVERY gets one early try from the beat sweeper, with its oldest
+#   waiting text: a real text is the probe, so there is nothing 3CX must understand and nothing to clean up.
+# Each happens at most once per PROBE_EVERY per trunk, across all workers: a 3CX that keeps failing gets one early
+# POST every ~20 s; and a text that 3CX alone refuses with a 5xx while it takes the others is not sent again after
+# every other text's success — it keeps about its schedule. Only conversation heads are ever due (_due_heads), so
+# order holds; the 48 h bound counts from each delivery's creation, so it holds too.
+PROBE_EVERY = timedelta(seconds=15)  # the sweeper runs every 10 s: an idle failing trunk is tried every 20 s
+
+
+RELEASED_FLAG = "relay:trunk-released:{}"
+
+
+def _waiting_release(trunk_id: int, now) -> int:
+    """Make the trunk's texts that wait for a retry due now and ask for a drain, unless that was done for this trunk
+    within PROBE_EVERY; returns how many were released."""
+    try:
+        first = cache.add(RELEASED_FLAG.format(trunk_id), 1, timeout=int(PROBE_EVERY.total_seconds()))
+    except Exception:  # noqa: BLE001 - the cache being down costs only this limit, never the release
+        first = True
+    if not first:
+        return 0
+    released = Delivery.objects.filter(
+        trunk_id=trunk_id, status=Delivery.Status.PENDING, next_attempt_at__gt=now
+    ).update(next_attempt_at=now)
+    if released:
+        dispatch.DELIVERIES_DRAIN.ask_soon()
+    return released
+
+
+def failing_trunks_probe() -> int:
+    """Give each failing trunk that nothing tried for PROBE_EVERY, and whose texts wait for a retry, one early try:
+    its oldest pending delivery (the first of its conversation) becomes due now. Returns how many trunks."""
+    now = timezone.now()
+    quiet = Q(forward_checked_at__isnull=True) | Q(forward_checked_at__lte=now - PROBE_EVERY)
+    waiting = Delivery.objects.filter(trunk=OuterRef("pk"), status=Delivery.Status.PENDING, next_attempt_at__gt=now)
+    candidates = Trunk.objects.filter(quiet, forward_failures__gt=0).filter(Exists(waiting))
+    probed = 0
+    for trunk_id in candidates.values_list("pk", flat=True):
+        # The trunk's turn, taken with a conditional update (the try counts from now): two sweepers at once, or one
+        # running late, probe it once. Two statements, no transaction: no lock is held while the other is taken.
+        if not Trunk.objects.filter(quiet, pk=trunk_id, forward_failures__gt=0).update(forward_checked_at=now):
+            continue
+        oldest = (
+            Delivery.objects.filter(trunk_id=trunk_id, status=Delivery.Status.PENDING)
+            .order_by("id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        Delivery.objects.filter(pk=oldest, status=Delivery.Status.PENDING, next_attempt_at__gt=now).update(
+            next_attempt_at=now
+        )
+        probed += 1
+    return probed
+
+
+def delivery_replay(*, actor, deliveries) -> int:
+    """Try failed or dead-lettered deliveries again from now, each replay written to the audit trail."""
+    replayed = 0
+    replayable = Delivery.REPLAYABLE
+    for delivery in deliveries.filter(status__in=replayable).select_related("message", "trunk"):
+        with transaction.atomic():
+            previous, now = delivery.status, timezone.now()
+            # Claimed with a conditional update: the same replay asked twice at once (a double click, two people)
+            # replays it once, with one audit row. created_at moves: the 48 h of retries start again.
+            claimed = Delivery.objects.filter(pk=delivery.pk, status__in=replayable).update(
+                status=Delivery.Status.PENDING, next_attempt_at=now, lease_until=None, created_at=now
+            )
+            if not claimed:
+                continue
+            if delivery.message.can_transition(Message.Status.RECEIVED):
+                delivery.message.transition(Message.Status.RECEIVED)
+                delivery.message.save(update_fields=["status", "updated_at"])
+            AuditEvent.record(
+                AuditEvent.Action.REPLAY,
+                delivery,
+                actor=actor,
+                changes={"from": previous, "trunk": str(delivery.trunk), "last_error": delivery.last_error},
+            )
+        replayed += 1
+    if replayed:
+        dispatch.DELIVERIES_DRAIN.ask_soon()
+    return replayed

@@ -1,0 +1,358 @@
+"""Inbound webhooks routed: each stored event becomes a message (or an opt-out, a delivery report, a 10DLC status)
+and, for a text, one delivery per trunk that forwarding (services/forwarding.py) takes to 3CX. Texts held while
+a tenant is suspended or a trunk's SMS is off are released here; texts whose webhook never came are recovered
+from Wavix's listing (inbound_reconcile).
+
+A webhook is stored by the view, then processed in two stages, each in a Celery task on the `inbound` queue:
+routing (here; DB only, serialized so a conversation's deliveries are created in the order Wavix sent them) and
+forwarding (network: the head of each conversation, in parallel across conversations).
+"""
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from messaging import dispatch, metrics, webhooks
+from messaging.models import (
+    Delivery,
+    Message,
+    OptOut,
+    PhoneNumber,
+    Trunk,
+    WavixAccount,
+    WebhookEvent,
+)
+from messaging.services import reports
+from messaging.services.outbound import message_parts
+from messaging.wavix import (
+    WavixClient,
+)
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
+
+
+START_WORDS = frozenset({"START", "UNSTOP"})
+
+
+ROUTING_LOCK = 72_211_001  # PostgreSQL advisory lock id: one router at a time
+
+
+def events_process(batch_size: int = 100) -> int:
+    """Route every stored webhook event, oldest first; returns how many were processed."""
+    dispatch.EVENTS_DRAIN.started()
+    processed = 0
+    while True:
+        with transaction.atomic():
+            # Batches strictly one after another: two routers could otherwise create a conversation's deliveries
+            # out of order.
+            _routing_lock()
+            batch = list(
+                WebhookEvent.objects.select_related("account")
+                .filter(state=WebhookEvent.State.PENDING)
+                .order_by("id")[:batch_size]
+            )
+            numbers: dict = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
+            for event in batch:
+                _process_event(event, numbers)
+        processed += len(batch)
+        if len(batch) < batch_size:
+            break
+    if processed:
+        dispatch.DELIVERIES_DRAIN.ask()
+    return processed
+
+
+def _routing_lock() -> None:
+    """Wait for the router's turn, until this transaction ends (SQLite's IMMEDIATE transactions already serialize
+    writers): routing batches, and releases of held texts, each see what the one before them committed."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROUTING_LOCK])
+
+
+def _process_event(event: WebhookEvent, numbers: dict) -> None:
+    """One event, in its own savepoint: a body that breaks processing is marked invalid, not retried forever.
+
+    The body is checked again with the intake's rule (webhooks.parse): rows stored before a rule was tightened, and
+    texts recovered from Wavix's list (inbound_reconcile), are parked with the same reason a webhook would get."""
+    event.attempts += 1
+    payload, problem = webhooks.parse(event.kind, bytes(event.body))
+    if problem is None:
+        try:
+            with transaction.atomic():
+                if event.kind == WebhookEvent.Kind.INBOUND:
+                    _route_inbound(event, payload, numbers)
+                elif event.kind == WebhookEvent.Kind.DLR:
+                    reports.apply_report(event, payload)
+                else:
+                    reports.apply_tendlc(event, payload)
+        except Exception as error:  # noqa: BLE001 - whatever it was, it is recorded and visible in the admin
+            logger.exception("relay: webhook event %s could not be processed", event.pk)
+            problem = f"{type(error).__name__}: {error}"
+    if problem is not None:
+        event.state, event.last_error = WebhookEvent.State.INVALID, problem[:500]
+        if event.kind == WebhookEvent.Kind.INBOUND:
+            _unreadable_inbound(event, numbers)
+    event.processed_at = timezone.now()
+    event.save(update_fields=["state", "tenant", "last_error", "attempts", "processed_at"])
+
+
+def _receiving_number(event: WebhookEvent, to: str, numbers: dict) -> PhoneNumber | None:
+    """The account's number a text was sent to, with its trunk and tenant; `numbers` caches them for the batch."""
+    if (event.account_id, to) not in numbers:
+        numbers[event.account_id, to] = (
+            PhoneNumber.objects.select_related("trunk", "tenant").filter(account=event.account, number=to).first()
+        )
+    return numbers[event.account_id, to]
+
+
+def hold_reason(tenant: Tenant, trunk: Trunk) -> str:
+    """Why a text for this trunk waits instead of going to its 3CX, in words; "" when nothing holds it."""
+    reasons = []
+    if not tenant.is_active:
+        reasons.append(f"{tenant.name} is suspended")
+    if not trunk.sms_enabled:
+        reasons.append(f"SMS is off on trunk {trunk.name}")
+    return " and ".join(reasons)
+
+
+def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
+    to = webhooks.as_stored_number(payload["to"])
+    number = _receiving_number(event, to, numbers)
+    if number is None or number.tenant_id is None or number.trunk_id is None:
+        _route_nowhere(event, payload, to, number)
+        return
+    tenant, trunk = number.tenant, number.trunk
+    held = hold_reason(tenant, trunk)
+    message, created = _inbound_message(
+        event,
+        payload,
+        to,
+        tenant_id=tenant.pk,
+        trunk=trunk,
+        status=Message.Status.HELD if held else Message.Status.RECEIVED,
+        reason=held,
+    )
+    event.tenant = tenant
+    event.state = WebhookEvent.State.HELD if held else WebhookEvent.State.PROCESSED
+    if not created:
+        return  # the same message reached us twice (a webhook and a reconciliation): forwarded once
+    opt_out_apply(tenant.pk, message.from_number, message.text)
+    if held:
+        metrics.count("not_forwarded", "trunk_sms_off" if tenant.is_active else "tenant_suspended")
+    else:
+        Delivery.objects.create(tenant=tenant, message=message, trunk=trunk, remote_number=message.from_number)
+
+
+def _route_nowhere(event: WebhookEvent, payload: dict, to: str, number: PhoneNumber | None) -> None:
+    """A text to a number with no trunk: in its tenant's log as not forwarded, when the number (or the tenant's own
+    account) says whose it is; otherwise the webhook event alone keeps it, counted for the reseller to see."""
+    if number is None:
+        reason, label = f"{to} is not a number of the Wavix account {event.account.name}", "unknown_number"
+    elif number.tenant_id is None:
+        reason, label = f"{to} is not assigned to a tenant", "no_tenant"
+    else:
+        reason, label = f"{to} is not assigned to a trunk", "no_trunk"
+    event.state, event.last_error = WebhookEvent.State.UNROUTABLE, f"{reason}; nothing was forwarded."
+    metrics.count("not_forwarded", label)
+    tenant_id = (number.tenant_id if number is not None else None) or event.account.tenant_id
+    if tenant_id is None:
+        return
+    event.tenant_id = tenant_id
+    message, created = _inbound_message(
+        event, payload, to, tenant_id=tenant_id, trunk=None, status=Message.Status.NOT_FORWARDED, reason=reason
+    )
+    if created:
+        opt_out_apply(tenant_id, message.from_number, message.text)  # a STOP is a STOP, forwarded or not
+
+
+def _inbound_message(
+    event: WebhookEvent, payload: dict, to: str, *, tenant_id: int, trunk: Trunk | None, status: str, reason: str
+) -> tuple[Message, bool]:
+    """The message of an inbound webhook, created once per Wavix message id, with its encoding and segments."""
+    body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    text = str(body.get("text") or "")
+    media = [str(url) for url in body.get("media") or [] if isinstance(url, str)]
+    encoding, segments = message_parts(text, media)
+    return Message.objects.get_or_create(
+        account=event.account,
+        wavix_message_id=str(payload["message_id"]),
+        defaults={
+            "tenant_id": tenant_id,
+            "trunk": trunk,
+            "direction": Message.Direction.INBOUND,
+            "from_number": webhooks.as_stored_number(payload["from"]),
+            "to_number": to,
+            "text": text,
+            "media": media,
+            "encoding": encoding,
+            "segments": segments,
+            "status": status,
+            "not_forwarded_reason": reason[:300],
+            "completed_at": timezone.now() if status in Message.FINAL else None,
+            "source_event": event,
+        },
+    )
+
+
+def _unreadable_inbound(event: WebhookEvent, numbers: dict) -> None:
+    """An inbound webhook that could not be read is still a text someone sent: in its tenant's log as not forwarded
+    when its account (or a `to` that can be read) says whose it is. Whatever of it can be read is kept."""
+    metrics.count("not_forwarded", "invalid")
+    try:
+        payload = json.loads(bytes(event.body))
+    except ValueError:
+        payload = None
+    payload = payload if isinstance(payload, dict) else {}
+
+    def readable(key: str) -> str:
+        value = payload.get(key)
+        readable = isinstance(value, str | int) and not isinstance(value, bool)
+        return webhooks.as_stored_number(str(value))[:20] if readable else ""
+
+    to = readable("to")
+    # Wavix's own id when it can be read (a text recovered from Wavix's list is stored under a key of its own).
+    listed_id = payload.get("message_id")
+    message_id = listed_id if isinstance(listed_id, str) and 0 < len(listed_id) <= 64 else event.dedup_key[:64]
+    number = _receiving_number(event, to, numbers) if to else None
+    tenant_id = (number.tenant_id if number is not None else None) or event.account.tenant_id
+    if tenant_id is None:
+        return
+    body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    # PostgreSQL cannot store a NUL character, which may be what made the text unreadable in the first place.
+    text = body.get("text").replace("\x00", "") if isinstance(body.get("text"), str) else ""
+    encoding, segments = message_parts(text)
+    try:
+        with transaction.atomic():
+            Message.objects.create(
+                tenant_id=tenant_id,
+                account=event.account,
+                direction=Message.Direction.INBOUND,
+                from_number=readable("from"),
+                to_number=to,
+                text=text,
+                encoding=encoding,
+                segments=segments,
+                wavix_message_id=message_id,
+                status=Message.Status.NOT_FORWARDED,
+                not_forwarded_reason=f"Wavix's webhook could not be read ({event.last_error})"[:300],
+                completed_at=timezone.now(),
+                source_event=event,
+            )
+    except IntegrityError:
+        return  # a message with this Wavix id is in the log already
+    except Exception:  # noqa: BLE001 - the event stays invalid and visible; the rest of the batch must go on
+        logger.exception("relay: webhook event %s could not be shown as a text not forwarded", event.pk)
+        return
+    event.tenant_id = tenant_id
+
+
+def opt_out_apply(tenant_id: int, number: str, text: str) -> None:
+    """Record or lift an opt-out when the whole text is a stop or start word (case and spaces ignored)."""
+    word = "".join(text.split()).upper()
+    if word in STOP_WORDS:
+        OptOut.objects.get_or_create(tenant_id=tenant_id, number=number, defaults={"keyword": word})
+    elif word in START_WORDS:
+        OptOut.objects.filter(tenant_id=tenant_id, number=number).delete()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Held texts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def held_release(messages) -> int:
+    """Forward the held texts among these whose tenant is active and whose trunk has SMS on, in arrival order;
+    the others stay held, their reason brought up to date. Returns how many were released."""
+    released = 0
+    with transaction.atomic():
+        # A text routed while this looks would be held after it looked, and stay held: routing waits, or this does.
+        _routing_lock()
+        held = messages.filter(status=Message.Status.HELD).select_related("tenant", "trunk").order_by("id")
+        for message in held:
+            if message.trunk_id is None:
+                continue  # its trunk was deleted: nowhere to release it to
+            reason = hold_reason(message.tenant, message.trunk)
+            if reason:
+                if reason != message.not_forwarded_reason:
+                    Message.objects.filter(pk=message.pk).update(not_forwarded_reason=reason)
+                continue
+            message.transition(Message.Status.RECEIVED)
+            message.not_forwarded_reason = ""
+            message.save(update_fields=["status", "not_forwarded_reason", "updated_at"])
+            Delivery.objects.create(
+                tenant=message.tenant, message=message, trunk=message.trunk, remote_number=message.from_number
+            )
+            WebhookEvent.objects.filter(pk=message.source_event_id).update(state=WebhookEvent.State.PROCESSED)
+            released += 1
+    if released:
+        dispatch.DELIVERIES_DRAIN.ask_soon()
+    return released
+
+
+def tenant_held_release(tenant: Tenant) -> int:
+    """Forward what was held while the tenant was suspended (unless its trunk has SMS off), in arrival order."""
+    return held_release(Message.objects.filter(tenant=tenant))
+
+
+def on_tenant_resumed(sender, *, tenant: Tenant, **kwargs) -> None:
+    """tenants.signals.tenant_resumed's receiver (connected in messaging.apps)."""
+    tenant_held_release(tenant)
+
+
+def trunk_held_release(trunk: Trunk) -> int:
+    """Forward what was held while the trunk had SMS off (unless its tenant is suspended), in arrival order."""
+    return held_release(Message.objects.filter(trunk=trunk))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Texts whose webhook never came
+# ---------------------------------------------------------------------------------------------------------------
+
+
+RECONCILE_OVERLAP = timedelta(minutes=10)  # look a little further back than the watermark: clocks and queues lag
+
+
+def inbound_reconcile(account: WavixAccount) -> int:
+    """Create events for inbound texts Wavix received whose webhook never reached the portal; returns how many.
+
+    They flow through the same routing and forwarding, marked as recovered; a webhook that did arrive is
+    deduplicated on its message id as usual.
+    """
+    started = timezone.now()
+    since = (account.inbound_reconciled_at or started - timedelta(days=1)) - RECONCILE_OVERLAP
+    recovered = 0
+    for body in WavixClient.for_account(account).inbound_messages(since):
+        # The intake's shape, as for a webhook. One that fails has nobody to answer a 400 to: it is kept (under a
+        # key its next listing finds again) and routing parks it with the reason, in its tenant's log as a text not
+        # forwarded (_process_event) — never lost and never half-routed.
+        problem = webhooks.shape_problem(WebhookEvent.Kind.INBOUND, body)
+        if problem:
+            key = "invalid:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        else:
+            key = webhooks.dedup_key(WebhookEvent.Kind.INBOUND, body)
+        try:
+            with transaction.atomic():
+                WebhookEvent.objects.create(
+                    account=account,
+                    kind=WebhookEvent.Kind.INBOUND,
+                    dedup_key=key,
+                    body=json.dumps(body).encode(),
+                    recovered=True,
+                )
+            recovered += 1
+        except IntegrityError:
+            continue  # its webhook came: nothing to recover
+    WavixAccount.objects.filter(pk=account.pk).update(inbound_reconciled_at=started)
+    if recovered:
+        logger.warning("relay: recovered %s inbound text(s) of %s whose webhook never arrived", recovered, account)
+        dispatch.EVENTS_DRAIN.ask_at_most_every()
+    return recovered
