@@ -317,8 +317,9 @@ class AuditEvent(models.Model):
         reseller = reseller or (obj if isinstance(obj, Reseller) else getattr(obj, "reseller", None))
         if reseller is None and tenant is not None:
             reseller = tenant.reseller
-        if reseller is None and getattr(obj, "account", None) is not None:
-            reseller = obj.account.reseller
+        account = getattr(obj, "account", None) if reseller is None else None  # read only when needed: a query
+        if account is not None:
+            reseller = account.reseller
         label = "system"
         if actor is not None:
             label = actor.email or actor.get_username()
