@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # The Procfile's commands (gunicorn, celery) come from the virtualenv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint check-deploy clean
+.PHONY: install run test lint typecheck imports check-deploy clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,16 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(MAKE) typecheck
+	$(MAKE) imports
+
+## mypy with django-stubs ([tool.mypy] in pyproject.toml: strict for the access rules and the Wavix and 3CX clients).
+typecheck: install
+	$(BIN)/mypy
+
+## The architecture's import contracts ([tool.importlinter] in pyproject.toml).
+imports: install
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var

@@ -69,7 +69,7 @@ def _send() -> None:
         return
     try:
         redis = getattr(cache, "_cache", None)
-        if hasattr(redis, "get_client"):
+        if redis is not None and hasattr(redis, "get_client"):
             # One pipeline of INCRBY (which creates a missing counter at 0): Django's add() + incr() would
             # take three round trips per counter. Same keys, same stored integers as the cache's own.
             pipeline = redis.get_client(write=True).pipeline(transaction=False)

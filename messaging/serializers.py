@@ -71,7 +71,7 @@ class WavixAccountSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["created_at"]
-        validators = []  # uniqueness is checked by the model once the reseller is known
+        validators: list[object] = []  # uniqueness is checked by the model once the reseller is known
 
     def validate(self, attrs):
         if self.instance is None and "reseller" not in attrs:
@@ -144,7 +144,7 @@ class TrunkSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
-        validators = []  # uniqueness is checked by the model, with the same message as in the admin
+        validators: list[object] = []  # uniqueness is checked by the model, with the same message as in the admin
 
     def validate(self, attrs):
         if self.instance is not None and attrs.get("tenant", self.instance.tenant) != self.instance.tenant:
@@ -200,7 +200,7 @@ class SenderIDSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["phone_number", "wavix_id", "created_at"]
         # Uniqueness is checked by the model after the value is normalised (+1 415… = +1415…).
-        validators = []
+        validators: list[object] = []
 
     def validate(self, attrs):
         if self.instance is not None:

@@ -30,7 +30,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import requests.certs
@@ -161,7 +163,7 @@ def _split(url: str) -> tuple[str, str, int]:
 def _resolve(host: str, port: int) -> tuple[str, ...]:
     """Every address the host resolves to, in the resolver's order of preference (the order to connect in)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return tuple(dict.fromkeys(info[4][0] for info in infos))
+    return tuple(dict.fromkeys(str(info[4][0]) for info in infos))  # str: an IPv4/IPv6 sockaddr starts with text
 
 
 def _judge(host: str, addresses: tuple[str, ...]) -> None:
@@ -213,9 +215,24 @@ class Outcome:
     error: str  # what went wrong, in words a reseller can act on ("" when delivered)
 
 
-def generic_envelope(message, received_at: str) -> bytes:
+class InboundText(Protocol):
+    """What an envelope carries of an inbound text (messaging.models.Message, or the wizard's test text)."""
+
+    @property
+    def media(self) -> Sequence[str]: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def from_number(self) -> str: ...
+    @property
+    def to_number(self) -> str: ...
+    @property
+    def wavix_message_id(self) -> str: ...
+
+
+def generic_envelope(message: InboundText, received_at: str) -> bytes:
     """The Telnyx-style body 3CX's Generic SMS provider reads (numbers in E.164 with +)."""
-    payload = {
+    payload: dict[str, object] = {
         "direction": "inbound",
         "type": "MMS" if message.media else "SMS",
         "text": message.text,
@@ -242,7 +259,12 @@ def generic_envelope(message, received_at: str) -> bytes:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _connect(addresses: tuple[str, ...], port: int, timeout, socket_options=None) -> socket.socket:
+def _connect(
+    addresses: tuple[str, ...],
+    port: int,
+    timeout: float | None,
+    socket_options: list[tuple[int, int, int | bytes]] | None = None,
+) -> socket.socket:
     """A TCP connection to the first judged address that takes it, in the resolver's order (as a client tries a
     name's addresses) — never to the name, which may answer differently by now."""
     error: OSError | None = None
@@ -254,11 +276,12 @@ def _connect(addresses: tuple[str, ...], port: int, timeout, socket_options=None
     raise error or OSError("no address to connect to")
 
 
-class _ConnectsToJudgedAddresses:
+class _ConnectsToJudgedAddresses(HTTPConnection):
     """A urllib3 connection that opens its socket to the addresses judged for its host. Everything else — SNI, the
-    certificate's name, the Host header — stays the host name's, as urllib3 does it."""
+    certificate's name, the Host header — stays the host name's, as urllib3 does it. Mixed in before HTTPConnection
+    or HTTPSConnection (which is one too), so the method resolution order is the same either way."""
 
-    def __init__(self, *args, addresses: tuple[str, ...], **kwargs):
+    def __init__(self, *args: Any, addresses: tuple[str, ...], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.addresses = addresses
 
@@ -312,7 +335,7 @@ class _Session:
 
     def __init__(self) -> None:
         self.tls = _tls_context()
-        self._pools: OrderedDict[tuple, HTTPConnectionPool] = OrderedDict()
+        self._pools: OrderedDict[tuple[str, str, int, frozenset[str]], HTTPConnectionPool] = OrderedDict()
         self._lock = threading.Lock()  # forwards run on several threads of one drain
 
     def pool(self, target: Destination) -> HTTPConnectionPool:
@@ -327,10 +350,12 @@ class _Session:
         return pool
 
     def _new_pool(self, target: Destination) -> HTTPConnectionPool:
-        options = {"maxsize": self.CONNECTIONS_PER_POOL, "retries": False, "addresses": target.addresses}
+        maxsize, addresses = self.CONNECTIONS_PER_POOL, target.addresses  # `addresses` goes on to each connection
         if target.scheme == "https":
-            return _PinnedHTTPSPool(target.host, target.port, ssl_context=self.tls, **options)
-        return _PinnedHTTPPool(target.host, target.port, **options)
+            return _PinnedHTTPSPool(
+                target.host, target.port, maxsize=maxsize, retries=False, addresses=addresses, ssl_context=self.tls
+            )
+        return _PinnedHTTPPool(target.host, target.port, maxsize=maxsize, retries=False, addresses=addresses)
 
     def close(self) -> None:
         with self._lock:
@@ -406,7 +431,7 @@ def _text(data: bytes, content_type: str) -> str:
         return head.decode("utf-8", errors="replace")[:RESPONSE_KEPT]
 
 
-def _short(error: Exception) -> str:
+def _short(error: BaseException) -> str:
     """The error's reason without the URL: requests repeats the URL, and its path carries 3CX's token."""
     text = re.sub(r"url: \S+", "", str(error))
     text = re.sub(r"https?://\S+", "…", text)
@@ -491,7 +516,8 @@ def _certificate_check(target: Destination) -> Check:
         return Check("TLS", False, f"The certificate is not trusted: {error.verify_message}. 3CX needs a valid one.")
     except (OSError, ssl.SSLError) as error:
         return Check("TLS", False, f"No TLS connection to {host}:{port}: {_short(error)}")
-    expires = ssl.cert_time_to_seconds(certificate["notAfter"])
+    # The context requires a certificate, so a handshake that succeeded has one, and its notAfter is text.
+    expires = ssl.cert_time_to_seconds(str(certificate["notAfter"] if certificate else ""))
     days = int((expires - time.time()) // 86400)
     until = time.strftime("%Y-%m-%d", time.gmtime(expires))
     soon = " — renew it soon, or texts stop reaching 3CX" if days < CERTIFICATE_WARNING_DAYS else ""

@@ -83,6 +83,7 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
             return "too_large", _answer(413, f"The body is larger than {settings.WEBHOOK_MAX_BYTES} bytes.")
         if problem:
             return "bad_request", _answer(400, problem)
+        assert payload is not None  # parse() gives a payload whenever it finds no problem
         key = webhooks.dedup_key(kind, payload)
         if not WebhookEvent.store(account_id=account.pk, kind=kind, dedup_key=key, body=body):
             return "duplicate", _answer(200, "Duplicate: already received.")

@@ -11,18 +11,21 @@
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pydantic
 from django.conf import settings
-from wavix import Wavix
+from wavix import Number, SenderId, SenderIdDetails, Wavix
 from wavix.core.api_error import ApiError
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 100
 BULK_SIZE = 100  # numbers per bulk update
+T = TypeVar("T")
 
 
 class WavixError(Exception):
@@ -107,15 +110,22 @@ def _http_client() -> httpx.Client:
     return _http
 
 
-def _wavix_message(body) -> str:
+def _wavix_message(body: object) -> str:
     """Wavix's `message`, whether the SDK parsed the error body into a model, a dict, or left it as text."""
     if isinstance(body, str):
+        text = body
         try:
-            body = json.loads(body)
+            body = json.loads(text)
         except ValueError:
-            return body.strip()[:200] or "no reason given"
+            return text.strip()[:200] or "no reason given"
     message = body.get("message") if isinstance(body, dict) else getattr(body, "message", None)
     return str(message) if message else "no reason given"
+
+
+class HasApiKey(Protocol):
+    """An account row (messaging.models.WavixAccount) as far as this module needs it."""
+
+    def get_api_key(self) -> str: ...
 
 
 class WavixClient:
@@ -125,10 +135,10 @@ class WavixClient:
         self._sdk = Wavix(token=api_key, base_url=settings.WAVIX_API_URL, max_retries=0, httpx_client=_http_client())
 
     @classmethod
-    def for_account(cls, account) -> "WavixClient":
+    def for_account(cls, account: HasApiKey) -> "WavixClient":
         return cls(account.get_api_key())
 
-    def _call(self, what: str, function, *args, **kwargs):
+    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return function(*args, **kwargs)
         except ApiError as error:
@@ -152,7 +162,7 @@ class WavixClient:
 
     # -- account -----------------------------------------------------------------------------------------------
 
-    def profile(self) -> dict:
+    def profile(self) -> dict[str, object]:
         """The account's profile; the cheap call that proves a key works."""
         profile = self._call("the key check", self._sdk.profile.get)
         return {"id": profile.id, "email": profile.email}
@@ -197,7 +207,7 @@ class WavixClient:
         return updated
 
     @staticmethod
-    def _number(raw) -> WavixNumber:
+    def _number(raw: Number) -> WavixNumber:
         return WavixNumber(
             wavix_id=str(raw.id),
             number=from_wavix_number(raw.number),
@@ -241,7 +251,7 @@ class WavixClient:
             wavix_id=first.message_id, status=str(first.status), segments=first.segments, charge=first.charge
         )
 
-    def inbound_messages(self, since) -> Iterator[dict]:
+    def inbound_messages(self, since: datetime) -> Iterator[dict[str, Any]]:
         """Inbound messages Wavix received after `since`, as InboundMessage bodies (digits, as Wavix sends them)."""
         page = 1
         while True:
@@ -291,7 +301,7 @@ class WavixClient:
         self._call("deleting a sender ID", self._sdk.sms_and_mms.sender_ids.delete, wavix_id)
 
     @staticmethod
-    def _sender(raw) -> WavixSenderID:
+    def _sender(raw: SenderId | SenderIdDetails) -> WavixSenderID:
         value = from_wavix_number(raw.sender_id) if raw.type == "numeric" else raw.sender_id
         return WavixSenderID(
             wavix_id=str(raw.id), value=value, type=str(raw.type), allowlisted_in=frozenset(raw.allowlisted_in or [])
@@ -299,7 +309,11 @@ class WavixClient:
 
 
 # Wavix's errors (numbers from its docs; its messages vary) and what a reseller can do about each.
+_SMS_NOT_ENABLED = "SMS is not enabled on this Wavix account; ask Wavix."
+# First match wins, so a narrower needle goes before any broader one that contains it ("not provisioned for your
+# account" before "not provisioned"), and a short stem is spelled out as a phrase ("opt" alone matches "option").
 _EXPLANATIONS = (
+    (("not provisioned for your account",), _SMS_NOT_ENABLED),
     (
         ("not provisioned", "allowlist", "allow-list", " 5 "),
         "The sender ID is not allow-listed for this country at "
@@ -310,7 +324,10 @@ _EXPLANATIONS = (
         "Wavix's anti-flooding rule: too many identical messages, or too many from one "
         "sender, to this number within an hour. Wait an hour before texting it again.",
     ),
-    (("unsubscribed", "opt", " 9 "), "The recipient unsubscribed (texted STOP); they must text START first."),
+    (
+        ("unsubscribed", "opted out", "opt-out", "opt out", "optout", " 9 "),
+        "The recipient unsubscribed (texted STOP); they must text START first.",
+    ),
     (("mms", " 12 "), "MMS can only be sent to the US and Canada."),
     (("1 mb", "too large", " 13 "), "A media file is over 1 MB."),
     (("media type", "file type", " 14 "), "A media file is of a type Wavix cannot send."),
@@ -331,7 +348,7 @@ _EXPLANATIONS = (
         "The phone could not be reached (off, out of coverage, or not a mobile). Try again later.",
     ),
     (("unauthorized",), "Wavix refused the account's API key: paste a valid key on the Wavix account."),
-    (("not provisioned for your account", "service"), "SMS is not enabled on this Wavix account; ask Wavix."),
+    (("service",), _SMS_NOT_ENABLED),
     (("validity", "too late"), "It was not sent in time (its validity passed), so it was not sent at all."),
 )
 

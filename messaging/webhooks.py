@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.utils import timezone
@@ -137,7 +138,7 @@ class Field:
 
     def value(self, payload: dict):
         """The field's value, None when it is missing or null (or its parent is not an object)."""
-        value = payload
+        value: Any = payload
         for key in self.path.split("."):
             value = value.get(key) if isinstance(value, dict) else None
         return value

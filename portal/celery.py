@@ -19,7 +19,7 @@ def drop_stale_db_connections(**kwargs) -> None:
     Celery keeps the connection across tasks (CELERY_DB_REUSE_MAX) but never runs Django's request hooks, so
     without this a connection broken by a PostgreSQL restart would fail every task until it is recycled.
     """
-    if getattr(kwargs.get("task").request, "is_eager", False):
+    if getattr(kwargs["task"].request, "is_eager", False):
         return
     from django.db import close_old_connections
 

@@ -163,7 +163,8 @@ DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 600)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)}
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}}
+    # Django takes a Path for NAME; the stub's TypedDict says str.
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}}  # type: ignore[typeddict-item]
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and a Celery worker write at once: WAL lets readers continue during a write, the busy
@@ -243,7 +244,10 @@ if REDIS_URL:
 else:
     # Shared by the web server and workers on one machine, unlike the per-process local-memory cache.
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": VAR_DIR / "cache"}
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": VAR_DIR / "cache",  # type: ignore[dict-item]  # FileBasedCache takes a Path; the stub says str
+        }
     }
 
 # Redis redelivers an unacknowledged task after this long; no task may wait in the broker longer
@@ -251,7 +255,7 @@ else:
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
 if CELERY_BROKER_URL:
     # Short socket timeouts: a webhook must not wait on a dead broker (its events are swept up later).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
         "socket_connect_timeout": 2,
         "socket_timeout": 5,

@@ -54,7 +54,7 @@ def healthz(request) -> JsonResponse:
     """200 when the database and the broker answer; 503 naming whichever does not."""
     checks = {"database": _database_ok(), "broker": _broker_ok()}
     failing = [name for name, ok in checks.items() if not ok]
-    body = {
+    body: dict[str, object] = {
         "status": "ok" if not failing else "unavailable",
         **{name: "ok" if ok else "unreachable" for name, ok in checks.items()},
         "worker_heartbeat_age_seconds": _worker_ages(),

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
@@ -70,11 +71,13 @@ def request_problems(request: SpecRequest) -> RequestProblem | None:
 def _parameter_of(error: Exception) -> str:
     """The name of the first parameter a validation error is about."""
     for candidate in (error, error.__cause__):
-        if getattr(candidate, "name", None):
-            return candidate.name
+        name = getattr(candidate, "name", None)
+        if name:
+            return name
         for schema_error in getattr(candidate, "schema_errors", None) or []:
             if schema_error.validator == "required":
-                return re.search(r"'([^']+)'", schema_error.message).group(1)
+                # jsonschema says "'<name>' is a required property": the quotes are always there.
+                return cast(re.Match[str], re.search(r"'([^']+)'", schema_error.message)).group(1)
             if schema_error.absolute_path:
                 return str(schema_error.absolute_path[0])
     return "request"

@@ -77,10 +77,12 @@ def sandbox_reply_inject(trunk_id: int) -> str:
     """The setup wizard's "reply from your phone": the sandbox phone texts the trunk's number back, over HTTP
     through the sandbox's inject endpoint (the sandbox then calls the portal's webhook, as Wavix would)."""
     trunk = Trunk.objects.select_related("main_sender__account").get(pk=trunk_id)
-    account = trunk.main_sender.account
+    sender = trunk.main_sender
+    assert sender is not None and sender.account is not None  # the wizard offers the reply only after both are set
+    account = sender.account
     answer = requests.post(
         f"{settings.WAVIX_API_URL}/_inject",
-        json={"to": trunk.main_sender.value, "from": trunk.setup_progress["test_to"], "text": SANDBOX_REPLY_TEXT},
+        json={"to": sender.value, "from": trunk.setup_progress["test_to"], "text": SANDBOX_REPLY_TEXT},
         headers={"Authorization": f"Bearer {account.get_api_key()}"},
         timeout=30,
     )

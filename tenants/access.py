@@ -14,7 +14,7 @@ A row outside a user's scope simply does not exist for them: views answer 404, n
 import operator
 from dataclasses import dataclass
 from functools import reduce
-from typing import Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from django.db.models import Model, Q, QuerySet
 
@@ -27,6 +27,24 @@ REVIEW_PERMISSION = "messaging.review_senderid"
 
 
 Level = Literal["managers", "admins"]  # managers = reseller admins and operators
+
+M = TypeVar("M", bound=Model)
+
+
+class Principal(Protocol):
+    """What the rules read off a user: the user model and AnonymousUser (a signed-out request) both fit."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def is_staff(self) -> bool: ...
+    @property
+    def is_superuser(self) -> bool: ...
+    @property
+    def is_authenticated(self) -> bool: ...
+    def has_perm(self, perm: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -99,21 +117,24 @@ class Grants:
 
 
 NO_GRANTS = Grants(frozenset(), frozenset(), frozenset())
+_CACHE = "_portal_grants"  # the attribute on the user object that holds its Grants for the request
 
 
-def _signed_in(user) -> bool:
-    return getattr(user, "is_authenticated", False) and user.is_active
+def _signed_in(user: Principal) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and user.is_active)
 
 
-def grants(user) -> Grants:
+def grants(user: Principal) -> Grants:
     """The user's active memberships, read once per user object (that is, once per request)."""
     if not _signed_in(user):
         return NO_GRANTS
-    cached = getattr(user, "_portal_grants", None)
-    if cached is not None:
+    cached = getattr(user, _CACHE, None)
+    if isinstance(cached, Grants):
         return cached
-    admin, manager, viewer = set(), set(), set()
-    for role, reseller_id, tenant_id in Membership.objects.filter(user=user, is_active=True).values_list(
+    admin: set[int] = set()
+    manager: set[int] = set()
+    viewer: set[int] = set()
+    for role, reseller_id, tenant_id in Membership.objects.filter(user_id=user.pk, is_active=True).values_list(
         "role", "reseller_id", "tenant_id"
     ):
         if role == Membership.Role.RESELLER_ADMIN:
@@ -124,50 +145,55 @@ def grants(user) -> Grants:
         elif role == Membership.Role.TENANT_VIEWER:
             viewer.add(tenant_id)
     result = Grants(frozenset(admin), frozenset(manager), frozenset(viewer))
-    user._portal_grants = result
+    setattr(user, _CACHE, result)
     return result
 
 
-def forget(user) -> None:
+def forget(user: Principal) -> None:
     """Drop the cached grants after the user's memberships changed."""
-    user.__dict__.pop("_portal_grants", None)
+    user.__dict__.pop(_CACHE, None)
 
 
 def _label(model: type[Model]) -> str:
     return model._meta.label_lower
 
 
-def _django_perm(user, action: str, model: type[Model]) -> bool:
+def _django_perm(user: Principal, action: str, model: type[Model]) -> bool:
     return user.has_perm(f"{model._meta.app_label}.{action}_{model._meta.model_name}")
 
 
-def _is_platform(user) -> bool:
+def _is_platform(user: Principal) -> bool:
     return user.is_active and (user.is_superuser or user.is_staff)
 
 
-def has_portal_access(user) -> bool:
+def has_portal_access(user: Principal) -> bool:
     """May this user sign in to the portal at all?"""
     return _signed_in(user) and (_is_platform(user) or grants(user).any)
 
 
-def may_sign_in(user) -> bool:
+def may_sign_in(user: Principal) -> bool:
     """May this login sign in: anyone with portal access, and anyone with an invitation to answer, which is
     answered signed in as oneself (tenants.views.invitation) — such a login reaches nothing else until it accepts."""
     if has_portal_access(user):
         return True
-    return _signed_in(user) and Membership.objects.filter(user=user, invitation=Membership.Invitation.PENDING).exists()
+    return (
+        _signed_in(user)
+        and Membership.objects.filter(user_id=user.pk, invitation=Membership.Invitation.PENDING).exists()
+    )
 
 
-def is_reviewer(user) -> bool:
+def is_reviewer(user: Principal) -> bool:
     """Platform staff who work the sender-ID registration queue."""
     return _is_platform(user) and user.has_perm(REVIEW_PERMISSION)
 
 
-def _as_queryset(model_or_qs) -> QuerySet:
+def _as_queryset(model_or_qs: type[M] | QuerySet[M]) -> QuerySet[M]:
     return model_or_qs if isinstance(model_or_qs, QuerySet) else model_or_qs._default_manager.all()
 
 
-def _scope(rule: Rule, *, resellers: frozenset[int], tenants: frozenset[int] = frozenset(), user=None) -> Q | None:
+def _scope(
+    rule: Rule, *, resellers: frozenset[int], tenants: frozenset[int] = frozenset(), user: Principal | None = None
+) -> Q | None:
     """The rows of a rule owned by these resellers, these tenants or this person; None when none can be."""
     parts = [Q(**{f"{path}__in": resellers}) for path in rule.reseller_paths if resellers]
     if rule.tenant_path and tenants:
@@ -177,12 +203,12 @@ def _scope(rule: Rule, *, resellers: frozenset[int], tenants: frozenset[int] = f
     return reduce(operator.or_, parts) if parts else None
 
 
-def _read_scope(user, rule: Rule) -> Q | None:
+def _read_scope(user: Principal, rule: Rule) -> Q | None:
     g = grants(user)
     return _scope(rule, resellers=g.resellers(rule.readers), tenants=g.viewer_tenants, user=user)
 
 
-def _write_scope(user, rule: Rule) -> Q | None:
+def _write_scope(user: Principal, rule: Rule) -> Q | None:
     if rule.writers == "nobody":
         return None
     if rule.writers == "owner":
@@ -192,7 +218,7 @@ def _write_scope(user, rule: Rule) -> Q | None:
     return _scope(rule, resellers=grants(user).resellers(rule.writers))
 
 
-def visible(user, model_or_qs) -> QuerySet:
+def visible(user: Principal, model_or_qs: type[M] | QuerySet[M]) -> QuerySet[M]:
     """The rows of this model (or queryset) the user may see."""
     qs = _as_queryset(model_or_qs)
     model, label = qs.model, _label(qs.model)
@@ -209,7 +235,7 @@ def visible(user, model_or_qs) -> QuerySet:
     return qs.filter(scope) if scope is not None else qs.none()
 
 
-def changeable(user, model_or_qs) -> QuerySet:
+def changeable(user: Principal, model_or_qs: type[M] | QuerySet[M]) -> QuerySet[M]:
     """The rows of this model (or queryset) the user may change."""
     qs = _as_queryset(model_or_qs)
     model, label = qs.model, _label(qs.model)
@@ -224,7 +250,7 @@ def changeable(user, model_or_qs) -> QuerySet:
     return qs.filter(scope) if scope is not None else qs.none()
 
 
-def can(user, action: Action, model_or_obj) -> bool:
+def can(user: Principal, action: Action, model_or_obj: Model | type[Model]) -> bool:
     """May the user do this action to this row, or (given a model class) to some row of this model?"""
     if isinstance(model_or_obj, Model):
         obj, model = model_or_obj, type(model_or_obj)
@@ -254,20 +280,22 @@ def _owning_resellers(obj: Model) -> set[int]:
     """The resellers a row belongs to, read off the row along its rule's reseller paths (no query when the
     related rows on the way are loaded)."""
     rule = RULES.get(_label(type(obj)))
-    owners = set()
+    owners: set[int] = set()
     for path in rule.reseller_paths if rule else ():
         *hops, last = path.split("__")
-        target = obj
+        target: Any = obj  # walked hop by hop through related rows of any model
         for hop in hops:
             target = getattr(target, hop, None)
             if target is None:
                 break
         else:
-            owners.add(target.pk if last == "pk" else getattr(target, f"{last}_id", None))
-    return owners - {None}
+            owner = target.pk if last == "pk" else getattr(target, f"{last}_id", None)
+            if owner is not None:
+                owners.add(owner)
+    return owners
 
 
-def may_see_webhook_urls(user, obj: Model | None = None, *, token_tenant=None) -> bool:
+def may_see_webhook_urls(user: Principal, obj: Model | None = None, *, token_tenant: Tenant | None = None) -> bool:
     """May this user see the portal's webhook URLs of this row (a Wavix account's, or the relay URL of one of its
     numbers) — or, without a row, of any row at all?
 
@@ -287,7 +315,7 @@ def may_see_webhook_urls(user, obj: Model | None = None, *, token_tenant=None) -
     return bool(_owning_resellers(obj) & managed)
 
 
-def only_tenant(model_or_qs, tenant) -> QuerySet:
+def only_tenant(model_or_qs: type[M] | QuerySet[M], tenant: Tenant) -> QuerySet[M]:
     """Narrow rows to one tenant (a tenant API token's whole world); rows of no tenant are not in it."""
     qs = _as_queryset(model_or_qs)
     label = _label(qs.model)
@@ -301,7 +329,7 @@ def only_tenant(model_or_qs, tenant) -> QuerySet:
     return qs.filter(**{rule.tenant_path: tenant})
 
 
-def resellers_for(user, action: Action = "view") -> QuerySet[Reseller]:
+def resellers_for(user: Principal, action: Action = "view") -> QuerySet[Reseller]:
     """Resellers the user may see (view) or create and change rows under (add/change/delete)."""
     if action == "view":
         return visible(user, Reseller)
@@ -312,22 +340,15 @@ def resellers_for(user, action: Action = "view") -> QuerySet[Reseller]:
     return Reseller.objects.filter(pk__in=grants(user).manager_resellers)
 
 
-def tenants_for(user, action: Action = "view") -> QuerySet[Tenant]:
+def tenants_for(user: Principal, action: Action = "view") -> QuerySet[Tenant]:
     """Tenants the user may see (view) or manage (add/change/delete rows of)."""
     return visible(user, Tenant) if action == "view" else changeable(user, Tenant)
 
 
-def people_resellers(user) -> QuerySet[Reseller]:
+def people_resellers(user: Principal) -> QuerySet[Reseller]:
     """Resellers whose people (memberships of the reseller and its tenants) this user manages."""
     if not has_portal_access(user):
         return Reseller.objects.none()
     if user.is_superuser or (user.is_staff and _django_perm(user, "change", Membership)):
         return Reseller.objects.all()
     return Reseller.objects.filter(pk__in=grants(user).admin_resellers)
-
-
-def get_visible_or_404(user, model_or_qs, **lookup):
-    """Fetch one row the user may see, or raise Http404 exactly as for a row that does not exist."""
-    from django.shortcuts import get_object_or_404
-
-    return get_object_or_404(visible(user, model_or_qs), **lookup)

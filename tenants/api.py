@@ -41,7 +41,7 @@ class NewestFirstPagination(CursorPagination):
 class ScopedViewSet(viewsets.GenericViewSet):
     """Rows come from tenants.access; serializer and service errors come back as 400 with field names."""
 
-    pagination_class = NewestFirstPagination
+    pagination_class: type[NewestFirstPagination] | None = NewestFirstPagination
 
     def get_queryset(self):
         rows = access.visible(self.request.user, super().get_queryset())

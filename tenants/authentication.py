@@ -40,7 +40,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         return "Token"
 
 
-_ACTION_OF_METHOD = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+_ACTION_OF_METHOD: dict[str, access.Action] = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
 
 
 class AccessPermission(BasePermission):

@@ -6,6 +6,7 @@ Who may see or change what is decided in tenants/access.py, never here.
 import hashlib
 import hmac
 import secrets
+from typing import cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -153,11 +154,12 @@ class Membership(models.Model):
 
     @property
     def organization(self) -> Reseller | Tenant:
-        return self.reseller if self.reseller_id else self.tenant
+        # The check constraint gives every membership a reseller or a tenant, so one without a reseller has a tenant.
+        return cast(Reseller | Tenant, self.reseller if self.reseller_id else self.tenant)
 
     @property
     def owning_reseller_id(self) -> int:
-        return self.reseller_id or self.tenant.reseller_id
+        return self.reseller_id or cast(Tenant, self.tenant).reseller_id
 
     def clean(self) -> None:
         if self.tenant_id and self.role != self.Role.TENANT_VIEWER:
@@ -315,8 +317,9 @@ class AuditEvent(models.Model):
         reseller = reseller or (obj if isinstance(obj, Reseller) else getattr(obj, "reseller", None))
         if reseller is None and tenant is not None:
             reseller = tenant.reseller
-        if reseller is None and getattr(obj, "account", None) is not None:
-            reseller = obj.account.reseller
+        account = getattr(obj, "account", None) if reseller is None else None  # read only when needed: a query
+        if account is not None:
+            reseller = account.reseller
         label = "system"
         if actor is not None:
             label = actor.email or actor.get_username()

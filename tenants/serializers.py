@@ -31,7 +31,7 @@ class TenantSerializer(serializers.ModelSerializer):
         model = Tenant
         fields = ["id", "reseller", "name", "slug", "status", "default_country", "created_at"]
         read_only_fields = ["created_at"]
-        validators = []  # uniqueness per reseller is checked by the model, once the reseller is known
+        validators: list[object] = []  # uniqueness per reseller is checked by the model, once the reseller is known
 
     def validate(self, attrs):
         if self.instance is not None:

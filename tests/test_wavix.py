@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from messaging.models import PhoneNumber, SenderID, SenderIDCountry, WavixAccount
 from messaging.services import accounts, senders
-from messaging.wavix import WavixClient, WavixPermanentError, WavixTransientError
+from messaging.wavix import WavixClient, WavixPermanentError, WavixTransientError, explain
 from sandbox.models import SandboxAccount, SandboxNumber, SandboxSenderID
 from tenants.models import AuditEvent
 from tests import factories as f
@@ -339,3 +339,19 @@ def test_a_sub_account_needs_a_shared_master_of_the_same_reseller(
     with pytest.raises(ValidationError, match="one of the reseller's own"):
         accounts.wavix_sub_account_create(actor=reseller_admin, master=other_master, tenant=tenant)
     assert not SandboxAccount.objects.filter(parent__isnull=False).exists()
+
+
+def test_an_account_without_sms_is_explained_as_such_not_as_a_sender_not_allow_listed():
+    # "not provisioned" (the sender ID entry) used to come first and shadow the narrower needle.
+    assert (
+        explain("SMS service is not provisioned for your account")
+        == "SMS is not enabled on this Wavix account; ask Wavix."
+    )
+    assert explain("Sender ID is not provisioned for GB").startswith("The sender ID is not allow-listed")
+
+
+def test_a_word_that_merely_contains_opt_is_not_read_as_an_opt_out():
+    unsubscribed = "The recipient unsubscribed (texted STOP); they must text START first."
+    assert explain("Invalid option: validity") != unsubscribed
+    assert explain("The recipient has opted out") == unsubscribed
+    assert explain("Destination is on the opt-out list") == unsubscribed

@@ -358,7 +358,7 @@ def _add_inbound_alerts(user, rows: dict[int, TenantRow], ids: list[int]) -> Non
     """Inbound texts not forwarded since yesterday, and texts held now, each with their reasons: the alert's figure
     is what its link to the message log lists."""
     day, since = not_forwarded_since()
-    alerts = {
+    alerts: dict[str, tuple[str, dict[str, str]]] = {
         Message.Status.NOT_FORWARDED: ("not forwarded since yesterday", {"created_from": day.isoformat()}),
         Message.Status.HELD: ("held, waiting to be forwarded", {}),
     }

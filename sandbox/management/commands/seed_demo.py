@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AbstractUser, Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.urls import reverse
@@ -38,7 +38,7 @@ User = get_user_model()
 Status = SenderIDCountry.Status
 
 
-def _user(email: str, *, staff: bool = False) -> User:
+def _user(email: str, *, staff: bool = False) -> AbstractUser:
     user, _ = User.objects.get_or_create(username=email, defaults={"email": email})
     user.is_staff = staff
     user.set_password(DEMO_PASSWORD)  # reset every run, so the printed login always works
@@ -70,7 +70,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _people(self) -> User:
+    def _people(self) -> AbstractUser:
         reseller, _ = Reseller.objects.get_or_create(slug="northwind", defaults={"name": "Northwind Telecom"})
         self.acme, _ = Tenant.objects.get_or_create(
             reseller=reseller, slug="acme-dental", defaults={"name": "Acme Dental", "default_country": "US"}
@@ -166,6 +166,7 @@ class Command(BaseCommand):
             return existing
         sender = SenderID(tenant=tenant, type=kind, value=value, samples=[f"Hello from {tenant}!"])
         sender.full_clean()  # resolves the account (a numeric sender's number decides it)
+        assert sender.account is not None
         at_wavix = SandboxSenderID.objects.create(
             account=SandboxAccount.objects.get(api_key=sender.account.get_api_key()),
             sender_id=value.lstrip("+") if kind == "numeric" else value,
