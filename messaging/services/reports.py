@@ -49,7 +49,9 @@ def _report_charge(payload: dict[str, Any]) -> tuple[Decimal | None, str | None]
     return charge, None
 
 
-def _report_time(payload: dict[str, Any], key: str, message: Message, event: WebhookEvent) -> tuple[datetime | None, str | None]:
+def _report_time(
+    payload: dict[str, Any], key: str, message: Message, event: WebhookEvent
+) -> tuple[datetime | None, str | None]:
     """(time, note): Wavix's timestamps come with and without a zone (read leniently, UTC assumed). A report cannot
     speak of a moment before its message existed or after the report itself arrived: such a time is clamped."""
     value = payload.get(key)
