@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -31,6 +32,9 @@ from django.utils.functional import cached_property
 
 from messaging.models import WebhookEvent
 from tenants import access
+
+if TYPE_CHECKING:
+    from django.contrib.admin.filters import _ListFilterChoices
 
 COUNT_CAP = 10_000
 EXPORT_CHUNK = 2_000
@@ -75,7 +79,9 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         # Ordering is dropped: which rows are counted does not matter, and sorting them would cost more.
-        return self.object_list.order_by().values("pk")[: self.cap + 1].count()
+        rows = self.object_list
+        assert isinstance(rows, QuerySet)  # the admin's lists page querysets
+        return rows.order_by().values("pk")[: self.cap + 1].count()
 
     @property
     def capped(self) -> bool:
@@ -160,18 +166,18 @@ class CreatedDateRangeFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return list(self.parameters)
 
     @property
     def start(self) -> str:
-        return self.used_parameters.get("created_from", "")
+        return str(self.used_parameters.get("created_from", ""))  # always a str: a query parameter
 
     @property
     def end(self) -> str:
-        return self.used_parameters.get("created_to", "")
+        return str(self.used_parameters.get("created_to", ""))
 
-    def choices(self, changelist) -> Iterator[dict]:
+    def choices(self, changelist) -> Iterator["_ListFilterChoices"]:
         today = timezone.localdate()
         shortcuts = [("Any date", None), ("Today", today), ("Last 7 days", today - timedelta(days=6))]
         shortcuts.append(("Last 30 days", today - timedelta(days=29)))

@@ -63,7 +63,7 @@ class SendForm(forms.Form):
         help_text="One number per line (E.164, or national if the tenant has a default country). Several: a bulk send.",
     )
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, strip=False)
-    media = forms.CharField(
+    media = forms.CharField(  # type: ignore[assignment]  # a field named "media" shadows Form.media; it is a form field here
         widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="MMS (US/Canada): https URLs, one per line."
     )
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from messaging import dispatch
+from messaging.admin.base import AdminMixin
 from messaging.models import Delivery, Message, PhoneNumber, Trunk, masked_url
 from tenants import access
 
@@ -64,7 +65,7 @@ def relay_status(number: PhoneNumber):
         # who may see it.
         shown = masked_url(number.sms_relay_url) or "(none)"
         return format_html('<strong style="color:var(--error-fg)">drift: {}</strong>', shown)
-    if number.trunk_id and number.trunk.sms_enabled and number.sms_relay_url:
+    if number.trunk_id and number.trunk is not None and number.trunk.sms_enabled and number.sms_relay_url:
         return "→ portal"
     return "—"
 
@@ -78,7 +79,7 @@ def queue_relay_repair(numbers) -> str:
     return f"Repair queued for {len(ids)} number(s): they will point at the portal again in a few seconds."
 
 
-class RelayRepairMixin:
+class RelayRepairMixin(AdminMixin):
     """A "Repair" button on a change page for the drifted numbers of the object (a trunk or a tenant)."""
 
     drift_filter: str  # lookup from PhoneNumber to the object

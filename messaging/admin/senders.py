@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from messaging.admin.base import CallsWavixAdmin, OwnedAdmin
+from messaging.admin.base import AdminMixin, CallsWavixAdmin, OwnedAdmin
 from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
 from messaging.services import senders
 from tenants import access
@@ -151,7 +151,7 @@ def document_view(request, pk: int):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class RegistrationPagesMixin:
+class RegistrationPagesMixin(AdminMixin):
     """The registration's change page shows its timeline and paperwork; resellers upload and submit there."""
 
     @admin.display(description="Timeline")
@@ -301,8 +301,8 @@ class SenderIDForm(forms.ModelForm):
 
 class SenderIDCountryInline(ScopedReadOnlyInline):
     model = SenderIDCountry
-    fields = ["country", "status", "note", "status_changed_at"]
-    readonly_fields = fields
+    readonly_fields = ["country", "status", "note", "status_changed_at"]
+    fields = list(readonly_fields)
 
 
 @admin.register(SenderID)

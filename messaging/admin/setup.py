@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from messaging.admin.base import AdminMixin
 from messaging.models import SenderID, alphanumeric_problems, url_shown_to
 from messaging.services import setup, setup_actions
 from tenants import access
@@ -70,7 +71,7 @@ class DestinationForm(forms.Form):
     destination = forms.CharField(label="Check a destination number", max_length=40, required=False)
 
 
-class TrunkSetupMixin:
+class TrunkSetupMixin(AdminMixin):
     """Adds the setup wizard, its live status and the 3CX pack to the trunk admin."""
 
     def get_urls(self):

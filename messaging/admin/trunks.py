@@ -49,8 +49,8 @@ class TrunkForm(forms.ModelForm):
 
 class NumberInline(ScopedReadOnlyInline):
     model = PhoneNumber
-    fields = ["number", "sms_enabled", "status", "relay"]
-    readonly_fields = fields
+    readonly_fields = ["number", "sms_enabled", "status", "relay"]
+    fields = list(readonly_fields)
 
     @admin.display(description="Inbound relay")
     def relay(self, obj):

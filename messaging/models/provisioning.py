@@ -7,6 +7,7 @@ non-null tenant."""
 import hashlib
 import re
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -78,14 +79,15 @@ class WavixAccount(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (…{self.api_key_last4})" if self.api_key_last4 else self.name
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         creating = self.pk is None
         super().save(*args, **kwargs)
         if creating:  # every account has a webhook secret from its first save on
             WebhookSecret.issue(self, self.webhook_secret())
 
     def clean(self) -> None:
-        if self.tenant_id and self.reseller_id and self.tenant.reseller_id != self.reseller_id:
+        tenant = self.tenant if self.tenant_id and self.reseller_id else None
+        if tenant is not None and tenant.reseller_id != self.reseller_id:
             raise ValidationError({"tenant": "This tenant belongs to another reseller."})
 
     @classmethod
@@ -127,19 +129,21 @@ class WavixAccount(models.Model):
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
 
-    def refresh_from_db(self, *args, **kwargs):
-        self._webhook_secret = None  # read again: it may have been rotated
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        self._webhook_secret: str | None = None  # read again: it may have been rotated
         super().refresh_from_db(*args, **kwargs)
 
     def webhook_secret(self) -> str:
         """The secret in the URLs the portal gives Wavix: the newest one not being retired."""
-        if getattr(self, "_webhook_secret", None) is None:
+        secret: str | None = getattr(self, "_webhook_secret", None)
+        if secret is None:
             current = None
             if self.pk:
                 current = self.webhook_secrets.filter(retire_at__isnull=True).order_by("-created_at").first()
             # An account not saved yet gets its secret now, so its URLs can be handed to Wavix before the save.
-            self._webhook_secret = crypto.decrypt(current.secret_encrypted) if current else WebhookSecret.generate()
-        return self._webhook_secret
+            secret = crypto.decrypt(current.secret_encrypted) if current else WebhookSecret.generate()
+            self._webhook_secret = secret
+        return secret
 
     @staticmethod
     def webhook_url_prefix() -> str:
@@ -282,7 +286,7 @@ class PhoneNumber(models.Model):
     @property
     def expected_relay_url(self) -> str | None:
         """Where Wavix must send this number's texts: the portal, if the number serves an SMS-enabled trunk."""
-        if self.trunk_id and self.trunk.sms_enabled:
+        if self.trunk_id and self.trunk is not None and self.trunk.sms_enabled:
             return self.account.inbound_webhook_url
         return None
 
@@ -303,12 +307,12 @@ class PhoneNumber(models.Model):
             if self.tenant_id and self.tenant_id != account.tenant_id:
                 errors["tenant"] = f"Numbers on {account} belong to {account.tenant}, the account's tenant."
             self.tenant_id = account.tenant_id
-        if self.tenant_id and account and self.tenant.reseller_id != account.reseller_id:
+        if self.tenant_id and account and self.tenant is not None and self.tenant.reseller_id != account.reseller_id:
             errors["tenant"] = "This tenant belongs to another reseller."
         if self.trunk_id:
             if not self.tenant_id:
                 errors["trunk"] = "Assign the number to a tenant before choosing its trunk."
-            elif self.trunk.tenant_id != self.tenant_id:
+            elif self.trunk is not None and self.trunk.tenant_id != self.tenant_id:
                 errors["trunk"] = "This trunk belongs to another tenant."
         if errors:
             raise ValidationError(errors)
@@ -397,7 +401,8 @@ class Trunk(models.Model):
 
     def clean(self) -> None:
         self.pbx_fqdn = (self.pbx_fqdn or "").strip().lower().rstrip(".")
-        if self.main_sender_id and self.tenant_id and self.main_sender.tenant_id != self.tenant_id:
+        main_sender = self.main_sender if self.main_sender_id and self.tenant_id else None
+        if main_sender is not None and main_sender.tenant_id != self.tenant_id:
             raise ValidationError({"main_sender": "This sender ID belongs to another tenant."})
 
     def set_threecx_webhook_url(self, url: str) -> None:

@@ -52,7 +52,7 @@ class CountryRule(models.Model):
         codes = sorted({(code or "").strip().upper() for code in countries})
         if not codes:
             raise ValidationError("Choose at least one destination country.")
-        rules = cls.objects.in_bulk(codes)
+        rules = CountryRule.objects.in_bulk(codes)
         problems = []
         for code in codes:
             rule = rules.get(code)
@@ -155,6 +155,7 @@ class SenderID(models.Model):
             if self.account is None:
                 raise ValidationError({"account": "Choose the Wavix account to register this sender ID on."})
         account = self.account
+        assert account is not None  # account_id was set, or default_for() found one
         if account.reseller_id != self.tenant.reseller_id or (
             account.tenant_id and account.tenant_id != self.tenant_id
         ):
@@ -197,7 +198,7 @@ class SenderIDCountry(models.Model):
         NOT_SUPPORTED = "not_supported", "Not supported"  # the country refuses this sender type
 
     SENDABLE = frozenset({Status.ALLOWLISTED, Status.APPROVED})
-    TRANSITIONS = {
+    TRANSITIONS: dict[str, set[str]] = {
         Status.REQUESTED: {Status.ALLOWLISTED, Status.NEEDS_DOCUMENTS, Status.REJECTED, Status.NOT_SUPPORTED},
         Status.NEEDS_DOCUMENTS: {Status.IN_REVIEW, Status.ALLOWLISTED, Status.REJECTED, Status.NOT_SUPPORTED},
         Status.IN_REVIEW: {Status.APPROVED, Status.REJECTED, Status.NEEDS_DOCUMENTS, Status.ALLOWLISTED},

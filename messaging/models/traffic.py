@@ -79,7 +79,7 @@ class Message(models.Model):
         UCS2 = "ucs2", "UCS-2"
 
     S = Status
-    TRANSITIONS = {
+    TRANSITIONS: dict[str, set[str]] = {
         S.QUEUED: {S.SENDING, S.EXPIRED, S.FAILED},
         S.SENDING: {S.ACCEPTED, S.QUEUED, S.UNKNOWN, S.FAILED},
         S.UNKNOWN: {S.ACCEPTED, S.QUEUED, S.EXPIRED, S.FAILED},
@@ -188,6 +188,7 @@ class Message(models.Model):
     def charge_limit(cls) -> Decimal:
         """The first amount the charge column cannot hold (10 ** (max_digits - decimal_places))."""
         field = cls._meta.get_field("charge")
+        assert isinstance(field, models.DecimalField)
         return Decimal(10) ** (field.max_digits - field.decimal_places)
 
     def can_transition(self, status: str) -> bool:
@@ -248,7 +249,7 @@ class Delivery(models.Model):
         DEAD = "dead", "Dead-lettered"  # retries exhausted; replayable
 
     S = Status
-    TRANSITIONS = {
+    TRANSITIONS: dict[str, set[str]] = {
         S.PENDING: {S.DELIVERED, S.FAILED, S.DEAD},
         S.FAILED: {S.PENDING},  # replayed
         S.DEAD: {S.PENDING},  # replayed
@@ -388,5 +389,5 @@ class DailyMessageCount(models.Model):
         rows = [cls(tenant_id=t, day=d, direction=direction, status=s, count=n) for t, d, direction, s, n in counted]
         with transaction.atomic():
             cls.objects.filter(day__gte=first_day).delete()
-            cls.objects.bulk_create(rows, batch_size=1000)
+            DailyMessageCount.objects.bulk_create(rows, batch_size=1000)
         return len(rows)

@@ -8,10 +8,12 @@ half-saved. Everything else that talks to Wavix runs in Celery tasks, queued thr
 
 import logging
 from datetime import timedelta
+from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from messaging import dispatch
@@ -23,7 +25,7 @@ from messaging.models import (
 )
 from messaging.services.inbound import trunk_held_release
 from messaging.signals import trunk_saved
-from messaging.wavix import WavixClient, WavixError, refusal
+from messaging.wavix import WavixClient, WavixError, WavixNumber, refusal
 from tenants.models import AuditEvent, Tenant
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def wavix_key_check(api_key: str) -> None:
 
 
 def wavix_account_save(
-    *, actor, account: WavixAccount, api_key: str | None = None, key_checked: bool = False
+    *, actor: User | None, account: WavixAccount, api_key: str | None = None, key_checked: bool = False
 ) -> WavixAccount:
     """Save an account; a new key is checked at Wavix first, then stored encrypted and audited (never the key)."""
     had_key = account.has_api_key
@@ -72,7 +74,7 @@ def wavix_check_soon(account: WavixAccount, *, wire: bool) -> None:
     dispatch.SENDER_IDS_SYNC.soon(account.pk)
 
 
-def wavix_sub_account_create(*, actor, master: WavixAccount, tenant: Tenant) -> WavixAccount:
+def wavix_sub_account_create(*, actor: User | None, master: WavixAccount, tenant: Tenant) -> WavixAccount:
     """Create a Wavix sub-account for a tenant under the reseller's master account, wired to the portal."""
     if master.tenant_id is not None or master.reseller_id != tenant.reseller_id:
         raise ValidationError("Sub-accounts are created under one of the reseller's own (shared) Wavix accounts.")
@@ -97,7 +99,9 @@ def account_defaults_wire(account: WavixAccount, client: WavixClient) -> None:
         client.set_default_endpoints(sms_url=account.inbound_webhook_url, dlr_url=account.dlr_webhook_url)
 
 
-def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = timedelta(hours=24)) -> WebhookSecret:
+def webhook_secret_rotate(
+    *, actor: User | None, account: WavixAccount, overlap: timedelta = timedelta(hours=24)
+) -> WebhookSecret:
     """Issue a new webhook secret; the old ones keep working for `overlap`, then stop. Wavix is re-pointed."""
     with transaction.atomic():
         WebhookSecret.objects.filter(account=account, retire_at__isnull=True).update(retire_at=timezone.now() + overlap)
@@ -119,7 +123,7 @@ def webhook_secret_rotate(*, actor, account: WavixAccount, overlap: timedelta = 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _set_sync(account: WavixAccount, state: str, note: str, **extra) -> None:
+def _set_sync(account: WavixAccount, state: str, note: str, **extra: Any) -> None:
     WavixAccount.objects.filter(pk=account.pk).update(sync_state=state, sync_note=note[:300], **extra)
 
 
@@ -153,7 +157,7 @@ def _numbers(count: int) -> str:
     return f"{count} number" if count == 1 else f"{count} numbers"
 
 
-def _store_number(account: WavixAccount, number) -> None:
+def _store_number(account: WavixAccount, number: WavixNumber) -> None:
     values = {
         "wavix_id": number.wavix_id,
         "sms_enabled": number.sms_enabled,
@@ -213,12 +217,17 @@ def phone_number_save(*, number: PhoneNumber) -> PhoneNumber:
     number.full_clean()
     with transaction.atomic():
         number.save()
-        if number.trunk_id and number.trunk_id != previous_trunk and number.trunk.sms_enabled:
+        if (
+            number.trunk_id
+            and number.trunk_id != previous_trunk
+            and number.trunk is not None
+            and number.trunk.sms_enabled
+        ):
             dispatch.NUMBERS_SYNC.soon(number.account_id, True)
     return number
 
 
-def relay_repair(numbers) -> int:
+def relay_repair(numbers: QuerySet[PhoneNumber]) -> int:
     """Point drifted numbers back at the portal; returns how many were repaired."""
     by_account: dict[int, list[PhoneNumber]] = {}
     for number in numbers.select_related("trunk", "account"):
@@ -238,7 +247,7 @@ def numbers_relaying_to_portal(trunk: Trunk, account: WavixAccount | None = None
     return [number for number in numbers if number.relays_to_portal]
 
 
-def trunk_numbers_unpoint(*, actor, trunk: Trunk) -> list[PhoneNumber]:
+def trunk_numbers_unpoint(*, actor: User | None, trunk: Trunk) -> list[PhoneNumber]:
     """Queue emptying, at Wavix, the relay URL of a trunk's numbers while its SMS is off, so that Wavix stops sending
     their texts to the portal (where they would be held); audited. Returns the numbers queued."""
     if trunk.sms_enabled:
@@ -284,7 +293,7 @@ def numbers_unpoint(trunk: Trunk, account: WavixAccount) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def trunk_save(*, actor, trunk: Trunk, threecx_webhook_url: str | None = None) -> Trunk:
+def trunk_save(*, actor: User | None, trunk: Trunk, threecx_webhook_url: str | None = None) -> Trunk:
     """Save a trunk, encrypting a new 3CX webhook URL if one is given; with SMS on, its numbers are wired and the
     texts held while SMS was off go to 3CX. Every way of switching SMS on (admin, API, setup wizard) comes here."""
     if threecx_webhook_url is not None:

@@ -7,12 +7,14 @@ once the lease lapses, and the repeat carries the same X-Wavix-Message-Id.
 
 import logging
 from collections import Counter, deque
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from messaging import dispatch, metrics, threecx
@@ -44,7 +46,7 @@ RETRY_FOR = timedelta(hours=48)
 LEASE_MARGIN = timedelta(seconds=10)
 
 
-def _due_heads(now, limit: int = 20, skip_trunks=()) -> list[tuple[int, int]]:
+def _due_heads(now: datetime, limit: int = 20, skip_trunks: Iterable[int] = ()) -> list[tuple[int, int]]:
     """(id, trunk id) of pending deliveries that are due, not held by a worker, and first in their conversation,
     leaving out the trunks in `skip_trunks`.
 
@@ -144,6 +146,7 @@ def _forward_request(delivery: Delivery) -> tuple[str | None, bytes]:
     """Where and what to POST for this delivery: the trunk's 3CX URL (None if it has none yet) and the body."""
     message, trunk = delivery.message, delivery.trunk
     if trunk.sms_template == Trunk.SmsTemplate.WAVIX and message.source_event_id:
+        assert message.source_event is not None  # source_event_id is set
         body = bytes(message.source_event.body)  # byte for byte what Wavix sent
     else:
         received = message.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -199,7 +202,7 @@ def _retry_delay(attempts: int) -> timedelta:
 HEALTHY_CHECK_EVERY = timedelta(seconds=60)
 
 
-def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now) -> None:
+def _trunk_health(trunk: Trunk, outcome: threecx.Outcome, now: datetime) -> None:
     if not outcome.delivered:
         Trunk.objects.filter(pk=trunk.pk).update(
             forward_failures=F("forward_failures") + 1, forward_error=outcome.error[:300], forward_checked_at=now
@@ -234,7 +237,7 @@ PROBE_EVERY = timedelta(seconds=15)  # the sweeper runs every 10 s: an idle fail
 RELEASED_FLAG = "relay:trunk-released:{}"
 
 
-def _waiting_release(trunk_id: int, now) -> int:
+def _waiting_release(trunk_id: int, now: datetime) -> int:
     """Make the trunk's texts that wait for a retry due now and ask for a drain, unless that was done for this trunk
     within PROBE_EVERY; returns how many were released."""
     try:
@@ -270,14 +273,15 @@ def failing_trunks_probe() -> int:
             .values_list("pk", flat=True)
             .first()
         )
-        Delivery.objects.filter(pk=oldest, status=Delivery.Status.PENDING, next_attempt_at__gt=now).update(
-            next_attempt_at=now
-        )
+        if oldest is not None:  # else it was forwarded since: the trunk's turn was taken all the same
+            Delivery.objects.filter(pk=oldest, status=Delivery.Status.PENDING, next_attempt_at__gt=now).update(
+                next_attempt_at=now
+            )
         probed += 1
     return probed
 
 
-def delivery_replay(*, actor, deliveries) -> int:
+def delivery_replay(*, actor: User | None, deliveries: QuerySet[Delivery]) -> int:
     """Try failed or dead-lettered deliveries again from now, each replay written to the audit trail."""
     replayed = 0
     replayable = Delivery.REPLAYABLE

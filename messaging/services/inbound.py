@@ -12,8 +12,10 @@ import hashlib
 import json
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from messaging import dispatch, metrics, webhooks
@@ -44,6 +46,9 @@ START_WORDS = frozenset({"START", "UNSTOP"})
 
 ROUTING_LOCK = 72_211_001  # PostgreSQL advisory lock id: one router at a time
 
+# (account id, number) → that account's PhoneNumber, or None: the receiving numbers of one batch.
+NumberCache = dict[tuple[int, str], PhoneNumber | None]
+
 
 def events_process(batch_size: int = 100) -> int:
     """Route every stored webhook event, oldest first; returns how many were processed."""
@@ -59,7 +64,7 @@ def events_process(batch_size: int = 100) -> int:
                 .filter(state=WebhookEvent.State.PENDING)
                 .order_by("id")[:batch_size]
             )
-            numbers: dict = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
+            numbers: NumberCache = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
             for event in batch:
                 _process_event(event, numbers)
         processed += len(batch)
@@ -78,7 +83,7 @@ def _routing_lock() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROUTING_LOCK])
 
 
-def _process_event(event: WebhookEvent, numbers: dict) -> None:
+def _process_event(event: WebhookEvent, numbers: NumberCache) -> None:
     """One event, in its own savepoint: a body that breaks processing is marked invalid, not retried forever.
 
     The body is checked again with the intake's rule (webhooks.parse): rows stored before a rule was tightened, and
@@ -86,6 +91,7 @@ def _process_event(event: WebhookEvent, numbers: dict) -> None:
     event.attempts += 1
     payload, problem = webhooks.parse(event.kind, bytes(event.body))
     if problem is None:
+        assert payload is not None  # parse() gives a payload whenever it finds no problem
         try:
             with transaction.atomic():
                 if event.kind == WebhookEvent.Kind.INBOUND:
@@ -105,7 +111,7 @@ def _process_event(event: WebhookEvent, numbers: dict) -> None:
     event.save(update_fields=["state", "tenant", "last_error", "attempts", "processed_at"])
 
 
-def _receiving_number(event: WebhookEvent, to: str, numbers: dict) -> PhoneNumber | None:
+def _receiving_number(event: WebhookEvent, to: str, numbers: NumberCache) -> PhoneNumber | None:
     """The account's number a text was sent to, with its trunk and tenant; `numbers` caches them for the batch."""
     if (event.account_id, to) not in numbers:
         numbers[event.account_id, to] = (
@@ -124,13 +130,14 @@ def hold_reason(tenant: Tenant, trunk: Trunk) -> str:
     return " and ".join(reasons)
 
 
-def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
+def _route_inbound(event: WebhookEvent, payload: dict[str, Any], numbers: NumberCache) -> None:
     to = webhooks.as_stored_number(payload["to"])
     number = _receiving_number(event, to, numbers)
     if number is None or number.tenant_id is None or number.trunk_id is None:
         _route_nowhere(event, payload, to, number)
         return
     tenant, trunk = number.tenant, number.trunk
+    assert tenant is not None and trunk is not None  # their ids are set
     held = hold_reason(tenant, trunk)
     message, created = _inbound_message(
         event,
@@ -152,7 +159,7 @@ def _route_inbound(event: WebhookEvent, payload: dict, numbers: dict) -> None:
         Delivery.objects.create(tenant=tenant, message=message, trunk=trunk, remote_number=message.from_number)
 
 
-def _route_nowhere(event: WebhookEvent, payload: dict, to: str, number: PhoneNumber | None) -> None:
+def _route_nowhere(event: WebhookEvent, payload: dict[str, Any], to: str, number: PhoneNumber | None) -> None:
     """A text to a number with no trunk: in its tenant's log as not forwarded, when the number (or the tenant's own
     account) says whose it is; otherwise the webhook event alone keeps it, counted for the reseller to see."""
     if number is None:
@@ -175,10 +182,19 @@ def _route_nowhere(event: WebhookEvent, payload: dict, to: str, number: PhoneNum
 
 
 def _inbound_message(
-    event: WebhookEvent, payload: dict, to: str, *, tenant_id: int, trunk: Trunk | None, status: str, reason: str
+    event: WebhookEvent,
+    payload: dict[str, Any],
+    to: str,
+    *,
+    tenant_id: int,
+    trunk: Trunk | None,
+    status: str,
+    reason: str,
 ) -> tuple[Message, bool]:
     """The message of an inbound webhook, created once per Wavix message id, with its encoding and segments."""
-    body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    body = payload.get("message_body")
+    if not isinstance(body, dict):
+        body = {}
     text = str(body.get("text") or "")
     media = [str(url) for url in body.get("media") or [] if isinstance(url, str)]
     encoding, segments = message_parts(text, media)
@@ -203,7 +219,7 @@ def _inbound_message(
     )
 
 
-def _unreadable_inbound(event: WebhookEvent, numbers: dict) -> None:
+def _unreadable_inbound(event: WebhookEvent, numbers: NumberCache) -> None:
     """An inbound webhook that could not be read is still a text someone sent: in its tenant's log as not forwarded
     when its account (or a `to` that can be read) says whose it is. Whatever of it can be read is kept."""
     metrics.count("not_forwarded", "invalid")
@@ -226,9 +242,12 @@ def _unreadable_inbound(event: WebhookEvent, numbers: dict) -> None:
     tenant_id = (number.tenant_id if number is not None else None) or event.account.tenant_id
     if tenant_id is None:
         return
-    body = payload.get("message_body") if isinstance(payload.get("message_body"), dict) else {}
+    body = payload.get("message_body")
+    if not isinstance(body, dict):
+        body = {}
+    raw_text = body.get("text")
     # PostgreSQL cannot store a NUL character, which may be what made the text unreadable in the first place.
-    text = body.get("text").replace("\x00", "") if isinstance(body.get("text"), str) else ""
+    text = raw_text.replace("\x00", "") if isinstance(raw_text, str) else ""
     encoding, segments = message_parts(text)
     try:
         with transaction.atomic():
@@ -269,7 +288,7 @@ def opt_out_apply(tenant_id: int, number: str, text: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def held_release(messages) -> int:
+def held_release(messages: QuerySet[Message]) -> int:
     """Forward the held texts among these whose tenant is active and whose trunk has SMS on, in arrival order;
     the others stay held, their reason brought up to date. Returns how many were released."""
     released = 0
@@ -278,7 +297,7 @@ def held_release(messages) -> int:
         _routing_lock()
         held = messages.filter(status=Message.Status.HELD).select_related("tenant", "trunk").order_by("id")
         for message in held:
-            if message.trunk_id is None:
+            if message.trunk is None:
                 continue  # its trunk was deleted: nowhere to release it to
             reason = hold_reason(message.tenant, message.trunk)
             if reason:
@@ -291,7 +310,8 @@ def held_release(messages) -> int:
             Delivery.objects.create(
                 tenant=message.tenant, message=message, trunk=message.trunk, remote_number=message.from_number
             )
-            WebhookEvent.objects.filter(pk=message.source_event_id).update(state=WebhookEvent.State.PROCESSED)
+            if message.source_event_id is not None:  # every held text has one (routing holds texts)
+                WebhookEvent.objects.filter(pk=message.source_event_id).update(state=WebhookEvent.State.PROCESSED)
             released += 1
     if released:
         dispatch.DELIVERIES_DRAIN.ask_soon()
@@ -303,7 +323,7 @@ def tenant_held_release(tenant: Tenant) -> int:
     return held_release(Message.objects.filter(tenant=tenant))
 
 
-def on_tenant_resumed(sender, *, tenant: Tenant, **kwargs) -> None:
+def on_tenant_resumed(sender: type[Tenant], *, tenant: Tenant, **kwargs: Any) -> None:
     """tenants.signals.tenant_resumed's receiver (connected in messaging.apps)."""
     tenant_held_release(tenant)
 

@@ -10,8 +10,10 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -27,6 +29,7 @@ from messaging.models import (
     OptOut,
     SenderID,
     SenderIDCountry,
+    Trunk,
     country_of,
     to_e164,
 )
@@ -44,7 +47,7 @@ GSM7_BASIC = frozenset(
 GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")  # each takes two septets (an escape, then the character)
 
 
-LIMITS = {Message.Encoding.GSM7: 1630, Message.Encoding.UCS2: 670}
+LIMITS: dict[str, int] = {Message.Encoding.GSM7: 1630, Message.Encoding.UCS2: 670}
 
 
 MMS_COUNTRIES = frozenset({"US", "CA"})
@@ -76,7 +79,7 @@ def text_size(text: str) -> tuple[str, int, int]:
     return encoding, units, 1 if units <= single else math.ceil(units / part)
 
 
-def message_parts(text: str, media=()) -> tuple[str, int]:
+def message_parts(text: str, media: Collection[str] = ()) -> tuple[str, int]:
     """(encoding, segments) a message counts as, outbound or inbound: its text's, or one for an MMS."""
     encoding, _, segments = text_size(text)
     return encoding, 1 if media else segments
@@ -95,21 +98,26 @@ class Draft:
     segments: int
 
 
-def sender_for(tenant: Tenant, *, sender=None, trunk=None) -> SenderID:
+def sender_for(tenant: Tenant, *, sender: int | str | None = None, trunk: Trunk | None = None) -> SenderID:
     """The sender ID a request names (its id or value), or a trunk's Main Trunk No. — the tenant's own only."""
     if trunk is not None:
         if trunk.tenant_id != tenant.pk or trunk.main_sender_id is None:
             raise ValidationError({"trunk": "This trunk has no Main Trunk No. (sender ID) yet."})
+        assert trunk.main_sender is not None  # main_sender_id is set
         return trunk.main_sender
-    if sender in (None, ""):
+    if sender is None or sender == "":
         raise ValidationError({"sender": "Name the sender ID (or a trunk) to send from."})
-    found = SenderID.objects.filter(tenant=tenant).filter(
-        # isascii(): "²" is a digit to isdigit() but not to int().
-        Q(pk=int(sender))
-        if str(sender).isascii() and str(sender).isdigit() and len(str(sender)) < 10
-        else Q(value=str(sender).strip())
+    found = (
+        SenderID.objects.filter(tenant=tenant)
+        .filter(
+            # isascii(): "²" is a digit to isdigit() but not to int().
+            Q(pk=int(sender))
+            if str(sender).isascii() and str(sender).isdigit() and len(str(sender)) < 10
+            else Q(value=str(sender).strip())
+        )
+        .select_related("account")
+        .first()
     )
-    found = found.select_related("account").first()
     if found is None:
         raise ValidationError({"sender": f"{sender} is not one of {tenant}'s sender IDs."})
     return found
@@ -124,7 +132,7 @@ def tenant_may_send(tenant: Tenant) -> None:
         )
 
 
-def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, media=()) -> Draft:
+def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, media: Iterable[str] = ()) -> Draft:
     """Check one message against every rule; raise a ValidationError naming the field, or return the draft."""
     tenant_may_send(tenant)
     try:
@@ -183,7 +191,7 @@ def message_validate(*, tenant: Tenant, sender: SenderID, to: str, text: str, me
     return Draft(tenant, sender, destination, text, media, *message_parts(text, media))
 
 
-def _check_media(sender: SenderID, country: str, place: str, media) -> None:
+def _check_media(sender: SenderID, country: str, place: str, media: tuple[str, ...]) -> None:
     if sender.type != SenderID.Type.NUMERIC:
         raise ValidationError({"media": "MMS goes only from a numeric sender ID (a phone number)."})
     if country not in MMS_COUNTRIES:
@@ -201,8 +209,9 @@ def _check_media(sender: SenderID, country: str, place: str, media) -> None:
             )
 
 
-def _queue(draft: Draft, *, priority: bool, validity: timedelta, trunk) -> Message:
+def _queue(draft: Draft, *, priority: bool, validity: timedelta, trunk: Trunk | None) -> Message:
     now = timezone.now()
+    assert draft.sender.account_id is not None  # a sender ID is saved with its account (SenderID.clean)
     return Message.objects.create(
         tenant=draft.tenant,
         account_id=draft.sender.account_id,
@@ -222,7 +231,15 @@ def _queue(draft: Draft, *, priority: bool, validity: timedelta, trunk) -> Messa
     )
 
 
-def message_send(*, tenant: Tenant, sender: SenderID, to: str, text: str, media=(), validity=None) -> Message:
+def message_send(
+    *,
+    tenant: Tenant,
+    sender: SenderID,
+    to: str,
+    text: str,
+    media: Iterable[str] = (),
+    validity: timedelta | None = None,
+) -> Message:
     """Validate and queue one message (the priority lane); raises ValidationError with the field and reason."""
     draft = message_validate(tenant=tenant, sender=sender, to=to, text=text, media=media)
     with transaction.atomic():
@@ -232,14 +249,21 @@ def message_send(*, tenant: Tenant, sender: SenderID, to: str, text: str, media=
 
 
 def message_send_bulk(
-    *, tenant: Tenant, sender: SenderID, recipients, text: str, media=(), validity=None
-) -> list[dict]:
+    *,
+    tenant: Tenant,
+    sender: SenderID,
+    recipients: Iterable[str],
+    text: str,
+    media: Iterable[str] = (),
+    validity: timedelta | None = None,
+) -> list[dict[str, Any]]:
     """One text to up to 1,000 recipients: a message each, and a result per recipient (queued, or why not)."""
     recipients = list(recipients)
     tenant_may_send(tenant)  # one refusal for the whole request, not one per recipient
     if not recipients or len(recipients) > BULK_LIMIT:
         raise ValidationError({"recipients": f"Give between 1 and {BULK_LIMIT} recipients."})
-    results, trunk = [], sender.trunks.first()
+    results: list[dict[str, Any]] = []
+    trunk = sender.trunks.first()
     with transaction.atomic():
         for recipient in recipients:
             try:
@@ -258,7 +282,9 @@ def message_send_bulk(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def idempotent(tenant: Tenant, key: str | None, request_body, produce) -> tuple[int, dict, bool]:
+def idempotent(
+    tenant: Tenant, key: str | None, request_body: object, produce: Callable[[], tuple[int, dict[str, Any]]]
+) -> tuple[int, dict[str, Any], bool]:
     """Answer a request once per Idempotency-Key (24 h): (status, response, replayed). `produce` makes a new one."""
     if not key:
         status, response = produce()

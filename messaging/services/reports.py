@@ -5,8 +5,10 @@ never the whole report.
 """
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from messaging import webhooks
 from messaging.models import (
@@ -17,13 +19,14 @@ from messaging.models import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     return repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
 
 
-def _report_segments(payload: dict) -> tuple[int | None, str | None]:
+def _report_segments(payload: dict[str, Any]) -> tuple[int | None, str | None]:
     """(segments, note): Wavix's segments_count, or the older `segments` when it is absent."""
     key = "segments_count" if payload.get("segments_count") is not None else "segments"
     value = payload.get(key)
@@ -35,7 +38,7 @@ def _report_segments(payload: dict) -> tuple[int | None, str | None]:
     return segments, None
 
 
-def _report_charge(payload: dict) -> tuple[Decimal | None, str | None]:
+def _report_charge(payload: dict[str, Any]) -> tuple[Decimal | None, str | None]:
     """(charge, note): a finite amount that fits the column (Wavix sends a string; a number is taken too)."""
     value = payload.get("charge")
     if value is None or value == "":
@@ -46,7 +49,9 @@ def _report_charge(payload: dict) -> tuple[Decimal | None, str | None]:
     return charge, None
 
 
-def _report_time(payload: dict, key: str, message: Message, event: WebhookEvent) -> tuple[datetime | None, str | None]:
+def _report_time(
+    payload: dict[str, Any], key: str, message: Message, event: WebhookEvent
+) -> tuple[datetime | None, str | None]:
     """(time, note): Wavix's timestamps come with and without a zone (read leniently, UTC assumed). A report cannot
     speak of a moment before its message existed or after the report itself arrived: such a time is clamped."""
     value = payload.get(key)
@@ -63,7 +68,7 @@ def _report_time(payload: dict, key: str, message: Message, event: WebhookEvent)
     return moment, None
 
 
-def _report_error(payload: dict) -> tuple[str, str | None]:
+def _report_error(payload: dict[str, Any]) -> tuple[str, str | None]:
     """(Wavix's error text, note)."""
     value = payload.get("error")
     if value is None:
@@ -73,7 +78,7 @@ def _report_error(payload: dict) -> tuple[str, str | None]:
     return value[:500], None
 
 
-def apply_report(event: WebhookEvent, payload: dict) -> None:
+def apply_report(event: WebhookEvent, payload: dict[str, Any]) -> None:
     """Move an outbound message along its state machine; a repeated or late report never moves it back. Side fields
     that cannot be read are left out with a note on the event, shown with the message's reports."""
     message = (
@@ -92,9 +97,9 @@ def apply_report(event: WebhookEvent, payload: dict) -> None:
     if status not in webhooks.REPORT_STATUSES:  # the intake refuses these now; events stored before remain
         event.state, event.last_error = WebhookEvent.State.INVALID, f"Unknown delivery status {status!r}."
         return
-    notes = []
+    notes: list[str] = []
 
-    def read(reader, *args):
+    def read(reader: Callable[..., tuple[_T, str | None]], *args: Any) -> _T:
         value, note = reader(payload, *args)
         if note:
             notes.append(note)
@@ -119,7 +124,7 @@ def apply_report(event: WebhookEvent, payload: dict) -> None:
     event.state, event.last_error = WebhookEvent.State.PROCESSED, " ".join(notes)[:500]
 
 
-def apply_tendlc(event: WebhookEvent, payload: dict) -> None:
+def apply_tendlc(event: WebhookEvent, payload: dict[str, Any]) -> None:
     """A 10DLC status from Wavix: a number's (with its brand and campaign), a campaign's or a brand's."""
     status = str(payload["status"]).upper()[:16]
     brand, campaign = str(payload.get("brand_id") or "")[:64], str(payload.get("campaign_id") or "")[:64]

@@ -11,10 +11,11 @@ in its own short transaction, so neither table is locked for long. Audit rows ar
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from messaging.models import Delivery, IdempotentRequest, Message, WavixAccount, WebhookEvent
@@ -23,13 +24,14 @@ from tenants.models import AuditEvent, Reseller, Tenant
 logger = logging.getLogger(__name__)
 
 BATCH = 1000
+_M = TypeVar("_M", bound=Model)
 
 # Where a message's content is no longer needed: a final status, or an outbound failure (never resent). An
 # inbound failure stays: a replay forwards it again, byte for byte from its webhook.
 _DONE = Q(status__in=Message.FINAL) | Q(direction=Message.Direction.OUTBOUND, status=Message.Status.FAILED)
 
 
-def _in_batches(queryset: QuerySet, apply: Callable[[QuerySet], int]) -> int:
+def _in_batches(queryset: QuerySet[_M], apply: Callable[[QuerySet[_M]], int]) -> int:
     """Apply an UPDATE or DELETE to the rows of queryset, BATCH rows at a time chosen by primary key.
 
     Each statement covers one primary-key range and repeats the queryset's conditions, so a row that changed
@@ -44,7 +46,7 @@ def _in_batches(queryset: QuerySet, apply: Callable[[QuerySet], int]) -> int:
         after = ids[-1]
 
 
-def purgeable_messages(tenant_ids, cutoff: datetime) -> QuerySet[Message]:
+def purgeable_messages(tenant_ids: Iterable[int], cutoff: datetime) -> QuerySet[Message]:
     """Messages created before the cutoff, done with, that still hold a text or media links."""
     return (
         Message.objects.filter(tenant_id__in=tenant_ids, created_at__lt=cutoff)
@@ -53,7 +55,7 @@ def purgeable_messages(tenant_ids, cutoff: datetime) -> QuerySet[Message]:
     )
 
 
-def purgeable_webhook_events(account_ids, cutoff: datetime) -> QuerySet[WebhookEvent]:
+def purgeable_webhook_events(account_ids: Iterable[int], cutoff: datetime) -> QuerySet[WebhookEvent]:
     """Webhook events received before the cutoff, processed, whose body is no longer forwarded, with a body."""
     # A held or failed inbound text is forwarded later from its webhook's body: that body stays until it is done.
     waiting = Message.objects.filter(source_event=OuterRef("pk")).exclude(_DONE)

@@ -13,16 +13,18 @@ leaves nothing half-saved.
 """
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from messaging.models import (
@@ -65,7 +67,9 @@ DOCUMENT_TYPES = {b"%PDF-": "application/pdf", b"\x89PNG\r\n\x1a\n": "image/png"
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixSenderID | None = None) -> SenderID:
+def sender_id_register(
+    *, actor: User | None, sender: SenderID, countries: Iterable[str], registered: WavixSenderID | None = None
+) -> SenderID:
     """Register a sender ID at Wavix with one registration per destination country, or save nothing at all.
 
     Local rules first (format, the tenant's numbers, countries that refuse the type), then Wavix — unless
@@ -73,7 +77,7 @@ def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixS
     allow-lists at once starts allow-listed; one that needs paperwork starts at 'needs documents'; the others
     at 'requested' until Wavix allow-lists them (the periodic sync notices).
     """
-    errors = {}
+    errors: dict[str, list[str]] = {}
     try:
         sender.full_clean()
     except ValidationError as error:
@@ -84,6 +88,7 @@ def sender_id_register(*, actor, sender: SenderID, countries, registered: WavixS
         errors["countries"] = error.messages
     if errors:
         raise ValidationError(errors)
+    assert sender.account is not None  # full_clean() gave it one, or refused
     if registered is None:
         try:
             registered = WavixClient.for_account(sender.account).create_sender_id(
@@ -127,11 +132,12 @@ def sender_id_deletion_problem(sender: SenderID) -> str | None:
     return None
 
 
-def sender_id_delete(*, actor, sender: SenderID) -> None:
+def sender_id_delete(*, actor: User | None, sender: SenderID) -> None:
     """Delete a sender ID at Wavix, then here; if Wavix cannot be asked, nothing is deleted."""
     if problem := sender_id_deletion_problem(sender):
         raise ValidationError(problem)
     if sender.wavix_id:
+        assert sender.account is not None  # registered at Wavix through its account
         try:
             WavixClient.for_account(sender.account).delete_sender_id(sender.wavix_id)
         except WavixError as error:
@@ -176,11 +182,13 @@ def sender_ids_sync(account: WavixAccount) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _label(actor) -> str:
+def _label(actor: User | None) -> str:
     return actor.email or actor.get_username() if actor else "system"
 
 
-def registration_set_status(*, actor, registration: SenderIDCountry, status: str, note: str = "") -> SenderIDCountry:
+def registration_set_status(
+    *, actor: User | None, registration: SenderIDCountry, status: str, note: str = ""
+) -> SenderIDCountry:
     """Move one registration along its lifecycle, recording who did it and why (actor None = the system)."""
     with transaction.atomic():
         registration = SenderIDCountry.objects.select_for_update().select_related("sender").get(pk=registration.pk)
@@ -202,7 +210,7 @@ def registration_set_status(*, actor, registration: SenderIDCountry, status: str
     return registration
 
 
-def _timeline(registration: SenderIDCountry, previous: str, actor, note: str) -> RegistrationEvent:
+def _timeline(registration: SenderIDCountry, previous: str, actor: User | None, note: str) -> RegistrationEvent:
     return RegistrationEvent.objects.create(
         tenant_id=registration.tenant_id,
         registration=registration,
@@ -214,7 +222,7 @@ def _timeline(registration: SenderIDCountry, previous: str, actor, note: str) ->
     )
 
 
-def registrations_submitted(actor, registrations: list[SenderIDCountry]) -> None:
+def registrations_submitted(actor: User | None, registrations: list[SenderIDCountry]) -> None:
     """New registrations (a sender ID registered): their first timeline entry; reviewers hear of paperwork."""
     for registration in registrations:
         _timeline(registration, "", actor, "Submitted with the sender ID.")
@@ -223,7 +231,7 @@ def registrations_submitted(actor, registrations: list[SenderIDCountry]) -> None
         transaction.on_commit(partial(notify_reviewers, paperwork, "New registration needing paperwork"))
 
 
-def review_problem(user, registration: SenderIDCountry) -> str | None:
+def review_problem(user: User, registration: SenderIDCountry) -> str | None:
     """Why this user may not decide on this registration, or None."""
     if not access.is_reviewer(user):
         return "Only platform reviewers decide on registrations."
@@ -236,7 +244,9 @@ def review_problem(user, registration: SenderIDCountry) -> str | None:
     return None
 
 
-def registration_decide(*, reviewer, registration: SenderIDCountry, decision: str, note: str = "") -> SenderIDCountry:
+def registration_decide(
+    *, reviewer: User, registration: SenderIDCountry, decision: str, note: str = ""
+) -> SenderIDCountry:
     """A reviewer's decision: request documents, approve, reject (with the reason) or mark allow-listed."""
     if problem := review_problem(reviewer, registration):
         raise PermissionDenied(problem)
@@ -250,7 +260,7 @@ def registration_decide(*, reviewer, registration: SenderIDCountry, decision: st
     return registration_set_status(actor=reviewer, registration=registration, status=status, note=note)
 
 
-def review_queue():
+def review_queue() -> QuerySet[SenderIDCountry]:
     """Every registration that needs paperwork or a decision, oldest first (by when it entered its status)."""
     return (
         SenderIDCountry.objects.filter(status__in=QUEUE_STATUSES)
@@ -259,7 +269,7 @@ def review_queue():
     )
 
 
-def document_upload(*, actor, registration: SenderIDCountry, upload) -> RegistrationDocument:
+def document_upload(*, actor: User, registration: SenderIDCountry, upload: UploadedFile) -> RegistrationDocument:
     """Keep one document for a registration: PDF, PNG or JPEG by its content (never its name), size-limited."""
     if (
         not access.can(actor, "add", RegistrationDocument)
@@ -271,6 +281,7 @@ def document_upload(*, actor, registration: SenderIDCountry, upload) -> Registra
             {"file": f"This registration is {registration.get_status_display().lower()}: it takes no documents."}
         )
     limit = settings.REGISTRATION_DOCUMENT_MAX_BYTES
+    assert upload.size is not None and upload.name is not None  # a file a form received has both
     if upload.size > limit:
         raise ValidationError({"file": f"{upload.name} is {upload.size // 1024} KB; the limit is {limit // 1024} KB."})
     head = upload.read(16)
@@ -298,7 +309,7 @@ def document_upload(*, actor, registration: SenderIDCountry, upload) -> Registra
     return document
 
 
-def documents_submit(*, actor, registration: SenderIDCountry) -> SenderIDCountry:
+def documents_submit(*, actor: User, registration: SenderIDCountry) -> SenderIDCountry:
     """The reseller sends the paperwork for review (needs documents or rejected → in review)."""
     if not access.visible(actor, SenderIDCountry).filter(pk=registration.pk).exists() or not access.can(
         actor, "add", RegistrationDocument
@@ -315,7 +326,7 @@ def documents_submit(*, actor, registration: SenderIDCountry) -> SenderIDCountry
     )
 
 
-def document_for(user, pk: int) -> RegistrationDocument | None:
+def document_for(user: access.Principal, pk: int) -> RegistrationDocument | None:
     """The document if this user may read it: its reseller's staff, or a platform reviewer."""
     documents = RegistrationDocument.objects.select_related("registration")
     if access.is_reviewer(user):

@@ -13,10 +13,11 @@ import random
 import time
 from collections import deque
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Window
+from django.db.models import F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -40,14 +41,14 @@ DRAINING_LOCK = "outbound:draining:{}"  # per account: one drain sends at a time
 DRAIN_BUDGET_SECONDS = 40  # under the task's soft time limit; the drain queues itself again if work remains
 
 
-def _sendable():
+def _sendable() -> QuerySet[Message]:
     """Queued messages that may go now: due, and of a tenant that is not suspended (tenant_may_send's rule)."""
     return Message.objects.filter(status=Message.Status.QUEUED, tenant__status=Tenant.Status.ACTIVE).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
     )
 
 
-def _due(account_id: int):
+def _due(account_id: int) -> QuerySet[Message]:
     return _sendable().filter(account_id=account_id)
 
 
@@ -94,7 +95,8 @@ def outbound_drain(account_id: int) -> int:
 def _send_due(account: WavixAccount) -> int:
     """outbound_drain's loop: claim, call Wavix on the in-flight threads, record each answer on this thread."""
     client, callback_url, rate = WavixClient.for_account(account), account.dlr_webhook_url, account.send_rate_per_second
-    sent, last_served, deadline = 0, {}, time.monotonic() + DRAIN_BUDGET_SECONDS
+    last_served: dict[int, float] = {}  # tenant id → when it was last served (time.monotonic())
+    sent, deadline = 0, time.monotonic() + DRAIN_BUDGET_SECONDS
     candidates: deque[int] = deque()
     with InFlight[Message](settings.OUTBOUND_SENDS_IN_FLIGHT, f"wavix-send-{account.pk}", _record) as in_flight:
         while time.monotonic() < deadline:
@@ -103,7 +105,7 @@ def _send_due(account: WavixAccount) -> int:
                 if not candidates:
                     candidates.extend(_next_batch(account.pk, last_served, size=2 * in_flight.size))
                 if candidates:
-                    pks = []
+                    pks: list[int] = []
                     while len(pks) < in_flight.free and candidates and not (wait := ratelimit.take(account.pk, rate)):
                         pks.append(candidates.popleft())  # one token per call to Wavix
                     for message in Message.claim(pks):
@@ -111,6 +113,7 @@ def _send_due(account: WavixAccount) -> int:
                         in_flight.start(message, _post, message, client, callback_url)
                     if pks:
                         continue
+                    assert wait is not None  # no token was taken: take() said how long until the next one
                     wait = min(wait, 1.0)
                 elif not in_flight:
                     break  # nothing due and nothing on its way: done
@@ -119,14 +122,16 @@ def _send_due(account: WavixAccount) -> int:
     return sent
 
 
-def _finish(message: Message, status: str, **fields) -> None:
+def _finish(message: Message, status: str, **fields: Any) -> None:
     message.transition(status)
     for name, value in fields.items():
         setattr(message, name if name != "error" else "error_message", value)
     message.save()
 
 
-def _post(message: Message, client: WavixClient, callback_url: str) -> WavixSent | Exception:
+def _post(
+    message: Message, client: WavixClient, callback_url: str
+) -> WavixSent | WavixTransientError | WavixPermanentError:
     """The call to Wavix, on a sending thread: HTTP only, no database; returns its answer or its error."""
     remaining = int((message.expires_at - timezone.now()).total_seconds()) if message.expires_at else 86400
     try:
@@ -146,7 +151,7 @@ def _post(message: Message, client: WavixClient, callback_url: str) -> WavixSent
         return WavixTransientError(f"Unexpected error while sending ({type(error).__name__})", may_have_arrived=True)
 
 
-def _record(message: Message, answer: WavixSent | Exception) -> None:
+def _record(message: Message, answer: WavixSent | WavixTransientError | WavixPermanentError) -> None:
     if isinstance(answer, WavixTransientError):
         _after_transient(message, answer)
     elif isinstance(answer, WavixPermanentError):
@@ -155,7 +160,7 @@ def _record(message: Message, answer: WavixSent | Exception) -> None:
         _accepted(message, answer)
 
 
-def _accepted(message: Message, sent) -> None:
+def _accepted(message: Message, sent: WavixSent) -> None:
     message.wavix_message_id = sent.wavix_id
     # Wavix's counts as the message's rules read them: a garbled one is left out (the message keeps its own
     # segment count), never allowed to fail the save that records a message Wavix has taken.

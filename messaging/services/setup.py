@@ -11,10 +11,11 @@ reachability check's result, and the test message and reply. `steps_done` there 
 
 import logging
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 
 from messaging import threecx
 from messaging.models import (
@@ -68,11 +69,11 @@ class Probe:
         return bool(self.checks) and all(check.ok for check in self.checks)
 
 
-def progress(trunk: Trunk) -> dict:
+def progress(trunk: Trunk) -> dict[str, Any]:
     return dict(trunk.setup_progress or {})
 
 
-def _merge(trunk: Trunk, changes: dict) -> None:
+def _merge(trunk: Trunk, changes: dict[str, Any]) -> None:
     """Merge keys into the stored progress under the row's lock: the live status page refreshes steps_done
     while a step's POST stores its facts, and neither may overwrite the other's keys with a stale copy."""
     with transaction.atomic():
@@ -81,7 +82,7 @@ def _merge(trunk: Trunk, changes: dict) -> None:
         Trunk.objects.filter(pk=trunk.pk).update(setup_progress=trunk.setup_progress)
 
 
-def remember(trunk: Trunk, **changes) -> None:
+def remember(trunk: Trunk, **changes: Any) -> None:
     """Store wizard facts on the trunk, and refresh the steps_done copy the list pages read."""
     _merge(trunk, changes)
     setup_refresh(trunk)
@@ -97,7 +98,7 @@ def setup_refresh(trunk: Trunk) -> list["Step"]:
     return steps
 
 
-def on_trunk_saved(sender, *, trunk: Trunk, **kwargs) -> None:
+def on_trunk_saved(sender: type[Trunk], *, trunk: Trunk, **kwargs: Any) -> None:
     """messaging.signals.trunk_saved's receiver (connected in messaging.apps)."""
     setup_refresh(trunk)
 
@@ -107,7 +108,7 @@ def sender_account(trunk: Trunk) -> WavixAccount | None:
     return sender.account if sender else None
 
 
-def trunk_numbers(trunk: Trunk):
+def trunk_numbers(trunk: Trunk) -> QuerySet[PhoneNumber]:
     return PhoneNumber.objects.filter(trunk=trunk).select_related("account", "trunk")
 
 
@@ -304,10 +305,12 @@ def threecx_values(trunk: Trunk) -> list[ThreeCXValue]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def verify_status(trunk: Trunk) -> dict:
+def verify_status(trunk: Trunk) -> dict[str, Any]:
     """What step 5 shows live: the test text's progress and reports, the reply and 3CX's answer to it."""
     test, reply = _test_message(trunk), _reply_message(trunk)
-    data = {"steps": [{"key": s.key, "state": s.state, "reason": s.reason} for s in setup_refresh(trunk)]}
+    data: dict[str, Any] = {
+        "steps": [{"key": s.key, "state": s.state, "reason": s.reason} for s in setup_refresh(trunk)]
+    }
     if test:
         data["test"] = {
             "id": test.pk,

@@ -3,9 +3,11 @@
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 from types import SimpleNamespace
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def sender_candidates(trunk: Trunk):
+def sender_candidates(trunk: Trunk) -> list[SimpleNamespace]:
     """The tenant's numbers a numeric sender can be, with their 10DLC state and what stops the others."""
     numbers = list(
         PhoneNumber.objects.filter(tenant_id=trunk.tenant_id).select_related("account", "trunk").order_by("number")
@@ -66,11 +68,18 @@ def sender_candidates(trunk: Trunk):
     return rows
 
 
-def setup_choose_sender(*, trunk: Trunk, kind: str, number_id=None, value: str = "", existing_id=None) -> None:
+def setup_choose_sender(
+    *,
+    trunk: Trunk,
+    kind: str,
+    number_id: int | str | None = None,
+    value: str = "",
+    existing_id: int | str | None = None,
+) -> None:
     """Step 1: remember the chosen sender (registered at Wavix with its countries in step 2)."""
     tenant = trunk.tenant
     if kind == "existing":
-        sender = SenderID.objects.filter(pk=existing_id, tenant=tenant).first()
+        sender = None if existing_id is None else SenderID.objects.filter(pk=existing_id, tenant=tenant).first()
         if sender is None:
             raise ValidationError({"existing": "Choose one of the tenant's sender IDs."})
         _use_sender(trunk, sender)
@@ -116,7 +125,7 @@ def _use_sender(trunk: Trunk, sender: SenderID) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def country_choices(sender_type: str):
+def country_choices(sender_type: str) -> list[SimpleNamespace]:
     """Every country with whether this sender type may text it, and whether paperwork comes first."""
     kind = "Alphanumeric" if sender_type == SenderID.Type.ALPHANUMERIC else "Numeric"
     rows = []
@@ -133,7 +142,7 @@ def country_choices(sender_type: str):
     return rows
 
 
-def countries_review(trunk: Trunk, countries) -> dict[str, list[CountryRule]]:
+def countries_review(trunk: Trunk, countries: Iterable[str]) -> dict[str, list[CountryRule]]:
     """What submitting these countries would do: allow-listed at once, or waiting for paperwork."""
     draft = progress(trunk).get("draft")
     if not draft:
@@ -142,7 +151,7 @@ def countries_review(trunk: Trunk, countries) -> dict[str, list[CountryRule]]:
         rules = CountryRule.check_destinations(draft["type"], countries)
     except ValidationError as error:
         raise ValidationError({"countries": error.messages}) from None
-    review = {"at_once": [], "paperwork": []}
+    review: dict[str, list[CountryRule]] = {"at_once": [], "paperwork": []}
     for rule in sorted(rules.values(), key=lambda r: r.name):
         review["paperwork" if rule.policy_for(draft["type"]) == CountryRule.Policy.REGISTRATION else "at_once"].append(
             rule
@@ -150,7 +159,9 @@ def countries_review(trunk: Trunk, countries) -> dict[str, list[CountryRule]]:
     return review
 
 
-def setup_register(*, actor, trunk: Trunk, countries, usecase: str, samples=()) -> SenderID:
+def setup_register(
+    *, actor: User | None, trunk: Trunk, countries: Iterable[str], usecase: str, samples: Iterable[str] = ()
+) -> SenderID:
     """Step 2: register the chosen sender at Wavix for these countries and make it the trunk's Main Trunk No."""
     draft = progress(trunk).get("draft")
     if not draft:
@@ -197,7 +208,7 @@ def _test_body(trunk: Trunk, test_id: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def setup_enable(*, actor, trunk: Trunk, webhook_url: str, api_key: str = "") -> Probe:
+def setup_enable(*, actor: User | None, trunk: Trunk, webhook_url: str, api_key: str = "") -> Probe:
     """Step 4: check the Wavix key and the 3CX webhook URL (reachability included); if all is well, switch SMS
     on and let the portal point the numbers at itself. Nothing is saved unless every check passes."""
     account = sender_account(trunk)

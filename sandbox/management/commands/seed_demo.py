@@ -7,10 +7,11 @@ worker and the web server are up.
 """
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser, Group
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.urls import reverse
@@ -34,11 +35,14 @@ from sandbox.models import FakePbxInbox, SandboxAccount, SandboxNumber, SandboxS
 from tenants.models import Membership, Reseller, Tenant
 
 DEMO_PASSWORD = "demo-portal-2026"
-User = get_user_model()
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # what get_user_model() is here (no AUTH_USER_MODEL)
+else:
+    User = get_user_model()
 Status = SenderIDCountry.Status
 
 
-def _user(email: str, *, staff: bool = False) -> AbstractUser:
+def _user(email: str, *, staff: bool = False) -> User:
     user, _ = User.objects.get_or_create(username=email, defaults={"email": email})
     user.is_staff = staff
     user.set_password(DEMO_PASSWORD)  # reset every run, so the printed login always works
@@ -70,7 +74,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _people(self) -> AbstractUser:
+    def _people(self) -> User:
         reseller, _ = Reseller.objects.get_or_create(slug="northwind", defaults={"name": "Northwind Telecom"})
         self.acme, _ = Tenant.objects.get_or_create(
             reseller=reseller, slug="acme-dental", defaults={"name": "Acme Dental", "default_country": "US"}
