@@ -266,6 +266,7 @@ class AuditEvent(models.Model):
         TENANT_STATUS = "tenant.status", "Tenant status changed"
         REPLAY = "delivery.replayed", "Delivery replayed"
         WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated", "Webhook secret rotated"
+        PROVIDER_KEY_ISSUED = "provider_key.issued", "3CX provider key issued"
         NUMBERS_UNPOINTED = "numbers.unpointed", "Numbers un-pointed at Wavix (trunk's SMS off)"
         DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
         RETENTION_PURGED = "retention.purged", "Old message content purged"

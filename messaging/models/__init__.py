@@ -9,7 +9,14 @@ Validation lives in the models so the admin and the API share it. The audit trai
 
 from messaging.models.common import IllegalTransition, country_of, hostname_validator, masked_url, to_e164, url_shown_to
 from messaging.models.inbox import WebhookEvent
-from messaging.models.provisioning import PhoneNumber, TenDLCRegistration, Trunk, WavixAccount, WebhookSecret
+from messaging.models.provisioning import (
+    PhoneNumber,
+    ProviderKey,
+    TenDLCRegistration,
+    Trunk,
+    WavixAccount,
+    WebhookSecret,
+)
 from messaging.models.senders import (
     ALPHANUMERIC_ALLOWED,
     CountryRule,
@@ -33,6 +40,7 @@ __all__ = [
     "OptOut",
     "PhoneNumber",
     "PrivateStorage",
+    "ProviderKey",
     "RegistrationDocument",
     "RegistrationEvent",
     "SenderID",

@@ -68,6 +68,9 @@ class WavixAccount(models.Model):
     sync_state = models.CharField(max_length=8, choices=SyncState.choices, default=SyncState.NEVER, editable=False)
     # Reconciliation: inbound messages Wavix received before this were compared with the webhooks that came.
     inbound_reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The traffic mirror: outbound texts Wavix sent before this were read into the message log (3CX on the Wavix
+    # template sends straight to Wavix; the mirror is how those texts reach the log).
+    outbound_mirrored_at = models.DateTimeField(null=True, blank=True, editable=False)
     sync_note = models.CharField(max_length=300, blank=True, editable=False)
     synced_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -375,6 +378,12 @@ class Trunk(models.Model):
         "3CX SMS template", max_length=16, choices=SmsTemplate.choices, default=SmsTemplate.WAVIX
     )
     sms_enabled = models.BooleanField("SMS enabled", default=False)
+    status_events = models.BooleanField(
+        "delivery status to 3CX",
+        default=False,
+        help_text="Post Telnyx-style message.sent and message.finalized events for texts 3CX sent through the "
+        "portal to the trunk's webhook URL. Whether 3CX uses them is not confirmed.",
+    )
     # The 3CX webhook URL carries 3CX's per-trunk token: a secret, stored encrypted, shown masked.
     threecx_webhook_url_encrypted = models.TextField(blank=True, editable=False)
     threecx_webhook_url_hint = models.CharField(max_length=300, blank=True, editable=False)
@@ -428,3 +437,46 @@ class Trunk(models.Model):
 
     def get_threecx_webhook_url(self) -> str:
         return crypto.decrypt(self.threecx_webhook_url_encrypted) if self.threecx_webhook_url_encrypted else ""
+
+    @property
+    def provider_url(self) -> str | None:
+        """Where 3CX's Generic SMS provider POSTs the texts its users send (None on the Wavix template)."""
+        if self.sms_template != self.SmsTemplate.GENERIC or not self.pk:
+            return None
+        return f"{settings.PUBLIC_BASE_URL}/3cx/{self.pk}/messages"
+
+
+class ProviderKey(models.Model):
+    """A key 3CX sends with on a Generic-template trunk (its *Messaging API key*): stored as a hash only, shown once.
+
+    Issuing a new key gives the trunk's older keys a retirement time (24 h): both work until then, so 3CX keeps
+    sending while someone types the new key in.
+    """
+
+    trunk = models.ForeignKey(Trunk, on_delete=models.CASCADE, related_name="provider_keys")
+    key_hash = models.CharField(max_length=64, unique=True)
+    last4 = models.CharField(max_length=4)
+    created_at = models.DateTimeField(default=timezone.now)
+    retire_at = models.DateTimeField(null=True, blank=True, help_text="Still accepted until then.")
+
+    PREFIX = "pk3cx_"
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "3CX provider key"
+
+    def __str__(self) -> str:
+        return f"Provider key …{self.last4} of {self.trunk}"
+
+    @classmethod
+    def trunk_for(cls, trunk_id: int, key: str) -> Trunk | None:
+        """The trunk, if `key` is one of its live keys; None for a wrong, retired, malformed or other trunk's key."""
+        if not key.startswith(cls.PREFIX) or not (20 <= len(key) <= 100):
+            return None
+        found = (
+            cls.objects.filter(trunk_id=trunk_id, key_hash=secret_hash(key))
+            .filter(models.Q(retire_at__isnull=True) | models.Q(retire_at__gt=timezone.now()))
+            .select_related("trunk", "trunk__tenant")
+            .first()
+        )
+        return found.trunk if found else None

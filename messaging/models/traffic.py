@@ -78,6 +78,11 @@ class Message(models.Model):
         GSM7 = "gsm7", "GSM-7"
         UCS2 = "ucs2", "UCS-2"
 
+    class Origin(models.TextChoices):
+        PORTAL = "portal", "Portal (admin or API)"
+        THREECX = "3cx", "3CX (through the portal)"
+        MIRROR = "mirror", "3CX straight to Wavix (mirrored)"
+
     S = Status
     TRANSITIONS: dict[str, set[str]] = {
         S.QUEUED: {S.SENDING, S.EXPIRED, S.FAILED},
@@ -102,6 +107,14 @@ class Message(models.Model):
         "WebhookEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
     )
     direction = models.CharField(max_length=8, choices=Direction.choices)
+    # Who asked for an outbound text: the portal's own send paths, 3CX through the provider endpoint, or 3CX straight
+    # to Wavix, read back from Wavix's log by the mirror. Inbound texts are "portal": the portal received them.
+    origin = models.CharField(
+        max_length=8,
+        choices=Origin.choices,
+        default=Origin.PORTAL,
+        db_default=Origin.PORTAL,  # the release before, still running while this one migrates, inserts without it
+    )
     from_number = models.CharField(max_length=20, help_text="E.164, or the alphanumeric sender.")
     to_number = models.CharField(max_length=20)
     text = models.TextField(blank=True)
@@ -240,7 +253,8 @@ class Message(models.Model):
 
 
 class Delivery(models.Model):
-    """One inbound message forwarded to one trunk's 3CX: attempts, the next one, and 3CX's last answer."""
+    """One forward to one trunk's 3CX — an inbound text, or a status event of a text 3CX sent through the portal:
+    attempts, the next one, and 3CX's last answer."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"  # due at next_attempt_at
@@ -262,6 +276,9 @@ class Delivery(models.Model):
     trunk = models.ForeignKey(Trunk, on_delete=models.PROTECT, related_name="deliveries")
     # The conversation is (trunk, remote number): a message waits while an earlier one of it is pending.
     remote_number = models.CharField(max_length=20, default="")
+    # What is forwarded: the inbound text itself (""), or a status event of an outbound text 3CX sent through the
+    # portal (trunk.status_events): Telnyx-style "message.sent" or "message.finalized".
+    event = models.CharField(max_length=20, blank=True, default="", db_default="")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
