@@ -6,45 +6,62 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('messaging', '0024_delete_auditevent'),
+        ("messaging", "0024_delete_auditevent"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='delivery',
-            name='event',
-            field=models.CharField(blank=True, db_default='', default='', max_length=20),
+            model_name="delivery",
+            name="event",
+            field=models.CharField(blank=True, db_default="", default="", max_length=20),
         ),
         migrations.AddField(
-            model_name='message',
-            name='origin',
-            field=models.CharField(choices=[('portal', 'Portal (admin or API)'), ('3cx', '3CX (through the portal)'), ('mirror', '3CX straight to Wavix (mirrored)')], db_default='portal', default='portal', max_length=8),
+            model_name="message",
+            name="origin",
+            field=models.CharField(
+                choices=[
+                    ("portal", "Portal (admin or API)"),
+                    ("3cx", "3CX (through the portal)"),
+                    ("mirror", "3CX straight to Wavix (mirrored)"),
+                ],
+                db_default="portal",
+                default="portal",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='trunk',
-            name='status_events',
-            field=models.BooleanField(default=False, help_text="Post Telnyx-style message.sent and message.finalized events for texts 3CX sent through the portal to the trunk's webhook URL. Whether 3CX uses them is not confirmed.", verbose_name='delivery status to 3CX'),
+            model_name="trunk",
+            name="status_events",
+            field=models.BooleanField(
+                default=False,
+                help_text="Post Telnyx-style message.sent and message.finalized events for texts 3CX sent through the portal to the trunk's webhook URL. Whether 3CX uses them is not confirmed.",
+                verbose_name="delivery status to 3CX",
+            ),
         ),
         migrations.AddField(
-            model_name='wavixaccount',
-            name='outbound_mirrored_at',
+            model_name="wavixaccount",
+            name="outbound_mirrored_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.CreateModel(
-            name='ProviderKey',
+            name="ProviderKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_hash', models.CharField(max_length=64, unique=True)),
-                ('last4', models.CharField(max_length=4)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('retire_at', models.DateTimeField(blank=True, help_text='Still accepted until then.', null=True)),
-                ('trunk', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='provider_keys', to='messaging.trunk')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key_hash", models.CharField(max_length=64, unique=True)),
+                ("last4", models.CharField(max_length=4)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("retire_at", models.DateTimeField(blank=True, help_text="Still accepted until then.", null=True)),
+                (
+                    "trunk",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="provider_keys", to="messaging.trunk"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '3CX provider key',
-                'ordering': ['-created_at'],
+                "verbose_name": "3CX provider key",
+                "ordering": ["-created_at"],
             },
         ),
     ]

@@ -4,15 +4,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0005_auditevent'),
+        ("tenants", "0005_auditevent"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('api_key.set', 'Wavix API key set'), ('api_key.rotated', 'Wavix API key replaced'), ('threecx_url.set', '3CX webhook URL set'), ('secrets.reencrypted', 'Secrets re-encrypted with a new key'), ('sender_id.registered', 'Sender ID registered'), ('sender_id.deleted', 'Sender ID deleted'), ('registration.status', 'Registration status changed'), ('member.invited', 'Member invited'), ('member.accepted', 'Invitation accepted'), ('member.declined', 'Invitation declined'), ('member.role_changed', 'Member role changed'), ('member.deactivated', 'Member deactivated'), ('member.reactivated', 'Member reactivated'), ('token.created', 'API token created'), ('token.revoked', 'API token revoked'), ('tenant.status', 'Tenant status changed'), ('delivery.replayed', 'Delivery replayed'), ('webhook_secret.rotated', 'Webhook secret rotated'), ('provider_key.issued', '3CX provider key issued'), ('numbers.unpointed', "Numbers un-pointed at Wavix (trunk's SMS off)"), ('registration.document', 'Registration document uploaded'), ('retention.purged', 'Old message content purged')], max_length=32),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("api_key.set", "Wavix API key set"),
+                    ("api_key.rotated", "Wavix API key replaced"),
+                    ("threecx_url.set", "3CX webhook URL set"),
+                    ("secrets.reencrypted", "Secrets re-encrypted with a new key"),
+                    ("sender_id.registered", "Sender ID registered"),
+                    ("sender_id.deleted", "Sender ID deleted"),
+                    ("registration.status", "Registration status changed"),
+                    ("member.invited", "Member invited"),
+                    ("member.accepted", "Invitation accepted"),
+                    ("member.declined", "Invitation declined"),
+                    ("member.role_changed", "Member role changed"),
+                    ("member.deactivated", "Member deactivated"),
+                    ("member.reactivated", "Member reactivated"),
+                    ("token.created", "API token created"),
+                    ("token.revoked", "API token revoked"),
+                    ("tenant.status", "Tenant status changed"),
+                    ("delivery.replayed", "Delivery replayed"),
+                    ("webhook_secret.rotated", "Webhook secret rotated"),
+                    ("provider_key.issued", "3CX provider key issued"),
+                    ("numbers.unpointed", "Numbers un-pointed at Wavix (trunk's SMS off)"),
+                    ("registration.document", "Registration document uploaded"),
+                    ("retention.purged", "Old message content purged"),
+                ],
+                max_length=32,
+            ),
         ),
     ]
