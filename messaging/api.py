@@ -3,13 +3,16 @@
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins
+from rest_framework import serializers as drf_serializers
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from messaging import serializers
 from messaging.models import CountryRule, Message, PhoneNumber, SenderID, Trunk, WavixAccount
-from messaging.services import outbound
+from messaging.services import outbound, provider
 from tenants import access
 from tenants.api import ScopedViewSet, django_errors_as_400
 from tenants.authentication import token_tenant
@@ -56,6 +59,23 @@ class TrunkViewSet(WriteViewSet):
     queryset = Trunk.objects.prefetch_related("numbers")
     serializer_class = serializers.TrunkSerializer
 
+    @extend_schema(
+        request=None,
+        responses={201: inline_serializer("ProviderKey", {"provider_key": drf_serializers.CharField()})},
+    )
+    @action(detail=True, methods=["post"], url_path="provider-key")
+    def provider_key(self, request, pk=None):
+        """Issue the trunk's 3CX provider key (its *Messaging API key*), shown only in this answer; older keys keep
+        working for 24 h. Reseller managers only (never a tenant token: the key sends as the tenant)."""
+        trunk = self.get_object()
+        if token_tenant(request) is not None or not access.can(request.user, "change", trunk):
+            raise PermissionDenied("Only the reseller's admins and operators issue provider keys.")
+        if trunk.sms_template != Trunk.SmsTemplate.GENERIC:
+            raise drf_serializers.ValidationError(
+                {"sms_template": ["Set the trunk's 3CX SMS template to generic first: only then does 3CX use a key."]}
+            )
+        return Response({"provider_key": provider.provider_key_issue(actor=request.user, trunk=trunk)}, status=201)
+
 
 class SenderIDViewSet(WriteViewSet):
     """Sender IDs and their per-country registration status. Registering needs type, value and countries."""
@@ -70,6 +90,21 @@ class MessageViewSet(mixins.CreateModelMixin, ReadViewSet):
     queryset = Message.objects.all()
     serializer_class = serializers.MessageSerializer
     create_action = "send"
+
+    @extend_schema(
+        parameters=[OpenApiParameter("origin", str, enum=Message.Origin.values, description="Who asked for the text.")]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self):
+        rows = super().get_queryset()
+        origin = self.request.query_params.get("origin")
+        if self.action == "list" and origin:
+            if origin not in Message.Origin.values:
+                raise drf_serializers.ValidationError({"origin": [f"One of {', '.join(Message.Origin.values)}."]})
+            rows = rows.filter(origin=origin)
+        return rows
 
     def get_serializer_class(self):
         if self.action == "create":

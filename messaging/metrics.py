@@ -27,6 +27,8 @@ FORWARD_OUTCOMES = ("delivered", "retry", "failed", "dead")
 # Why routing did not forward an inbound text (messaging.services.relay): held for now, or nowhere to go.
 NOT_FORWARDED_REASONS = ("tenant_suspended", "trunk_sms_off", "no_trunk", "no_tenant", "unknown_number", "invalid")
 KINDS = ("inbound", "dlr", "10dlc")
+# POSTs to the 3CX provider endpoint (messaging.views.provider_messages), by outcome.
+PROVIDER_OUTCOMES = ("accepted", "repeated", "refused", "unauthorized", "throttled")
 
 
 def _key(*parts: str) -> str:
@@ -103,6 +105,7 @@ class PortalCollector:
         keys = [_key("webhook", kind, outcome) for kind in KINDS for outcome in WEBHOOK_OUTCOMES]
         keys += [_key("forward", outcome) for outcome in FORWARD_OUTCOMES]
         keys += [_key("not_forwarded", reason) for reason in NOT_FORWARDED_REASONS]
+        keys += [_key("provider", outcome) for outcome in PROVIDER_OUTCOMES]
         try:
             counted = cache.get_many(keys)
         except Exception:  # noqa: BLE001
@@ -127,6 +130,12 @@ class PortalCollector:
         for reason in NOT_FORWARDED_REASONS:
             not_forwarded.add_metric([reason], counted.get(_key("not_forwarded", reason), 0))
         yield not_forwarded
+        provider = CounterMetricFamily(
+            "portal_provider_posts", "Texts 3CX POSTed to the provider endpoint, by outcome", labels=["outcome"]
+        )
+        for outcome in PROVIDER_OUTCOMES:
+            provider.add_metric([outcome], counted.get(_key("provider", outcome), 0))
+        yield provider
 
         pending = Delivery.objects.filter(status=Delivery.Status.PENDING)
         backlog = pending.aggregate(oldest=Min("created_at"))

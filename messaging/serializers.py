@@ -125,6 +125,12 @@ class TrunkSerializer(serializers.ModelSerializer):
     )
     threecx_webhook_url_hint = serializers.CharField(read_only=True)
     numbers = serializers.SlugRelatedField(slug_field="number", many=True, read_only=True)
+    provider_url = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="3CX's Provider URL on the Generic template (null on the Wavix template): 3CX POSTs its users' "
+        "texts here with the provider key (POST …/provider-key/ issues one).",
+    )
 
     class Meta:
         model = Trunk
@@ -137,6 +143,8 @@ class TrunkSerializer(serializers.ModelSerializer):
             "main_sender",
             "sms_template",
             "sms_enabled",
+            "provider_url",
+            "status_events",
             "threecx_webhook_url",
             "threecx_webhook_url_hint",
             "numbers",
@@ -239,6 +247,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "trunk",
             "sender",
             "direction",
+            "origin",
             "from_number",
             "to_number",
             "text",

@@ -1,4 +1,6 @@
-"""Wavix's webhooks: stored as received before anything else happens, answered at once, processed after.
+"""Wavix's webhooks, and 3CX's provider endpoint (the texts 3CX's users send, below).
+
+Wavix's webhooks: stored as received before anything else happens, answered at once, processed after.
 
 Answers: 200 once the event is stored (or was already: a duplicate); 404 for a wrong or retired secret (or a
 source address the account does not accept); 413 for a body over WEBHOOK_MAX_BYTES; 400 with the reason for
@@ -9,15 +11,18 @@ lines for 4xx and 5xx answers show the path with its secret masked (portal.loggi
 """
 
 import hmac
+import json
 import logging
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from messaging import dispatch, metrics, webhooks
-from messaging.models import WebhookEvent, WebhookSecret
+from messaging.models import ProviderKey, WebhookEvent, WebhookSecret
+from messaging.services import provider
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +97,70 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
         return "unavailable", _answer(503, "Cannot store the webhook right now; please retry.")
     dispatch.EVENTS_DRAIN.ask_at_most_every()
     return "accepted", _answer(200, "Accepted.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3CX's Generic SMS provider: POST /3cx/<trunk>/messages
+# ---------------------------------------------------------------------------------------------------------------
+
+AUTH_FAILURES = "provider:auth-failures:{}"  # per source address
+
+
+def _refusal(refused: provider.Refused) -> JsonResponse:
+    return JsonResponse(refused.as_json(), status=refused.status)
+
+
+def _auth_failures(address: str, *, add: bool) -> int:
+    """Wrong or missing keys from this address in the current window (one more if `add`); 0 without a cache."""
+    key, window = AUTH_FAILURES.format(address), settings.PROVIDER_AUTH_WINDOW_SECONDS
+    try:
+        if add:
+            cache.add(key, 0, timeout=window)
+            return int(cache.incr(key))
+        return int(cache.get(key) or 0)
+    except Exception:  # noqa: BLE001 - the cache being down costs the throttle, never a text
+        logger.warning("3cx provider: the cache is down; wrong keys are not being counted")
+        return 0
+
+
+@csrf_exempt
+def provider_messages(request, trunk_id: int):
+    """A text 3CX's user sent: 200 with the portal's message (Telnyx's shape) once it is stored and queued — before
+    any call to Wavix; 401 for a missing or wrong key, 429 for an address that sent too many; 400/403/422 with
+    Telnyx-style errors naming the reason, nothing stored. See messaging.services.provider."""
+    if request.method != "POST":
+        return _refusal(provider.Refused(405, "Method not allowed", "POST a message."))
+    address = request.META.get("REMOTE_ADDR", "")
+    if _auth_failures(address, add=False) >= settings.PROVIDER_AUTH_FAILURE_LIMIT:
+        metrics.count("provider", "throttled")
+        response = _refusal(provider.Refused(429, "Too many requests", "Too many wrong keys from this address."))
+        response["Retry-After"] = str(settings.PROVIDER_AUTH_WINDOW_SECONDS)
+        return response
+    given = request.headers.get("Authorization", "")
+    key = given[7:].strip() if given[:7].lower() == "bearer " else ""
+    trunk = ProviderKey.trunk_for(trunk_id, key) if key else None
+    if trunk is None:
+        _auth_failures(address, add=True)
+        metrics.count("provider", "unauthorized")
+        detail = "Wrong provider key for this URL." if key else "Send the provider key as Authorization: Bearer <key>."
+        return _refusal(provider.Refused(401, "Unauthorized", detail))
+    try:
+        body = _read_body(request)
+        taken = provider.message_from_3cx(trunk, json.loads(body))
+    except BodyTooLarge:
+        return _refusal(provider.Refused(413, "Too large", f"The body is over {settings.WEBHOOK_MAX_BYTES} bytes."))
+    except ValueError:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
+        metrics.count("provider", "refused")
+        return _refusal(provider.Refused(400, "Invalid body", "The body is not JSON."))
+    except provider.Refused as refused:
+        metrics.count("provider", "refused")
+        logger.info("3cx provider: trunk %s: refused (%s): %s", trunk.pk, refused.status, refused.detail)
+        return _refusal(refused)
+    except DatabaseError:
+        logger.exception("3cx provider: the database could not store a text of trunk %s", trunk.pk)
+        return _refusal(provider.Refused(503, "Unavailable", "Cannot store the message right now; please retry."))
+    metrics.count("provider", "repeated" if taken.repeated else "accepted")
+    return JsonResponse(provider.answer(taken.message), status=200)
 
 
 def prometheus_metrics(request):

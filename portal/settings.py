@@ -213,6 +213,10 @@ OUTBOUND_SENDS_IN_FLIGHT = env_int("OUTBOUND_SENDS_IN_FLIGHT", 4)
 RELAY_FORWARDS_IN_FLIGHT = env_int("RELAY_FORWARDS_IN_FLIGHT", 8)
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
+# 3CX's provider endpoint: wrong or missing keys from one address, counted over PROVIDER_AUTH_WINDOW_SECONDS; past
+# the limit that address gets 429 until the window ends, whatever key it sends.
+PROVIDER_AUTH_FAILURE_LIMIT = env_int("PROVIDER_AUTH_FAILURE_LIMIT", 20)
+PROVIDER_AUTH_WINDOW_SECONDS = env_int("PROVIDER_AUTH_WINDOW_SECONDS", 600)
 # Message texts, media links and raw webhook bodies are purged after each reseller's retention period
 # (Reseller.message_retention_days, default 90); this is the longest a reseller may choose.
 MESSAGE_RETENTION_MAX_DAYS = env_int("MESSAGE_RETENTION_MAX_DAYS", 365)

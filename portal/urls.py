@@ -24,6 +24,7 @@ router.register("countries", messaging_api.CountryRuleViewSet, basename="country
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("webhooks/wavix/<str:secret>/<str:kind>/", messaging_views.wavix_webhook, name="wavix-webhook"),
+    path("3cx/<int:trunk_id>/messages", messaging_views.provider_messages, name="3cx-provider"),
     path("metrics", messaging_views.prometheus_metrics, name="metrics"),
     path("invitations/<str:token>/", tenants_views.invitation, name="invitation"),
     path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),

@@ -395,6 +395,25 @@ def test_single_messages_go_first_and_tenants_take_turns(wavix, reseller, sandbo
         assert own == sorted(own) and len(own) == 3
 
 
+def test_single_messages_take_turns_too_so_a_burst_holds_nobody_back(wavix, reseller, sandbox_account):
+    """A 3CX burst is hundreds of single messages; another tenant's one text goes in the first batch all the same."""
+    shared = f.WavixAccountFactory(reseller=reseller, api_key=sandbox_account.api_key)
+    busy, quiet = f.TenantFactory(reseller=reseller), f.TenantFactory(reseller=reseller)
+    for i in range(50):
+        Message.objects.create(
+            tenant=busy, account=shared, direction="outbound", from_number="x", to_number=f"+1415555{i:04d}",
+            status="queued", priority=True,
+        )  # fmt: skip
+    late = Message.objects.create(
+        tenant=quiet, account=shared, direction="outbound", from_number="x", to_number="+14155559999",
+        status="queued", priority=True,
+    )  # fmt: skip
+    batch = _next_batch(shared.pk, {}, size=4)
+    assert late.pk in batch[:2]
+    busy_own = [pk for pk in batch if pk != late.pk]
+    assert busy_own == sorted(busy_own) and len(busy_own) == 3  # the busy tenant's own still oldest first
+
+
 def test_the_tenant_served_longest_ago_goes_first_in_the_next_batch(wavix, reseller, sandbox_account):
     shared = f.WavixAccountFactory(reseller=reseller, api_key=sandbox_account.api_key)
     tenants = [f.TenantFactory(reseller=reseller) for _ in range(3)]

@@ -16,6 +16,7 @@ from messaging.models.provisioning import (
     Trunk,
     WavixAccount,
     WebhookSecret,
+    secret_hash,
 )
 from messaging.models.senders import (
     ALPHANUMERIC_ALLOWED,
@@ -54,6 +55,7 @@ __all__ = [
     "country_of",
     "hostname_validator",
     "masked_url",
+    "secret_hash",
     "to_e164",
     "url_shown_to",
 ]

@@ -209,7 +209,9 @@ def _check_media(sender: SenderID, country: str, place: str, media: tuple[str, .
             )
 
 
-def _queue(draft: Draft, *, priority: bool, validity: timedelta, trunk: Trunk | None) -> Message:
+def _queue(
+    draft: Draft, *, priority: bool, validity: timedelta, trunk: Trunk | None, origin: str = Message.Origin.PORTAL
+) -> Message:
     now = timezone.now()
     assert draft.sender.account_id is not None  # a sender ID is saved with its account (SenderID.clean)
     return Message.objects.create(
@@ -226,6 +228,7 @@ def _queue(draft: Draft, *, priority: bool, validity: timedelta, trunk: Trunk | 
         segments=draft.segments,
         status=Message.Status.QUEUED,
         priority=priority,
+        origin=origin,
         next_attempt_at=now,
         expires_at=now + validity,
     )
@@ -242,9 +245,16 @@ def message_send(
 ) -> Message:
     """Validate and queue one message (the priority lane); raises ValidationError with the field and reason."""
     draft = message_validate(tenant=tenant, sender=sender, to=to, text=text, media=media)
+    return draft_queue(draft, trunk=sender.trunks.first(), validity=validity)
+
+
+def draft_queue(
+    draft: Draft, *, trunk: Trunk | None, origin: str = Message.Origin.PORTAL, validity: timedelta | None = None
+) -> Message:
+    """Queue one validated message in the priority lane and ask for its account's drain once committed."""
     with transaction.atomic():
-        message = _queue(draft, priority=True, validity=validity or DEFAULT_VALIDITY, trunk=sender.trunks.first())
-        dispatch.OUTBOUND_DRAIN.ask_soon(sender.account_id)
+        message = _queue(draft, priority=True, validity=validity or DEFAULT_VALIDITY, trunk=trunk, origin=origin)
+        dispatch.OUTBOUND_DRAIN.ask_soon(draft.sender.account_id)
     return message
 
 

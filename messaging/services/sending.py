@@ -1,7 +1,8 @@
 """Queued messages sent through Wavix, fairly per account, and never twice.
 
 - One drain per Wavix account sends at a time (with a few calls in flight): single messages first (the priority
-  lane), then round-robin across tenants, so one tenant's bulk batch cannot starve another's. Each send first
+  lane), then bulk ones; in each lane round-robin across tenants, so neither one tenant's bulk batch nor its 3CX's
+  burst of single texts can starve another's. Each send first
   takes a token from the account's bucket (messaging/ratelimit.py).
 - Exactly once: a message is claimed (Message.claim: queued → sending). If the outcome of a send is unknown — the
   answer timed out, or a worker died mid-call (the sweeper finds it "sending" too long) — the message goes to
@@ -53,23 +54,31 @@ def _due(account_id: int) -> QuerySet[Message]:
 
 
 def _next_batch(account_id: int, last_served: dict[int, float], size: int) -> list[int]:
-    """The next `size` messages in sending order: single messages oldest first, then the tenants in turn.
+    """The next `size` messages in sending order: single messages first, then bulk ones; in each lane the tenants
+    take turns, each tenant's own messages oldest first.
 
-    Two queries for a whole batch: each tenant's first `size` due messages are ranked (1st, 2nd, …) and the
-    batch takes every tenant's 1st before anyone's 2nd, the least recently served tenant first.
+    Single messages take turns too: a 3CX burst through the provider endpoint is hundreds of single messages,
+    and another tenant's one text must not wait behind them (issue 16).
     """
     due = _due(account_id)
-    batch = list(due.filter(priority=True).order_by("id").values_list("pk", flat=True)[:size])
+    batch = _in_turns(due.filter(priority=True), last_served, size)
     if len(batch) < size:
-        ranked = (
-            due.filter(priority=False)
-            .annotate(turn=Window(RowNumber(), partition_by=F("tenant_id"), order_by=F("id").asc()))
-            .filter(turn__lte=size - len(batch))
-            .values_list("pk", "tenant_id", "turn")
-        )
-        in_turn = sorted(ranked, key=lambda row: (row[2], last_served.get(row[1], 0.0), row[1]))
-        batch += [pk for pk, _, _ in in_turn[: size - len(batch)]]
+        batch += _in_turns(due.filter(priority=False), last_served, size - len(batch))
     return batch
+
+
+def _in_turns(lane: QuerySet[Message], last_served: dict[int, float], size: int) -> list[int]:
+    """Up to `size` messages of one lane: every tenant's 1st before anyone's 2nd, the least recently served first.
+
+    One query: each tenant's first `size` due messages are ranked (1st, 2nd, …) by a window function.
+    """
+    ranked = (
+        lane.annotate(turn=Window(RowNumber(), partition_by=F("tenant_id"), order_by=F("id").asc()))
+        .filter(turn__lte=size)
+        .values_list("pk", "tenant_id", "turn")
+    )
+    in_turn = sorted(ranked, key=lambda row: (row[2], last_served.get(row[1], 0.0), row[1]))
+    return [pk for pk, _, _ in in_turn[:size]]
 
 
 def outbound_drain(account_id: int) -> int:
