@@ -149,12 +149,11 @@ def provider_messages(request, trunk_id: int):
         taken = provider.message_from_3cx(trunk, json.loads(body))
     except BodyTooLarge:
         return _refusal(provider.Refused(413, "Too large", f"The body is over {settings.WEBHOOK_MAX_BYTES} bytes."))
-    except ValueError:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
-        metrics.count("provider", "refused")
-        return _refusal(provider.Refused(400, "Invalid body", "The body is not JSON."))
-    except provider.Refused as refused:
+    except (ValueError, provider.Refused) as error:  # ValueError: not JSON (JSONDecodeError, UnicodeDecodeError)
+        refused = error if isinstance(error, provider.Refused) else provider.Refused(400, "Invalid body", "Not JSON.")
         metrics.count("provider", "refused")
         logger.info("3cx provider: trunk %s: refused (%s): %s", trunk.pk, refused.status, refused.detail)
+        provider.refusal_note(trunk, refused)
         return _refusal(refused)
     except DatabaseError:
         logger.exception("3cx provider: the database could not store a text of trunk %s", trunk.pk)

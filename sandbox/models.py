@@ -133,6 +133,15 @@ class FakePbxInbox(models.Model):
     mode_until = models.DateTimeField(null=True, blank=True, help_text="Back to answering 200 after this.")
     created_at = models.DateTimeField(default=timezone.now)
 
+    # The sending side, as typed into 3CX's SMS tab. 3CX keeps the key in its own configuration, so does this.
+    class Template(models.TextChoices):
+        GENERIC = "generic", "Generic (through the portal's Provider URL)"
+        WAVIX = "wavix", "Wavix (straight to Wavix with the account's key)"
+
+    sms_template = models.CharField(max_length=8, choices=Template.choices, default=Template.GENERIC)
+    provider_url = models.CharField("Provider URL", max_length=500, blank=True)
+    api_key = models.CharField("Messaging API key", max_length=200, blank=True)
+
     class Meta:
         ordering = ["id"]
 
@@ -143,6 +152,29 @@ class FakePbxInbox(models.Model):
         if self.mode != self.Mode.OK and self.mode_until and self.mode_until <= timezone.now():
             return self.Mode.OK
         return self.mode
+
+
+class FakePbxSend(models.Model):
+    """A text the fake 3CX's app sent, as 3CX would: to the portal's Provider URL with the provider key (the Generic
+    template), or straight to Wavix with the account's key (the Wavix template); and the answer it got."""
+
+    inbox = models.ForeignKey(FakePbxInbox, on_delete=models.CASCADE, related_name="sends")
+    sent_at = models.DateTimeField(default=timezone.now)
+    url = models.CharField(max_length=500)
+    body = models.JSONField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    answer = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Sent from {self.inbox} at {self.sent_at:%H:%M:%S} ({self.status_code or 'no answer'})"
+
+    @property
+    def shown_as_sent(self) -> bool:
+        """What 3CX shows: sent on a 2xx with a non-empty body, failed otherwise."""
+        return bool(self.status_code and 200 <= self.status_code < 300 and self.answer.strip())
 
 
 class FakePbxRequest(models.Model):

@@ -1,14 +1,16 @@
-"""The phones on the far side of the simulated Wavix: which country a number is in, and a text a phone sends to
-a sandbox number (kept, as Wavix lists it, and POSTed to the number's relay URL). Both the API (sandbox.api: its
-send and inject endpoints) and the pages (sandbox.views) use these."""
+"""The phones on the far side of the simulated Wavix: which country a number is in, a text a phone sends to a
+sandbox number (kept, as Wavix lists it, and POSTed to the number's relay URL), and a text a fake 3CX's app sends
+(send_from_app). Both the API (sandbox.api: its send and inject endpoints) and the pages (sandbox.views) use these."""
 
 import uuid
+from collections.abc import Sequence
 
 import phonenumbers
 import requests
+from django.conf import settings
 from django.utils import timezone
 
-from sandbox.models import SandboxMessage, SandboxNumber
+from sandbox.models import FakePbxInbox, FakePbxSend, SandboxMessage, SandboxNumber
 from sandbox.spec import schema_problems
 
 RELAY_TIMEOUT = (3, 10)
@@ -61,3 +63,40 @@ def inject_inbound(
         return url, None, f"{type(error).__name__}: no answer"
     is_page = "html" in response.headers.get("Content-Type", "")
     return url, response.status_code, response.reason if is_page else response.text[:200]
+
+
+APP_SEND_TIMEOUT = (3, 15)
+
+
+def send_from_app(inbox: FakePbxInbox, from_number: str, to: str, text: str, media: Sequence[str] = ()) -> FakePbxSend:
+    """A 3CX user's text, sent the way 3CX sends it with the inbox's SMS settings, and the answer kept.
+
+    Generic template: POST {"from", "to", "text"} (+ media_urls) to the Provider URL with the key as a Bearer token
+    (DESIGN.md §8). Wavix template: POST Wavix's own shape to Wavix's /v3/messages with the account's key, no
+    callback URL (Wavix then reports to the account's default endpoint).
+    """
+    if inbox.sms_template == FakePbxInbox.Template.WAVIX:
+        url = f"{settings.WAVIX_API_URL}/v3/messages"
+        body: dict[str, object] = {
+            "from": from_number.lstrip("+"),
+            "to": to.lstrip("+"),
+            "message_body": {"text": text, "media": list(media) or None},
+        }
+    else:
+        url = inbox.provider_url
+        body = {"from": from_number, "to": to, "text": text}
+        if media:
+            body["media_urls"] = list(media)
+    send = FakePbxSend(inbox=inbox, url=url, body=body)
+    if not url or not inbox.api_key:
+        send.answer = "Type the Provider URL and the API key into this 3CX's SMS settings first."
+    else:
+        try:
+            response = requests.post(
+                url, json=body, headers={"Authorization": f"Bearer {inbox.api_key}"}, timeout=APP_SEND_TIMEOUT
+            )
+            send.status_code, send.answer = response.status_code, response.text[:2000]
+        except requests.RequestException as error:
+            send.answer = f"{type(error).__name__}: no answer"
+    send.save()
+    return send

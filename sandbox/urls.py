@@ -25,5 +25,8 @@ urlpatterns = [
     # Fake 3CX inboxes.
     path("3cx/", views.inbox_create, name="inbox-create"),
     path("3cx/inboxes/<int:inbox_id>/mode/", views.inbox_mode, name="inbox-mode"),
+    path("3cx/inboxes/<int:inbox_id>/settings/", views.inbox_settings, name="inbox-settings"),
+    path("3cx/inboxes/<int:inbox_id>/send/", views.inbox_send, name="inbox-send"),
     path("3cx/<str:token>/", views.fake_3cx, name="fake-3cx"),
+    path("3cx/<str:token>/send", views.fake_3cx_send, name="fake-3cx-send"),
 ]

@@ -65,8 +65,9 @@ def index(request):
         "title": "Sandbox: simulated Wavix and 3CX",
         "accounts": SandboxAccount.objects.prefetch_related("numbers", "sender_ids"),
         "recent_messages": SandboxMessage.objects.select_related("account")[:20],
-        "inboxes": FakePbxInbox.objects.prefetch_related("requests"),
+        "inboxes": FakePbxInbox.objects.prefetch_related("requests", "sends"),
         "modes": FakePbxInbox.Mode.choices,
+        "templates": FakePbxInbox.Template.choices,
     }
     return TemplateResponse(request, "sandbox/index.html", context)
 
@@ -170,6 +171,51 @@ def inbox_mode(request, inbox_id: int):
     inbox.mode_until = timezone.now() + timedelta(minutes=minutes) if inbox.mode != FakePbxInbox.Mode.OK else None
     inbox.save(update_fields=["mode", "mode_until"])
     return redirect("sandbox:index")
+
+
+@sandbox_user
+@_post_only
+def inbox_settings(request, inbox_id: int):
+    """The SMS tab of the fake 3CX: which template, and the Provider URL and key typed into it."""
+    inbox = get_object_or_404(FakePbxInbox, pk=inbox_id)
+    inbox.sms_template = request.POST.get("sms_template") or FakePbxInbox.Template.GENERIC
+    inbox.provider_url = (request.POST.get("provider_url") or "").strip()
+    inbox.api_key = (request.POST.get("api_key") or "").strip()
+    inbox.save(update_fields=["sms_template", "provider_url", "api_key"])
+    messages.success(request, f"{inbox}: SMS settings saved.")
+    return redirect("sandbox:index")
+
+
+@sandbox_user
+@_post_only
+def inbox_send(request, inbox_id: int):
+    """A user of the fake 3CX sends a text from the 3CX app."""
+    inbox = get_object_or_404(FakePbxInbox, pk=inbox_id)
+    send = phones.send_from_app(
+        inbox, request.POST.get("from") or "", request.POST.get("to") or "", request.POST.get("text") or ""
+    )
+    level = messages.SUCCESS if send.shown_as_sent else messages.ERROR
+    shown = "sent" if send.shown_as_sent else "failed"
+    messages.add_message(request, level, f"3CX shows the text as {shown}: {send.status_code or '—'} {send.answer}")
+    return redirect("sandbox:index")
+
+
+@csrf_exempt
+def fake_3cx_send(request, token: str):
+    """Not a 3CX endpoint: make the fake 3CX's app send a text (for scripts and tests). POST {"from", "to", "text",
+    "media_urls"?}; the inbox's token (its webhook URL's secret) is the guard. Answers what 3CX got back."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    inbox = get_object_or_404(FakePbxInbox, token=token)
+    try:
+        body = json.loads(request.body)
+        send = phones.send_from_app(
+            inbox, str(body["from"]), str(body["to"]), str(body.get("text") or ""), body.get("media_urls") or ()
+        )
+    except (ValueError, KeyError, TypeError):
+        return HttpResponse(json.dumps({"error": "POST JSON with from, to and text."}), status=400)
+    answer = {"shown_as_sent": send.shown_as_sent, "status": send.status_code, "answer": send.answer}
+    return HttpResponse(json.dumps(answer), status=200, content_type="application/json")
 
 
 def inbox_url(inbox: FakePbxInbox) -> str:

@@ -167,8 +167,10 @@ def test_refusals_name_their_reason_and_queue_nothing(live_server, line, tenant)
         headers={"Authorization": f"Bearer {line['key']}"},
         timeout=10,
     )
-    assert not_json.status_code == 400 and not_json.json()["errors"][0]["detail"] == "The body is not JSON."
+    assert not_json.status_code == 400 and not_json.json()["errors"][0]["detail"] == "Not JSON."
     assert not Message.objects.exists()
+    line["trunk"].refresh_from_db()
+    assert line["trunk"].provider_refusal == "400 Invalid body: Not JSON." and line["trunk"].provider_refused_at
 
 
 def test_a_repeated_post_within_the_window_is_answered_with_the_first_text_and_not_sent_twice(live_server, line):
@@ -243,3 +245,39 @@ def test_messages_carry_their_origin_and_filter_on_it(operator, tenant):
     only = client.get("/api/v1/messages/?origin=3cx").json()["results"]
     assert [m["origin"] for m in only] == ["3cx"]
     assert client.get("/api/v1/messages/?origin=fax").status_code == 400
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sandbox plays 3CX's sending side
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_fake_3cx_sends_through_the_provider_url_as_3cx_does(live_server, line):
+    from sandbox.models import FakePbxInbox
+
+    inbox = FakePbxInbox.objects.create(
+        label="Front desk", provider_url=line["trunk"].provider_url, api_key=line["key"]
+    )
+    answer = requests.post(f"{live_server.url}/sandbox/3cx/{inbox.token}/send", json=TEXT, timeout=10).json()
+    assert answer["shown_as_sent"] and answer["status"] == 200
+    message = Message.objects.get()
+    assert message.origin == Message.Origin.THREECX and str(message.pk) in answer["answer"]
+    assert inbox.sends.get().body == TEXT  # what 3CX POSTs: from, to, text
+
+    inbox.api_key = "pk3cx_not-the-key-at-all-not-the-key"
+    inbox.save()
+    refused = requests.post(f"{live_server.url}/sandbox/3cx/{inbox.token}/send", json=TEXT, timeout=10).json()
+    assert not refused["shown_as_sent"] and refused["status"] == 401
+
+
+def test_the_fake_3cx_on_the_wavix_template_sends_straight_to_wavix(live_server, line, sandbox_account):
+    from sandbox.models import FakePbxInbox
+
+    inbox = FakePbxInbox.objects.create(
+        label="Old style", sms_template=FakePbxInbox.Template.WAVIX, api_key=sandbox_account.api_key
+    )
+    answer = requests.post(f"{live_server.url}/sandbox/3cx/{inbox.token}/send", json=TEXT, timeout=10).json()
+    assert answer["shown_as_sent"], answer
+    sent = SandboxMessage.objects.get()
+    assert (sent.from_number, sent.to_number, sent.tag) == ("14155550100", "14155550123", "")
+    assert not Message.objects.exists()  # the portal never saw it: only the mirror can read it back

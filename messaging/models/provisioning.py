@@ -392,6 +392,10 @@ class Trunk(models.Model):
     forward_failures = models.PositiveIntegerField(default=0, editable=False)
     forward_error = models.CharField(max_length=300, blank=True, editable=False)
     forward_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The provider endpoint's last refusal of a text this trunk's 3CX sent (authenticated, then refused: wrong
+    # sender, opted out, unregistered country…), in words, and when: step 5 and the dashboard show it.
+    provider_refusal = models.CharField(max_length=300, blank=True, editable=False)
+    provider_refused_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

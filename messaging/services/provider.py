@@ -197,6 +197,13 @@ def _repeat_of(trunk: Trunk, draft: outbound.Draft) -> Message | None:
     )
 
 
+def refusal_note(trunk: Trunk, refused: Refused) -> None:
+    """Keep the trunk's latest refusal, in words, for step 5 and the dashboard (3CX shows only "failed")."""
+    Trunk.objects.filter(pk=trunk.pk).update(
+        provider_refusal=f"{refused.status} {refused.title}: {refused.detail}"[:300], provider_refused_at=timezone.now()
+    )
+
+
 def message_from_3cx(trunk: Trunk, body: object) -> Taken:
     """Take one text 3CX POSTed for this (authenticated) trunk: store and queue it, or raise Refused saying why.
 
