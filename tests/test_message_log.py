@@ -175,7 +175,7 @@ def test_export_streams_exactly_the_filtered_log(client, reseller_admin, log):
     }
     assert list(everything[0]) == [
         "created_at", "tenant", "direction", "from", "to", "status", "not_forwarded_reason", "text", "segments",
-        "charge", "error_code", "error_message", "sent_at", "completed_at", "wavix_message_id",
+        "charge", "error_code", "error_message", "sent_at", "completed_at", "wavix_message_id", "origin",
     ]  # fmt: skip
     assert [row["text"] for row in everything][0] in {"Can I move my Booking to Friday?", "Sister booking confirmed"}
     assert texts(exported(client, status__exact="undelivered")) == {"We are running late"}
@@ -230,3 +230,15 @@ def test_the_dashboards_per_tenant_link_opens_that_tenants_log(client, reseller_
     response = client.get(row.log_url)
     assert {m.tenant_id for m in response.context["cl"].result_list} == {tenant.pk}
     assert len(response.context["cl"].result_list) == 3
+
+
+def test_the_log_shows_and_filters_each_texts_origin(client, reseller_admin, tenant):
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
+    for origin, to in (("portal", "+14155550101"), ("3cx", "+14155550102"), ("mirror", "+14155550103")):
+        f.MessageFactory(tenant=tenant, account=account, origin=origin, to_number=to)
+    client.force_login(reseller_admin)
+    page = client.get("/admin/messaging/message/?origin=3cx").content.decode()
+    assert "3CX (through the portal)" in page and "+14155550102" in page
+    assert "+14155550101" not in page and "+14155550103" not in page
+    exported = client.get("/admin/messaging/message/export.csv?origin=mirror").content.decode().splitlines()
+    assert exported[0].split(",")[-1] == "origin" and len(exported) == 2 and exported[1].endswith(",mirror")

@@ -56,6 +56,7 @@ MESSAGE_COLUMNS = (
     ("sent_at", "sent_at"),
     ("completed_at", "completed_at"),
     ("wavix_message_id", "wavix_message_id"),
+    ("origin", "origin"),  # added last (issue 16): spreadsheets that read columns by position keep working
 )
 AUDIT_COLUMNS = (
     ("time", "created_at"),

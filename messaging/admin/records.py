@@ -80,10 +80,11 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
 
     export_columns = logs.MESSAGE_COLUMNS
     export_prefix = "messages"
-    list_display = ["created_at", "direction", "from_number", "to_number", "status_column", "tenant", "segments"]
-    list_display += ["charge"]
+    list_display = ["created_at", "direction", "origin", "from_number", "to_number", "status_column", "tenant"]
+    list_display += ["segments", "charge"]
     list_filter = [
         "direction",
+        "origin",
         "status",
         "priority",
         logs.CreatedDateRangeFilter,
@@ -118,6 +119,7 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
             "reports",
             "tenant",
             "direction",
+            "origin",
             "from_number",
             "to_number",
             "text",
