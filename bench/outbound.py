@@ -11,7 +11,10 @@ the same run:
     in flight;
   - N messages of one tenant queued in one bulk request, then the time until all are accepted by Wavix;
   - fairness: a 1,000-recipient bulk of tenant A, then one message of tenant B: how long B waited, and how
-    many of A's were still queued when B went out.
+    many of A's were still queued when B went out;
+  - 3CX → portal → Wavix: N texts POSTed to a trunk's provider URL by 4 clients (as 3CX's users would), from the
+    first POST until Wavix accepted all, beside the same ceiling; the provider endpoint's own rate (no worker
+    running) beside a bare request (/healthz) from as many clients, and its latency paced at half that rate.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/14 \\
         .venv/bin/python bench/outbound.py [--messages 1000] [--far-messages 300] [--delay-ms 100]
@@ -25,8 +28,6 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
-from messaging.services import outbound
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,8 +72,15 @@ def main() -> None:
                 runs.append({"delay_ms": delay_ms, "sends": sends, "ceiling": ceiling[sends], **throughput})
                 if fairness:
                     runs[-1]["fairness"] = fairness
+        set_answer_delay(world, 0)
+        threecx = prepare_3cx(world)
+        ceiling_3cx = sandbox_rate(world["key"], max(100, args.messages // 3), clients=in_flight)
+        with worker(in_flight):
+            through = threecx_through(threecx, args.messages)
+        endpoint = provider_endpoint(threecx, args.messages)
         purge_sandbox_reports()
     print(report(runs))
+    print(report_3cx(through, ceiling_3cx, in_flight, endpoint))
 
 
 def set_answer_delay(world: dict, delay_ms: int) -> None:
@@ -156,6 +164,7 @@ def purge_sandbox_reports() -> None:
 
     with app.connection_for_write() as connection:
         connection.default_channel.queue_purge("sync")
+        connection.default_channel.queue_purge("outbound")  # drains asked while no worker ran (provider_endpoint)
 
 
 @contextmanager
@@ -202,6 +211,7 @@ def recipients(prefix: str, count: int) -> list[str]:
 
 
 def bulk_throughput(world: dict, count: int) -> dict:
+    from messaging.services import outbound
 
     sender = world["bulk"]
     started = time.perf_counter()
@@ -217,6 +227,7 @@ def bulk_throughput(world: dict, count: int) -> dict:
 
 def bulk_beside_single(world: dict) -> dict:
     from messaging.models import Message
+    from messaging.services import outbound
 
     bulk, single = world["bulk"], world["single"]
     results = outbound.message_send_bulk(
@@ -232,6 +243,156 @@ def bulk_beside_single(world: dict) -> dict:
     queued = Message.objects.filter(pk__in=ids, status="queued").count()
     _wait(ids)
     return {"waited": waited, "bulk_still_queued": queued}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3CX → portal → Wavix
+# ---------------------------------------------------------------------------------------------------------------
+
+CLIENTS_3CX = 4  # 3CX's users typing at once
+
+
+def prepare_3cx(world: dict) -> dict:
+    """A third tenant whose 3CX sends through the portal: a Generic-template trunk, its number, a fresh key."""
+    from messaging.models import PhoneNumber, SenderID, SenderIDCountry, Trunk
+    from messaging.services import provider
+    from tenants.models import Tenant
+
+    account = world["bulk"].account
+    tenant, _ = Tenant.objects.get_or_create(
+        reseller=account.reseller, slug="bench-3cx", defaults={"name": "3CX tenant"}
+    )
+    trunk, _ = Trunk.objects.get_or_create(
+        tenant=tenant, name="bench", defaults={"pbx_fqdn": "bench.3cx.example", "sms_template": "generic"}
+    )
+    number = "+14154440002"
+    from sandbox.models import SandboxAccount, SandboxNumber
+
+    SandboxNumber.objects.get_or_create(
+        account=SandboxAccount.objects.get(api_key=world["key"]), number=number[1:], defaults={"country": "US"}
+    )
+    phone, _ = PhoneNumber.objects.get_or_create(
+        account=account, number=number, defaults={"tenant": tenant, "sms_enabled": True, "wavix_id": "0002"}
+    )
+    PhoneNumber.objects.filter(pk=phone.pk).update(tenant=tenant, trunk=trunk)
+    sender, _ = SenderID.objects.get_or_create(
+        tenant=tenant, value=number, defaults={"account": account, "type": "numeric", "phone_number": phone}
+    )
+    SenderIDCountry.objects.get_or_create(
+        tenant=tenant, sender=sender, country="US", defaults={"status": "allowlisted"}
+    )
+    Trunk.objects.filter(pk=trunk.pk).update(main_sender=sender)
+    trunk.refresh_from_db()
+    return {"trunk": trunk, "key": provider.provider_key_issue(actor=None, trunk=trunk), "from": number}
+
+
+def post_3cx(world: dict, destinations: list[str], clients: int, pace_per_second: float | None = None) -> dict:
+    """POST a text to each destination through the provider URL from `clients` clients at once, optionally paced
+    (each client at pace / clients a second, on a schedule); returns the rate, the latencies and the message ids."""
+    import httpx
+
+    latencies: list[float] = []
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def client_run(share: list[str]) -> None:
+        interval = clients / pace_per_second if pace_per_second else 0.0
+        with httpx.Client(headers={"Authorization": f"Bearer {world['key']}"}, timeout=30) as client:
+            started = time.perf_counter()
+            for n, to in enumerate(share):
+                if interval:
+                    time.sleep(max(0.0, started + n * interval - time.perf_counter()))
+                sent = time.perf_counter()
+                answer = client.post(world["trunk"].provider_url, json={"from": world["from"], "to": to, "text": "Hi"})
+                took = time.perf_counter() - sent
+                if answer.status_code != 200:
+                    sys.exit(f"the provider endpoint refused a text: {answer.status_code} {answer.text}")
+                with lock:
+                    latencies.append(took)
+                    ids.append(int(answer.json()["data"]["id"]))
+
+    shares = [destinations[n::clients] for n in range(clients)]
+    threads = [threading.Thread(target=client_run, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    return {"count": len(ids), "seconds": seconds, "per_second": len(ids) / seconds, "latencies": latencies, "ids": ids}
+
+
+def threecx_through(world: dict, count: int) -> dict:
+    """From the first POST of 3CX's texts until Wavix accepted every one (a worker sending meanwhile)."""
+    started = time.perf_counter()
+    posted = post_3cx(world, recipients("+1415558", count), CLIENTS_3CX)
+    _wait(posted["ids"])
+    seconds = time.perf_counter() - started
+    return {"count": posted["count"], "seconds": seconds, "per_second": posted["count"] / seconds}
+
+
+def bare_rate(count: int, clients: int) -> float:
+    """GET /healthz from `clients` clients at once: what the web tier answers when a request does no work."""
+    import httpx
+
+    def run(times: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{PORT}") as client:
+            for _ in range(times):
+                client.get("/healthz")
+
+    threads = [threading.Thread(target=run, args=(count // clients,)) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clients * (count // clients) / (time.perf_counter() - started)
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def provider_endpoint(world: dict, count: int) -> dict:
+    """The provider endpoint alone (no worker: texts are stored and queued, not sent): its fastest rate beside a
+    bare request's, then its latency with 3CX's POSTs paced at half that rate for as many texts."""
+    from messaging.models import Message
+
+    Message.objects.filter(trunk=world["trunk"]).delete()
+    fastest = post_3cx(world, recipients("+1415559", count), CLIENTS_3CX)
+    bare = bare_rate(count, CLIENTS_3CX)
+    Message.objects.filter(trunk=world["trunk"]).delete()
+    half = fastest["per_second"] / 2
+    paced = post_3cx(world, recipients("+1415559", count), CLIENTS_3CX, pace_per_second=half)
+    Message.objects.filter(trunk=world["trunk"]).delete()
+    return {
+        "fastest": fastest["per_second"],
+        "bare": bare,
+        "paced_rate": paced["per_second"],
+        "p50": _percentile(paced["latencies"], 0.50),
+        "p99": _percentile(paced["latencies"], 0.99),
+        "max": max(paced["latencies"]),
+        "count": paced["count"],
+    }
+
+
+def report_3cx(through: dict, ceiling: float, in_flight: int, endpoint: dict) -> str:
+    return "\n".join(
+        [
+            f"\n3CX → portal → Wavix: {through['count']} texts POSTed to the provider URL by {CLIENTS_3CX} clients, "
+            f"a worker -c 2 sending ({in_flight} calls in flight), Wavix on loopback\n",
+            "| path | texts | first POST → all accepted by Wavix | msg/s | ceiling msg/s | of the ceiling |",
+            "|---|---|---|---|---|---|",
+            f"| 3CX → portal → Wavix | {through['count']} | {through['seconds']:.1f} s | {through['per_second']:.0f} "
+            f"| {ceiling:.0f} | {through['per_second'] / ceiling:.0%} |",
+            f"\nThe provider endpoint alone ({CLIENTS_3CX} clients): {endpoint['fastest']:.0f} texts/s stored and "
+            f"queued, beside {endpoint['bare']:.0f} req/s for a bare request "
+            f"({endpoint['fastest'] / endpoint['bare']:.0%}). Paced at half its rate "
+            f"({endpoint['paced_rate']:.0f}/s, {endpoint['count']} texts): p50 {endpoint['p50'] * 1000:.1f} ms, "
+            f"p99 {endpoint['p99'] * 1000:.1f} ms, max {endpoint['max'] * 1000:.1f} ms.",
+        ]
+    )
 
 
 def report(runs: list[dict]) -> str:
