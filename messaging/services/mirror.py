@@ -108,7 +108,10 @@ def _mirror_batch(
             owners[item.sender] = _owner(account, item.sender)
         owner = owners[item.sender]
         if owner is None:
-            unowned[item.sender] = unowned.get(item.sender, 0) + 1
+            # Counted by the run that reads it first: the runs after it list it again within their overlap.
+            previous = account.outbound_mirrored_at
+            if previous is None or (_time(item.submitted_at) or now) > previous:
+                unowned[item.sender] = unowned.get(item.sender, 0) + 1
             continue
         try:
             with transaction.atomic():
