@@ -130,6 +130,8 @@ os.register_at_fork(after_in_child=_forget_asks_after_fork)
 EVENTS_DRAIN = Job("routing the stored webhooks", flag="relay:events-drain-queued")
 DELIVERIES_DRAIN = Job("forwarding due deliveries to 3CX", flag="relay:deliveries-drain-queued")
 OUTBOUND_DRAIN = Job("sending an account's due messages", flag="outbound:drain-queued:{}")
+# Periodic per account, coalesced like a drain: while Wavix is slow or the queue is long, asks do not pile up.
+OUTBOUND_MIRROR = Job("reading 3CX's direct sends from Wavix's log", flag="wavix:mirror-queued:{}")
 
 # Work on one row, queued once the transaction that asks for it commits.
 OUTBOUND_RECONCILE = Job("asking Wavix whether a send arrived")

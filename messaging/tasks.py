@@ -19,7 +19,7 @@ from django.utils import timezone
 from messaging import dispatch
 from messaging.locks import one_at_a_time
 from messaging.models import DailyMessageCount, Delivery, PhoneNumber, SenderID, Trunk, WavixAccount, WebhookEvent
-from messaging.services import accounts, forwarding, inbound, retention, senders, sending
+from messaging.services import accounts, forwarding, inbound, mirror, retention, senders, sending
 from messaging.wavix import WavixPermanentError, WavixTransientError
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,29 @@ def wavix_reconcile_all() -> None:
     """Periodic: reconcile every account's inbound texts."""
     for account_id in WavixAccount.objects.values_list("pk", flat=True):
         dispatch.INBOUND_RECONCILE.soon(account_id)
+
+
+# No retries: the next run, WAVIX_MIRROR_SECONDS later, reads from the same watermark (moved only by a run that
+# finished), so a retry would only pile calls onto a Wavix that is struggling.
+@dispatch.OUTBOUND_MIRROR.runs
+@shared_task(soft_time_limit=300, time_limit=360)
+def wavix_outbound_mirror(account_id: int) -> int:
+    """Copy the texts 3CX sent straight to Wavix from Wavix's log into the portal's."""
+    account = WavixAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return 0
+    try:
+        return mirror.outbound_mirror(account)
+    except (WavixTransientError, WavixPermanentError) as error:
+        logger.warning("wavix: mirroring account %s's outbound texts failed: %s", account_id, error.message)
+        return 0
+
+
+@shared_task
+def wavix_mirror_all() -> None:
+    """Periodic (every WAVIX_MIRROR_SECONDS): mirror every account's outbound texts."""
+    for account_id in WavixAccount.objects.values_list("pk", flat=True):
+        dispatch.OUTBOUND_MIRROR.ask(account_id)
 
 
 @dispatch.OUTBOUND_DRAIN.runs

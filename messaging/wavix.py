@@ -79,6 +79,26 @@ class WavixSent:
 
 
 @dataclass(frozen=True)
+class WavixOutbound:
+    """An outbound message as Wavix's log lists it: numbers as E.164, times as Wavix wrote them (read them
+    leniently: with and without a zone)."""
+
+    wavix_id: str
+    sender: str  # E.164 for a number, else the alphanumeric sender as listed
+    to: str
+    text: str
+    media: tuple[str, ...]
+    status: str
+    segments: int | None
+    charge: str | None
+    tag: str  # "" when it has none
+    submitted_at: str
+    sent_at: str | None
+    delivered_at: str | None
+    error: str
+
+
+@dataclass(frozen=True)
 class WavixSubAccount:
     wavix_id: str
     api_key: str
@@ -271,6 +291,42 @@ class WavixClient:
                     "message_body": {"text": message.message_body.text, "media": message.message_body.media},
                     "received_at": message.submitted_at,
                 }
+            if page >= result.pagination.total_pages:
+                return
+            page += 1
+
+    def outbound_messages(self, since: datetime) -> Iterator[WavixOutbound]:
+        """Outbound messages the account submitted after `since`, whoever sent them (the portal, or 3CX straight to
+        Wavix): the mirror's reading of Wavix's log."""
+        page = 1
+        while True:
+            result = self._call(
+                "listing outbound messages",
+                self._sdk.sms_and_mms.messages.list,
+                type="outbound",
+                sent_after=since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                page=page,
+                per_page=PAGE_SIZE,
+            )
+            for message in result.items:
+                sender = message.from_.strip()
+                digits = sender.removeprefix("+")
+                yield WavixOutbound(
+                    wavix_id=message.message_id,
+                    # A numeric sender is listed as digits (with or without +); an alphanumeric one as its name.
+                    sender=from_wavix_number(sender) if digits.isascii() and digits.isdigit() else sender,
+                    to=from_wavix_number(message.to),
+                    text=message.message_body.text,
+                    media=tuple(message.message_body.media or ()),
+                    status=str(message.status),
+                    segments=message.segments,
+                    charge=message.charge,
+                    tag=message.tag or "",
+                    submitted_at=message.submitted_at,
+                    sent_at=message.sent_at,
+                    delivered_at=message.delivered_at,
+                    error=message.error_message or "",
+                )
             if page >= result.pagination.total_pages:
                 return
             page += 1

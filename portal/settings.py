@@ -200,6 +200,11 @@ WAVIX_CONNECT_TIMEOUT = env_int("WAVIX_CONNECT_TIMEOUT", 5)
 WAVIX_READ_TIMEOUT = env_int("WAVIX_READ_TIMEOUT", 15)
 # How often the portal compares numbers and sender IDs with Wavix (relay-URL drift, new allow-listings).
 WAVIX_SYNC_MINUTES = env_int("WAVIX_SYNC_MINUTES", 5)
+# How often the portal reads each account's outbound texts back from Wavix's log: those 3CX sent straight to Wavix
+# (trunks on 3CX's Wavix template) appear in the message log at most this late (messaging/services/mirror.py).
+WAVIX_MIRROR_SECONDS = env_int("WAVIX_MIRROR_SECONDS", 60)
+if WAVIX_MIRROR_SECONDS < 1:
+    raise ImproperlyConfigured(f"WAVIX_MIRROR_SECONDS={WAVIX_MIRROR_SECONDS} must be at least 1.")
 # First wait before a task retries a call Wavix could not take; it doubles (with jitter) up to 10 minutes.
 WAVIX_RETRY_BACKOFF_SECONDS = env_int("WAVIX_RETRY_BACKOFF_SECONDS", 15)
 # /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>` (or a signed-in platform user).
@@ -325,6 +330,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "messaging.tasks.wavix_reconcile_all",
         "schedule": crontab(minute="*/10"),
         "options": {"expires": 300},
+    },
+    "wavix-mirror-all": {
+        "task": "messaging.tasks.wavix_mirror_all",
+        "schedule": float(WAVIX_MIRROR_SECONDS),
+        "options": {"expires": max(WAVIX_MIRROR_SECONDS - 1, 1)},
     },
     "wavix-check-all": {
         "task": "messaging.tasks.wavix_check_all",
