@@ -4,6 +4,7 @@ sandbox number (kept, as Wavix lists it, and POSTed to the number's relay URL), 
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import phonenumbers
 import requests
@@ -77,7 +78,7 @@ def send_from_app(inbox: FakePbxInbox, from_number: str, to: str, text: str, med
     """
     if inbox.sms_template == FakePbxInbox.Template.WAVIX:
         url = f"{settings.WAVIX_API_URL}/v3/messages"
-        body: dict[str, object] = {
+        body: dict[str, Any] = {
             "from": from_number.lstrip("+"),
             "to": to.lstrip("+"),
             "message_body": {"text": text, "media": list(media) or None},

@@ -252,7 +252,7 @@ def draft_queue(
     draft: Draft, *, trunk: Trunk | None, origin: str = Message.Origin.PORTAL, validity: timedelta | None = None
 ) -> Message:
     """Queue one validated message in the priority lane and ask for its account's drain once committed."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # inside a caller's transaction, a savepoint is two round trips more
         message = _queue(draft, priority=True, validity=validity or DEFAULT_VALIDITY, trunk=trunk, origin=origin)
         dispatch.OUTBOUND_DRAIN.ask_soon(draft.sender.account_id)
     return message
