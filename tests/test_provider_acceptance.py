@@ -32,6 +32,7 @@ def celery(wavix):
         "PUBLIC_BASE_URL": wavix.url,
         "WAVIX_API_URL": f"{wavix.url}/sandbox/wavix",
         "OUTBOUND_UNKNOWN_AFTER_SECONDS": "5",
+        "WAVIX_MIRROR_SECONDS": "3",
     }
     processes.worker(concurrency=2, **processes.env)
     processes.beat(**processes.env)
@@ -101,3 +102,36 @@ def test_500_texts_from_two_tenants_3cx_reach_wavix_once_each_through_a_kill_and
     for message in Message.objects.filter(pk__in=ids).select_related("trunk"):
         assert message.origin == Message.Origin.THREECX
         assert at_wavix[str(message.pk)] == message.trunk.main_sender.value.lstrip("+")  # its own trunk's number
+
+
+def test_direct_sends_of_a_wavix_template_3cx_appear_once_as_mirror_with_their_delivery_reports(
+    wavix, celery, tenant, sandbox_account
+):
+    """3CX left on the Wavix template sends straight to Wavix: beat's mirror (every WAVIX_MIRROR_SECONDS, 3 here)
+    brings each text into the log once, and the delivery reports that came before it attach to it."""
+    from sandbox.models import FakePbxInbox
+
+    SandboxAccount.objects.filter(pk=sandbox_account.pk).update(rate_limit_per_second=1000)
+    account = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant, api_key=sandbox_account.api_key)
+    # The account's default endpoints are the portal's, as the portal sets them for a tenant's own account.
+    SandboxAccount.objects.filter(pk=sandbox_account.pk).update(
+        sms_relay_url=account.inbound_webhook_url, dlr_relay_url=account.dlr_webhook_url
+    )
+    trunk, _ = generic_trunk(tenant, account, sandbox_account, "14155550300")
+    Trunk.objects.filter(pk=trunk.pk).update(sms_template=Trunk.SmsTemplate.WAVIX)
+    inbox = FakePbxInbox.objects.create(
+        label="Old style", sms_template=FakePbxInbox.Template.WAVIX, api_key=sandbox_account.api_key
+    )
+    for n in range(1, 4):  # (a destination ending 0000 the sandbox reports undelivered)
+        answer = requests.post(
+            f"{wavix.url}/sandbox/3cx/{inbox.token}/send",
+            json={"from": "+14155550300", "to": f"+1415557{n:04d}", "text": f"Straight to Wavix {n}"},
+            timeout=10,
+        ).json()
+        assert answer["shown_as_sent"], answer
+    mirrored = Message.objects.filter(origin=Message.Origin.MIRROR)
+    wait_for(lambda: mirrored.filter(status="delivered").count() == 3, 60, "the mirror and the reports")
+    assert SandboxMessage.objects.count() == 3 and mirrored.count() == 3 == Message.objects.count()
+    assert set(mirrored.values_list("trunk", "tenant")) == {(trunk.pk, tenant.pk)}
+    time.sleep(7)  # two more mirror runs over the same overlap: still once each
+    assert Message.objects.count() == 3
