@@ -1,9 +1,11 @@
-"""The one module that talks to 3CX: forwards an inbound text to a trunk's webhook URL.
+"""The one module that talks to 3CX: forwards an inbound text, or a status event of a text 3CX sent through the
+portal, to a trunk's webhook URL.
 
 - 3CX's Wavix template gets Wavix's own JSON byte for byte; the Generic template gets the Telnyx-style
-  envelope 3CX's generic provider expects.
+  envelope 3CX's generic provider expects. Status events (message.sent, message.finalized) are Telnyx-style only.
 - Every POST says `Content-Type: application/json` and carries the Wavix message id in X-Wavix-Message-Id, so
-  3CX (or a proxy in front of it) can drop a repeat.
+  3CX (or a proxy in front of it) can drop a repeat; a status event carries its event id there instead (the
+  message's Wavix id would be the same for its two events, and a repeat filter would drop the second).
 - SSRF guard: the portal connects only to public addresses (is_public_address(): an IPv6 address that carries an
   IPv4 one — IPv4-mapped, 6to4, Teredo, NAT64 — is judged by the IPv4 address it reaches), and every address the
   URL's host resolves to must be one, unless THREECX_ALLOW_PRIVATE_ADDRESSES (the sandbox's fake 3CX lives on
@@ -254,6 +256,91 @@ def generic_envelope(message: InboundText, received_at: str) -> bytes:
     return json.dumps(envelope).encode()
 
 
+class OutboundText(Protocol):
+    """What a status event carries of an outbound text 3CX sent through the portal (messaging.models.Message)."""
+
+    @property
+    def pk(self) -> int: ...
+    @property
+    def media(self) -> Sequence[str]: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def from_number(self) -> str: ...
+    @property
+    def to_number(self) -> str: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error_code(self) -> str: ...
+    @property
+    def error_message(self) -> str: ...
+
+
+STATUS_EVENTS = ("message.sent", "message.finalized")
+
+# A final status of the portal's (Message.Status, outbound) → Telnyx v2's per-recipient status (to[].status) and, for
+# the ones that are not a delivery, the title of the error the event carries. Telnyx's sending_failed is "never left
+# for the carrier" (Wavix refused it, or the portal could not hand it over); delivery_failed "the carrier could not
+# deliver it"; delivery_unconfirmed "sent, and no receipt came".
+TELNYX_FINAL_STATUS: dict[str, tuple[str, str]] = {
+    "delivered": ("delivered", ""),
+    "undelivered": ("delivery_failed", "Undelivered"),
+    "rejected": ("sending_failed", "Rejected"),
+    "failed": ("sending_failed", "Failed"),
+    "expired": ("expired", "Expired"),
+    "dlr_expired": ("delivery_unconfirmed", "No delivery report"),
+}
+
+
+def status_event_id(message_id: int, event_type: str) -> str:
+    """The event's id: one per message and kind, the same on every retry and replay (3CX may drop a repeat by it)."""
+    return f"{message_id}-{event_type}"
+
+
+def generic_status_event(message: OutboundText, event_type: str, occurred_at: str) -> bytes:
+    """A Telnyx-style delivery status event (message.sent or message.finalized) for a text 3CX sent through the
+    portal: the shape of Telnyx v2's outbound message webhooks, as far as this portal can fill it.
+
+    payload.id is the portal's message id, the id the provider endpoint answered 3CX with. message.sent always says
+    to[].status "sent" (the event is about that moment, even when it reaches 3CX after the text was delivered);
+    message.finalized says the final status, which never changes, so every retry of an event carries the same body.
+    """
+    if event_type not in STATUS_EVENTS:
+        raise ValueError(f"not a status event: {event_type!r}")
+    errors: list[dict[str, str]] = []
+    if event_type == "message.sent":
+        status = "sent"
+    else:
+        status, title = TELNYX_FINAL_STATUS.get(message.status, ("delivery_failed", message.status))
+        if title:
+            errors.append({"code": message.error_code, "title": title, "detail": message.error_message})
+    payload: dict[str, object] = {
+        "id": str(message.pk),
+        "record_type": "message",
+        "direction": "outbound",
+        "type": "MMS" if message.media else "SMS",
+        "from": {"phone_number": message.from_number},
+        "to": [{"phone_number": message.to_number, "status": status}],
+        "text": message.text,
+        "media": [{"url": url} for url in message.media],
+        "parts": message.segments,
+        "errors": errors,
+    }
+    envelope = {
+        "data": {
+            "event_type": event_type,
+            "id": status_event_id(message.pk, event_type),
+            "occurred_at": occurred_at,
+            "record_type": "event",
+            "payload": payload,
+        }
+    }
+    return json.dumps(envelope).encode()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Connections to the judged addresses only
 # ---------------------------------------------------------------------------------------------------------------
@@ -377,7 +464,7 @@ def _http() -> _Session:
 
 
 def forward(url: str, body: bytes, wavix_message_id: str) -> Outcome:
-    """POST one inbound text to a 3CX webhook URL and say what happened."""
+    """POST one inbound text (or status event) to a 3CX webhook URL and say what happened."""
     try:
         target = destination(url)
     except UnsafeDestination as refusal:

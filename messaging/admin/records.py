@@ -234,14 +234,19 @@ class WebhookEventAdmin(RecordAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(RecordAdmin):
-    """Forwards to 3CX; the failed and dead-lettered ones can be replayed."""
+    """Forwards to 3CX — inbound texts, and status events of texts 3CX sent through the portal; the failed and
+    dead-lettered ones can be replayed."""
 
-    list_display = ["created_at", "remote_number", "trunk", "tenant", "status", "attempts", "next_attempt_at"]
+    list_display = ["created_at", "remote_number", "kind", "trunk", "tenant", "status", "attempts", "next_attempt_at"]
     list_display += ["last_status_code", "last_error"]
     list_filter = ["status", ("tenant", RelatedOnlyFieldListFilter), ("trunk", RelatedOnlyFieldListFilter)]
     list_select_related = ["trunk", "tenant"]
     search_fields = ["=remote_number", "=message__wavix_message_id"]
     actions = ["replay"]
+
+    @admin.display(description="Forwarded", ordering="event")
+    def kind(self, obj):
+        return obj.event or "inbound text"
 
     @admin.action(description="Replay the selected failed or dead-lettered deliveries")
     def replay(self, request, queryset) -> None:

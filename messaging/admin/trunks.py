@@ -36,6 +36,7 @@ class TrunkForm(forms.ModelForm):
     class Meta:
         model = Trunk
         fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
+        fields += ["status_events"]
 
     def clean_threecx_webhook_url(self) -> str:
         url = self.cleaned_data["threecx_webhook_url"].strip()
@@ -177,6 +178,7 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
 
     def get_fields(self, request, obj=None):
         fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
+        fields += ["status_events"]
         fields += ["threecx_webhook_url"] if self.has_change_permission(request, obj) else []
         if obj is None:
             return fields

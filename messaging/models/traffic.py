@@ -1,5 +1,6 @@
 """Messages and their deliveries to 3CX, opt-outs, idempotent API requests and the daily rollup."""
 
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -221,13 +222,14 @@ class Message(models.Model):
     EXPIRED_NOTE = "Not sent within its validity: it would have arrived too late."
 
     @classmethod
-    def claim(cls, pks: list[int]) -> list["Message"]:
+    def claim(cls, pks: list[int], *, on_expire: Callable[["Message", str], object] | None = None) -> list["Message"]:
         """Take these queued messages for sending, in this order: the one place that makes a send single.
 
         A row another worker holds (locked) or has taken (no longer queued) is left out. A message past its validity
-        moves to expired here, with EXPIRED_NOTE, instead of going out late. The rest move to sending in one UPDATE
-        (one statement per batch, not one per message), and each object makes the same move through transition(),
-        so what the caller holds matches its row.
+        moves to expired here, with EXPIRED_NOTE, instead of going out late; on_expire(message, previous status) is
+        called in the same transaction (the sender queues the text's status event to 3CX with it). The rest move to
+        sending in one UPDATE (one statement per batch, not one per message), and each object makes the same move
+        through transition(), so what the caller holds matches its row.
         """
         if not pks:
             return []
@@ -237,9 +239,12 @@ class Message(models.Model):
             claimed = []
             for message in queued:
                 if message.expires_at and message.expires_at <= now:
+                    previous_status = message.status
                     message.transition(cls.Status.EXPIRED)
                     message.error_message = cls.EXPIRED_NOTE
                     message.save()
+                    if on_expire:
+                        on_expire(message, previous_status)
                 else:
                     claimed.append(message)
             cls.objects.filter(pk__in=[message.pk for message in claimed]).update(

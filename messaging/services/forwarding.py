@@ -3,12 +3,17 @@ each trunk's health, and early tries of failing trunks.
 
 At-least-once to 3CX: a delivery is claimed with a lease; a worker killed mid-POST leaves it to the next drain
 once the lease lapses, and the repeat carries the same X-Wavix-Message-Id.
+
+A delivery is an inbound text, or (trunk.status_events on) a status event of an outbound text 3CX sent through
+the portal: Telnyx-style message.sent and message.finalized, queued by status_event_queue() in the transaction that
+moves the text. They travel the same path — leases, retries, replays, trunk health — with two differences: their
+outcome moves the delivery only, never the text; and their conversation is their own (STATUS_CONVERSATION).
 """
 
 import logging
 from collections import Counter, deque
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -44,6 +49,56 @@ RETRY_FOR = timedelta(hours=48)
 # The read timeout bounds each wait for bytes, not a whole answer: a 3CX trickling its answer past the lease may
 # get the text twice — at-least-once again.)
 LEASE_MARGIN = timedelta(seconds=10)
+
+
+# Status events have a conversation of their own per remote number — "s:" and the number the text went to (E.164,
+# at most 16 characters: it fits remote_number's 20) — so that they keep their order (a text's message.sent before
+# its message.finalized: only a conversation's first pending delivery is due) without ever waiting in, or holding
+# up, the conversation of the texts that number sends in: a 3CX that fails the events (it may not know them) must
+# not keep a customer's reply from reaching it. No inbound sender looks like this: ":" is not in a phone number or
+# an alphanumeric sender.
+STATUS_CONVERSATION = "s:{}"
+
+
+def status_event_queue(message: Message, previous_status: str) -> Delivery | None:
+    """Queue a status event to 3CX for an outbound text 3CX sent through the portal, if its trunk wants them
+    (trunk.status_events) and the text just moved to "sent" (message.sent) or to a final or failed status
+    (message.finalized). Call it in the transaction that saves the move; returns the new delivery, if any.
+
+    "sent" and not "accepted": Telnyx's message.sent means handed to the carrier, which is what Wavix's "sent"
+    report says; Wavix taking the text is not that yet. A text whose first report is final gets message.finalized
+    alone. Reports repeat and arrive late: each kind is queued once per text, at most.
+    """
+    if (
+        message.origin != Message.Origin.THREECX
+        or message.direction != Message.Direction.OUTBOUND
+        or not message.trunk_id
+        or message.status == previous_status
+    ):
+        return None  # the common case decided without a query
+    if message.status in Message.FINAL or message.status == Message.Status.FAILED:
+        event = "message.finalized"
+    elif message.status == Message.Status.SENT:
+        event = "message.sent"
+    else:
+        return None
+    if not Trunk.objects.filter(pk=message.trunk_id, status_events=True).exists():
+        return None
+    with transaction.atomic():
+        # The text's row, locked, makes "is there one already?" and the insert one step: two reports of one text
+        # applied at once queue one event. (A report holds this lock already; a send's outcome takes it here.)
+        Message.objects.select_for_update().filter(pk=message.pk).values_list("pk").first()
+        if Delivery.objects.filter(message=message, event=event).exists():
+            return None
+        delivery = Delivery.objects.create(
+            tenant_id=message.tenant_id,
+            message=message,
+            trunk_id=message.trunk_id,
+            remote_number=STATUS_CONVERSATION.format(message.to_number)[:20],  # remote_number's max_length
+            event=event,
+        )
+    dispatch.DELIVERIES_DRAIN.ask_soon()
+    return delivery
 
 
 def _due_heads(now: datetime, limit: int = 20, skip_trunks: Iterable[int] = ()) -> list[tuple[int, int]]:
@@ -100,9 +155,9 @@ def deliveries_process(limit: int = 200) -> int:
                     candidates.remove(head)
                     delivery = _claim_delivery(head[0])
                     if delivery:  # another worker may have taken it between the query and the claim
-                        url, body = _forward_request(delivery)
+                        url, body, repeat_id = _forward_request(delivery)
                         if url:
-                            in_flight.start(delivery, _forward, url, body, delivery.message.wavix_message_id)
+                            in_flight.start(delivery, _forward, url, body, repeat_id)
                             per_trunk[delivery.trunk_id] += 1
                         else:
                             tried += 1
@@ -142,16 +197,26 @@ def _claim_delivery(pk: int) -> Delivery | None:
     return Delivery.objects.select_related("message", "trunk", "message__source_event").get(pk=pk)
 
 
-def _forward_request(delivery: Delivery) -> tuple[str | None, bytes]:
-    """Where and what to POST for this delivery: the trunk's 3CX URL (None if it has none yet) and the body."""
+def _forward_request(delivery: Delivery) -> tuple[str | None, bytes, str]:
+    """Where and what to POST for this delivery: the trunk's 3CX URL (None if it has none yet), the body, and the id
+    in its X-Wavix-Message-Id header (the Wavix message id; a status event's own id, see threecx)."""
     message, trunk = delivery.message, delivery.trunk
+    if delivery.event:
+        # When it happened, not when it reached 3CX: stable across retries and replays (which move created_at).
+        at = (message.sent_at if delivery.event == "message.sent" else message.completed_at) or delivery.created_at
+        body = threecx.generic_status_event(message, delivery.event, _iso_z(at))
+        return trunk.get_threecx_webhook_url(), body, threecx.status_event_id(message.pk, delivery.event)
     if trunk.sms_template == Trunk.SmsTemplate.WAVIX and message.source_event_id:
         assert message.source_event is not None  # source_event_id is set
         body = bytes(message.source_event.body)  # byte for byte what Wavix sent
     else:
-        received = message.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        body = threecx.generic_envelope(message, received)
-    return trunk.get_threecx_webhook_url(), body
+        body = threecx.generic_envelope(message, _iso_z(message.created_at))
+    return trunk.get_threecx_webhook_url(), body, message.wavix_message_id
+
+
+def _iso_z(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a Z, as Telnyx writes its times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _forward(url: str, body: bytes, wavix_message_id: str) -> threecx.Outcome:
@@ -175,7 +240,7 @@ def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
     message = delivery.message
     if outcome.delivered:
         delivery.transition(Delivery.Status.DELIVERED, at=now)
-        next_status = Message.Status.FORWARDED
+        next_status: str | None = Message.Status.FORWARDED
         metrics.count("forward", "delivered")
     elif outcome.transient and now + _retry_delay(delivery.attempts) < delivery.created_at + RETRY_FOR:
         delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
@@ -185,6 +250,10 @@ def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:
         delivery.transition(Delivery.Status.DEAD if outcome.transient else Delivery.Status.FAILED)
         next_status = Message.Status.FAILED
         metrics.count("forward", delivery.status)
+    if delivery.event:
+        # A status event is news about an outbound text, not the text: whether 3CX took it says nothing of the
+        # text's own status (delivered by the carrier stays delivered, whatever 3CX answers).
+        next_status = None
     with transaction.atomic():
         delivery.save()
         if next_status and message.can_transition(next_status):
@@ -295,7 +364,8 @@ def delivery_replay(*, actor: User | None, deliveries: QuerySet[Delivery]) -> in
             )
             if not claimed:
                 continue
-            if delivery.message.can_transition(Message.Status.RECEIVED):
+            # An inbound text goes back to received; a status event leaves its outbound text as it is.
+            if not delivery.event and delivery.message.can_transition(Message.Status.RECEIVED):
                 delivery.message.transition(Message.Status.RECEIVED)
                 delivery.message.save(update_fields=["status", "updated_at"])
             AuditEvent.record(

@@ -17,6 +17,7 @@ from messaging.models import (
     TenDLCRegistration,
     WebhookEvent,
 )
+from messaging.services import forwarding
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -105,6 +106,7 @@ def apply_report(event: WebhookEvent, payload: dict[str, Any]) -> None:
             notes.append(note)
         return value
 
+    previous_status = message.status
     if message.status in (Message.Status.SENDING, Message.Status.UNKNOWN):
         message.transition(Message.Status.ACCEPTED)  # a report proves Wavix accepted it
     if message.can_transition(status):
@@ -121,6 +123,7 @@ def apply_report(event: WebhookEvent, payload: dict[str, Any]) -> None:
     if message.status in Message.FINAL and (completed := read(_report_time, "delivered", message, event)):
         message.completed_at = completed
     message.save()
+    forwarding.status_event_queue(message, previous_status)  # in the caller's transaction, with the move
     event.state, event.last_error = WebhookEvent.State.PROCESSED, " ".join(notes)[:500]
 
 

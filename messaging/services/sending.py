@@ -29,6 +29,7 @@ from messaging.models import (
     Message,
     WavixAccount,
 )
+from messaging.services import forwarding
 from messaging.wavix import WavixClient, WavixPermanentError, WavixSent, WavixTransientError
 from tenants.models import Tenant
 
@@ -117,7 +118,7 @@ def _send_due(account: WavixAccount) -> int:
                     pks: list[int] = []
                     while len(pks) < in_flight.free and candidates and not (wait := ratelimit.take(account.pk, rate)):
                         pks.append(candidates.popleft())  # one token per call to Wavix
-                    for message in Message.claim(pks):
+                    for message in Message.claim(pks, on_expire=forwarding.status_event_queue):
                         last_served[message.tenant_id] = time.monotonic()
                         in_flight.start(message, _post, message, client, callback_url)
                     if pks:
@@ -132,10 +133,13 @@ def _send_due(account: WavixAccount) -> int:
 
 
 def _finish(message: Message, status: str, **fields: Any) -> None:
+    previous_status = message.status
     message.transition(status)
     for name, value in fields.items():
         setattr(message, name if name != "error" else "error_message", value)
-    message.save()
+    with transaction.atomic():  # a text 3CX sent: its status event to 3CX is queued with the move, or neither
+        message.save()
+        forwarding.status_event_queue(message, previous_status)
 
 
 def _post(
