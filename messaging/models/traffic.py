@@ -299,6 +299,11 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "deliveries"
+        constraints = [
+            # Each status event once per text (forwarding.status_event_queue checks first under the text's lock;
+            # this is the backstop that holds whatever calls it).
+            models.UniqueConstraint(fields=["message", "event"], condition=~Q(event=""), name="status_event_once"),
+        ]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
             models.Index(fields=["trunk", "remote_number", "status", "id"], name="delivery_conversation"),
