@@ -115,7 +115,7 @@ def _auth_failures(address: str, *, add: bool) -> int:
     key, window = AUTH_FAILURES.format(address), settings.PROVIDER_AUTH_WINDOW_SECONDS
     try:
         if add:
-            cache.add(key, 0, timeout=window)
+            cache.add(key, 0, timeout=window)  # the window starts at the first failure
             return int(cache.incr(key))
         return int(cache.get(key) or 0)
     except Exception:  # noqa: BLE001 - the cache being down costs the throttle, never a text
@@ -126,21 +126,23 @@ def _auth_failures(address: str, *, add: bool) -> int:
 @csrf_exempt
 def provider_messages(request, trunk_id: int):
     """A text 3CX's user sent: 200 with the portal's message (Telnyx's shape) once it is stored and queued — before
-    any call to Wavix; 401 for a missing or wrong key, 429 for an address that sent too many; 400/403/422 with
+    any call to Wavix; 401 for a missing or wrong key, 429 once an address sent too many; 400/403/422 with
     Telnyx-style errors naming the reason, nothing stored. See messaging.services.provider."""
     if request.method != "POST":
         return _refusal(provider.Refused(405, "Method not allowed", "POST a message."))
-    address = request.META.get("REMOTE_ADDR", "")
-    if _auth_failures(address, add=False) >= settings.PROVIDER_AUTH_FAILURE_LIMIT:
-        metrics.count("provider", "throttled")
-        response = _refusal(provider.Refused(429, "Too many requests", "Too many wrong keys from this address."))
-        response["Retry-After"] = str(settings.PROVIDER_AUTH_WINDOW_SECONDS)
-        return response
+    # Keys are 256 random bits: no throttle is needed against guessing them. What it does is answer a flood of
+    # wrong keys from one address with 429 — and only wrong ones: behind a proxy every 3CX shares the proxy's
+    # address, and a stranger's wrong keys must not stop the tenants' texts.
     given = request.headers.get("Authorization", "")
     key = given[7:].strip() if given[:7].lower() == "bearer " else ""
     trunk = ProviderKey.trunk_for(trunk_id, key) if key else None
     if trunk is None:
-        _auth_failures(address, add=True)
+        address = request.META.get("REMOTE_ADDR", "")
+        if _auth_failures(address, add=True) > settings.PROVIDER_AUTH_FAILURE_LIMIT:
+            metrics.count("provider", "throttled")
+            response = _refusal(provider.Refused(429, "Too many requests", "Too many wrong keys from this address."))
+            response["Retry-After"] = str(settings.PROVIDER_AUTH_WINDOW_SECONDS)
+            return response
         metrics.count("provider", "unauthorized")
         detail = "Wrong provider key for this URL." if key else "Send the provider key as Authorization: Bearer <key>."
         return _refusal(provider.Refused(401, "Unauthorized", detail))

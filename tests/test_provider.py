@@ -118,20 +118,22 @@ def test_a_key_opens_only_its_own_trunks_url(live_server, line, operator):
     assert not Message.objects.exists()
 
 
-def test_wrong_keys_are_counted_per_address_then_throttled(live_server, line, settings):
+def test_wrong_keys_are_counted_per_address_then_throttled_but_the_right_key_still_sends(live_server, line, settings):
+    """Behind a proxy every 3CX shares one address: a stranger's wrong keys must not stop the tenants' texts."""
     settings.PROVIDER_AUTH_FAILURE_LIMIT = 3
     from django.core.cache import cache
 
     cache.delete("provider:auth-failures:127.0.0.1")
     for _ in range(3):
         assert post(live_server, line["trunk"], TEXT, "pk3cx_guessing-guessing-guessing").status_code == 401
-    throttled = post(live_server, line["trunk"], TEXT, line["key"])  # even the right key, from that address
-    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == str(
-        settings.PROVIDER_AUTH_WINDOW_SECONDS
-    )
+    throttled = post(live_server, line["trunk"], TEXT, "pk3cx_guessing-guessing-guessing")
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == str(settings.PROVIDER_AUTH_WINDOW_SECONDS)
+    assert post(live_server, line["trunk"], TEXT).status_code == 429  # no key at all: the same
     assert not Message.objects.exists()
-    cache.delete("provider:auth-failures:127.0.0.1")
     assert post(live_server, line["trunk"], TEXT, line["key"]).status_code == 200
+    cache.delete("provider:auth-failures:127.0.0.1")
+    assert post(live_server, line["trunk"], TEXT, "pk3cx_guessing-guessing-guessing").status_code == 401
 
 
 def test_another_trunks_number_as_from_is_refused(live_server, line):
