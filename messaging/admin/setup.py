@@ -84,9 +84,7 @@ class TrunkSetupMixin(AdminMixin):
             path("<int:object_id>/setup/<str:step>/", wrap(self.setup_view), name="messaging_trunk_setup_step"),
             path("<int:object_id>/3cx-pack/", wrap(self.threecx_pack_view), name="messaging_trunk_threecx_pack"),
             path(
-                "<int:object_id>/3cx-template/",
-                wrap(self.threecx_template_view),
-                name="messaging_trunk_threecx_template",
+                "<int:object_id>/3cx-template/", wrap(self.threecx_template_view), name="messaging_trunk_3cx_template"
             ),
             *super().get_urls(),
         ]
