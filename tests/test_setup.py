@@ -428,6 +428,18 @@ def test_the_3cx_template_file_holds_the_provider_url_and_not_the_key(client, re
     assert "not verified against a live 3CX" in body
 
 
+def test_a_new_trunk_is_asked_which_way_before_the_values_and_straight_to_wavix_keeps_todays(client, operator, line):
+    trunk, _, _ = line
+    client.force_login(operator)
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert 'name="via" value="portal" checked' in page and 'id="threecx-values"' not in page
+    assert client.post(url(trunk, "threecx"), {"action": "sending", "via": "wavix"}).status_code == 302
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert 'id="threecx-values"' in page and "SMS → Api Key" in page and "provider-url" not in page
+    assert Trunk.objects.get(pk=trunk.pk).sms_template == Trunk.SmsTemplate.WAVIX
+    assert not ProviderKey.objects.exists()
+
+
 def test_straight_to_wavix_keeps_todays_values_and_a_fresh_generic_trunk_can_go_back(client, registered):
     trunk, account = registered
     _, key = through_the_portal(client, trunk)

@@ -206,7 +206,9 @@ def setup_choose_sending(*, actor: User | None, trunk: Trunk, via: str) -> str |
     if via not in (PORTAL, WAVIX):
         raise ValidationError({"via": "Choose through the portal or straight to Wavix."})
     if via == sending_way(trunk) and not (via == PORTAL and provider_key_live(trunk) is None):
-        return None  # nothing changes; a key is never issued twice by pressing the same choice again
+        if progress(trunk).get("sending") != via:
+            remember(trunk, sending=via)  # chosen now, though it is the way the trunk already sent
+        return None  # a key is never issued twice by pressing the same choice again
     changes: dict[str, str | None] = {"sending": via}
     if via == WAVIX:
         if trunk.sms_template == Trunk.SmsTemplate.GENERIC:
