@@ -6,9 +6,11 @@ import http.server
 import ipaddress
 import ssl
 import threading
+import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,8 +19,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from messaging import threecx
-from messaging.models import Message, PhoneNumber, SenderID, SenderIDCountry, Trunk, WavixAccount
-from messaging.services import accounts, setup
+from messaging.models import Message, PhoneNumber, ProviderKey, SenderID, SenderIDCountry, Trunk, WavixAccount
+from messaging.services import accounts, setup, setup_actions
 from sandbox.models import FakePbxInbox, FakePbxRequest, SandboxAccount
 from tests import factories as f
 from tests.conftest import live_db
@@ -255,6 +257,7 @@ def test_another_resellers_trunk_is_404_and_a_viewer_may_not_set_up(client, line
     client.force_login(other_admin)
     assert client.get(url(trunk, "sender")).status_code == 404
     assert client.get(reverse("admin:messaging_trunk_threecx_pack", args=[trunk.pk])).status_code == 404
+    assert client.get(reverse("admin:messaging_trunk_3cx_template", args=[trunk.pk])).status_code == 404
     client.force_login(viewer)
     assert client.get(url(trunk, "sender")).status_code == 403
 
@@ -342,3 +345,313 @@ def test_a_trunk_set_up_by_hand_shows_its_progress_too(operator, line, tenant):
     trunk.main_sender = sender
     accounts.trunk_save(actor=operator, trunk=trunk)
     assert Trunk.objects.get(pk=trunk.pk).setup_progress["steps_done"] == ["sender", "countries"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which way 3CX sends: through the portal (a provider key, shown once) or straight to Wavix
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def through_the_portal(client, trunk):
+    """Choose the portal on step 3: the page that answers, with the key it shows once."""
+    response = client.post(url(trunk, "threecx"), {"action": "sending", "via": "portal"})
+    assert response.status_code == 200, response
+    return response.content.decode(), response.context["new_key"]
+
+
+def test_step_three_recommends_the_portal_and_shows_its_key_once_then_only_the_last_four(client, registered):
+    trunk, account = registered
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert "Through the portal (recommended)" in page and "Straight to Wavix" in page
+
+    page, key = through_the_portal(client, trunk)
+    trunk.refresh_from_db()
+    assert key.startswith(ProviderKey.PREFIX) and f'data-copy="{key}"' in page
+    assert "it will not be shown again" in page
+    assert trunk.sms_template == Trunk.SmsTemplate.GENERIC  # nothing was forwarded yet: no format to keep
+    assert f'data-copy="{trunk.provider_url}"' in page
+    steps = {s.key: s for s in setup.setup_state(trunk)}
+    assert steps["threecx"].state == "todo"  # the values to type in 3CX changed: confirm them again
+
+    again = client.get(url(trunk, "threecx")).content.decode()
+    assert key not in again and f"the key ending …{key[-4:]}" in again
+    assert "Wavix API key" not in again and account.api_key_last4 not in again
+    values = {row.field: row.value for row in setup.threecx_values(trunk)}
+    assert values["Provider template"] == "Generic" and values["SMS → Provider URL"] == trunk.provider_url
+    assert values["SMS → Messaging API key"] == f"the portal key ending …{key[-4:]}"
+    assert "SMS → Api Key" not in values
+
+    # Pressing the same choice again issues nothing; "Issue a new key" does, and the old one retires in 24 h.
+    assert client.post(url(trunk, "threecx"), {"action": "sending", "via": "portal"}).status_code == 302
+    assert ProviderKey.objects.filter(trunk=trunk).count() == 1
+    rotated = client.post(url(trunk, "threecx"), {"action": "rotate"})
+    new_key = rotated.context["new_key"]
+    assert new_key != key and "keeps working 24 hours more" in rotated.content.decode()
+    old = ProviderKey.objects.get(trunk=trunk, last4=key[-4:])
+    assert old.retire_at and timedelta(hours=23) < old.retire_at - timezone.now() <= timedelta(hours=24)
+
+    assert client.post(url(trunk, "threecx")).url == url(trunk, "enable")
+    steps = {s.key: s for s in setup.setup_state(Trunk.objects.get(pk=trunk.pk))}
+    assert (steps["threecx"].state, steps["threecx"].reason) == (
+        "done",
+        f"Entered in 3CX: Generic template, sending through the portal (key …{new_key[-4:]})",
+    )
+
+
+def test_the_printable_pack_never_holds_the_provider_key_nor_a_wavix_key_hint(client, registered):
+    trunk, account = registered
+    _, key = through_the_portal(client, trunk)
+    trunk.refresh_from_db()
+    pack = client.get(reverse("admin:messaging_trunk_threecx_pack", args=[trunk.pk])).content.decode()
+    assert key not in pack and f"…{key[-4:]}" in pack
+    assert trunk.provider_url in pack and "Generic" in pack
+    assert "Wavix API key" not in pack and account.api_key_last4 not in pack and account.get_api_key() not in pack
+
+
+def test_the_3cx_template_file_holds_the_provider_url_and_not_the_key(client, registered):
+    trunk, _ = registered
+    template = reverse("admin:messaging_trunk_3cx_template", args=[trunk.pk])
+    assert client.get(template).status_code == 404  # straight to Wavix: no provider template
+    _, key = through_the_portal(client, trunk)
+    trunk.refresh_from_db()
+    response = client.get(template)
+    assert response["Content-Disposition"] == f'attachment; filename="pbx-messaging-portal-trunk-{trunk.pk}.xml"'
+    body = response.content.decode()
+    assert key not in body and key[-4:] not in body
+    variables = {v.get("Name"): v for v in ET.fromstring(response.content).iter("Variable")}
+    assert variables["PROVIDER_URL"].get("Title") == "Provider URL"
+    assert variables["PROVIDER_URL"].get("Value") == trunk.provider_url
+    assert (variables["MESSAGING_API_KEY"].get("Title"), variables["MESSAGING_API_KEY"].get("Value")) == (
+        "Messaging API key",
+        "",
+    )
+    assert "not verified against a live 3CX" in body
+
+
+def test_a_new_trunk_is_asked_which_way_before_the_values_and_straight_to_wavix_keeps_todays(client, operator, line):
+    trunk, _, _ = line
+    client.force_login(operator)
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert 'name="via" value="portal" checked' in page and 'id="threecx-values"' not in page
+    assert client.post(url(trunk, "threecx"), {"action": "sending", "via": "wavix"}).status_code == 302
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert 'id="threecx-values"' in page and "SMS → Api Key" in page and "provider-url" not in page
+    assert Trunk.objects.get(pk=trunk.pk).sms_template == Trunk.SmsTemplate.WAVIX
+    assert not ProviderKey.objects.exists()
+
+
+def test_straight_to_wavix_keeps_todays_values_and_a_fresh_generic_trunk_can_go_back(client, registered):
+    trunk, account = registered
+    _, key = through_the_portal(client, trunk)
+    assert client.post(url(trunk, "threecx"), {"action": "sending", "via": "wavix"}).status_code == 302
+    trunk.refresh_from_db()
+    assert trunk.sms_template == Trunk.SmsTemplate.WAVIX and setup.sending_way(trunk) == setup.WAVIX
+    values = {row.field: row.value for row in setup.threecx_values(trunk)}
+    assert values["Provider template"] == "Wavix"
+    assert values["SMS → Api Key"] == f"the Wavix API key ending …{account.api_key_last4}"
+    assert "SMS → Provider URL" not in values
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert "provider-url" not in page and f"…{key[-4:]}" not in page
+
+
+@pytest.fixture
+def forwarding(client, registered, wavix):
+    """The registered trunk with SMS on (step 4 passed against a fake 3CX): the portal forwards its inbound texts in
+    the Wavix format, and 3CX sends straight to Wavix."""
+    trunk, account = registered
+    inbox = FakePbxInbox.objects.create(label="PBX")
+    client.post(url(trunk, "enable"), {"threecx_webhook_url": f"{wavix.url}/sandbox/3cx/{inbox.token}/"})
+    trunk.refresh_from_db()
+    assert trunk.sms_enabled and trunk.sms_template == Trunk.SmsTemplate.WAVIX
+    return trunk, account
+
+
+def test_a_forwarding_wavix_trunk_switches_to_the_portal_only_when_3cx_is_confirmed_generic(client, forwarding, wavix):
+    trunk, _ = forwarding
+    page = client.get(url(trunk, "threecx")).content.decode()
+    assert "Switch to the portal" in page and 'id="choose-sending"' not in page
+
+    page, key = through_the_portal(client, trunk)
+    trunk.refresh_from_db()
+    assert trunk.sms_template == Trunk.SmsTemplate.WAVIX  # inbound texts keep the Wavix format meanwhile
+    assert setup.switch_pending(trunk) and trunk.provider_url is None
+    assert "3CX now uses the Generic template" in page and "I have entered these in 3CX" not in page
+    assert f"/3cx/{trunk.pk}/messages" in page and key in page
+    assert {s.key: s.state for s in setup.setup_state(trunk)}["threecx"] == "waiting"
+    refused = client.post(url(trunk, "threecx"))  # the plain confirm is not the way out of a switch
+    assert "Confirm the switch instead" in refused.content.decode()
+
+    # The key already works at the provider endpoint, whatever the template: 3CX may move at its own pace.
+    answer = requests.post(
+        f"{wavix.url}/3cx/{trunk.pk}/messages",
+        json={"from": "+14155550300", "to": "+14155550123", "text": "Moved to the portal"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert Message.objects.get(origin=Message.Origin.THREECX).trunk == trunk
+
+    assert client.post(url(trunk, "threecx"), {"action": "switch"}).url == url(trunk, "threecx")
+    trunk.refresh_from_db()
+    assert trunk.sms_template == Trunk.SmsTemplate.GENERIC and not setup.switch_pending(trunk)
+    assert {s.key: s.state for s in setup.setup_state(trunk)}["threecx"] == "done"
+    assert ProviderKey.objects.filter(trunk=trunk).count() == 1
+
+
+def test_going_back_to_wavix_on_a_forwarding_generic_trunk_is_refused_with_the_way_out(client, forwarding):
+    trunk, _ = forwarding
+    through_the_portal(client, trunk)
+    client.post(url(trunk, "threecx"), {"action": "switch"})
+    response = client.post(url(trunk, "threecx"), {"action": "sending", "via": "wavix"})
+    assert "Move 3CX to the Wavix template first" in response.content.decode()
+    assert Trunk.objects.get(pk=trunk.pk).sms_template == Trunk.SmsTemplate.GENERIC
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step 5 for a portal-sending trunk: 3CX's own text, stage by stage
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def verified(client, registered):
+    """A portal-sending trunk whose test text was delivered and whose reply reached 3CX (the seed's step 5)."""
+    trunk, account = registered
+    through_the_portal(client, trunk)
+    trunk.refresh_from_db()
+    test = f.MessageFactory(
+        tenant=trunk.tenant, account=account, to_number="+14155550142", status=Message.Status.DELIVERED
+    )
+    f.MessageFactory(
+        tenant=trunk.tenant,
+        account=account,
+        trunk=trunk,
+        direction=Message.Direction.INBOUND,
+        from_number="+14155550142",
+        to_number="+14155550300",
+        status=Message.Status.FORWARDED,
+    )
+    setup.remember(
+        trunk,
+        test_message=test.pk,
+        test_to="+14155550142",
+        test_sent_at=(test.created_at - timedelta(seconds=1)).isoformat(),
+    )
+    return trunk, account
+
+
+def app_text(trunk, account, status, **fields):
+    return f.MessageFactory(
+        tenant=trunk.tenant,
+        account=account,
+        trunk=trunk,
+        origin=Message.Origin.THREECX,
+        from_number="+14155550300",
+        to_number="+14155550199",
+        text="Sent from the 3CX app",
+        status=status,
+        **fields,
+    )
+
+
+def verify_step(trunk):
+    step = {s.key: s for s in setup.setup_state(Trunk.objects.get(pk=trunk.pk))}["verify"]
+    return step.state, step.reason
+
+
+def test_step_five_waits_for_3cxs_own_text_and_counts_it_once_it_reached_wavix(client, verified):
+    trunk, account = verified
+    page = client.get(url(trunk, "verify")).content.decode()  # the first look starts the watch
+    assert "Send a text from the 3CX app now" in page and 'id="app-stages"' in page
+    assert setup.progress(Trunk.objects.get(pk=trunk.pk))["app_since"]
+    assert verify_step(trunk) == (
+        "waiting",
+        "Now send a text from the 3CX app: it shows here as it goes through the portal.",
+    )
+
+    text = app_text(trunk, account, Message.Status.QUEUED)
+    assert verify_step(trunk) == ("waiting", "3CX's text arrived and passed the checks: queued…")
+    stages = client.get(reverse("admin:messaging_trunk_setup_status", args=[trunk.pk])).json()["app"]["stages"]
+    assert [(s["key"], s["state"]) for s in stages] == [
+        ("arrived", "done"),
+        ("validated", "done"),
+        ("reached", "waiting"),
+        ("delivered", "waiting"),
+    ]
+
+    Message.objects.filter(pk=text.pk).update(status=Message.Status.ACCEPTED)
+    state, reason = verify_step(trunk)
+    assert state == "done" and reason.endswith("3CX's own text went through the portal and reached Wavix")
+    Message.objects.filter(pk=text.pk).update(status=Message.Status.DELIVERED)
+    status = client.get(reverse("admin:messaging_trunk_setup_status", args=[trunk.pk])).json()
+    assert [s["state"] for s in status["app"]["stages"]] == ["done"] * 4
+    assert status["app"]["text"]["status_display"] == "Delivered"
+
+    # "Watch for a new text": the delivered one no longer counts.
+    client.post(url(trunk, "verify"), {"action": "watch"})
+    assert verify_step(trunk)[0] == "waiting"
+
+
+def test_step_five_names_a_refusal_and_a_failed_text_in_words(client, verified):
+    trunk, account = verified
+    client.get(url(trunk, "verify"))
+    Trunk.objects.filter(pk=trunk.pk).update(
+        provider_refusal="403 Sender not allowed: +14155550999 is not a number or sender ID of trunk Front desk",
+        provider_refused_at=timezone.now(),
+    )
+    assert verify_step(trunk) == (
+        "problem",
+        "The portal refused 3CX's last text: 403 Sender not allowed: +14155550999 is not a number or sender ID of "
+        "trunk Front desk",
+    )
+    page = client.get(url(trunk, "verify")).content.decode()
+    assert "The portal refused 3CX's last attempt" in page
+
+    app_text(trunk, account, Message.Status.FAILED, error_message="Insufficient balance")  # a later text was taken
+    state, reason = verify_step(trunk)
+    assert state == "problem" and reason.startswith("3CX's text was failed: ")
+    stages = setup.app_status(Trunk.objects.get(pk=trunk.pk))["stages"]
+    assert [s["state"] for s in stages] == ["done", "done", "problem", "todo"]
+    assert setup.app_status(Trunk.objects.get(pk=trunk.pk))["refusal"] == ""
+
+
+def test_a_refusal_before_the_watch_began_is_history(client, verified):
+    trunk, _ = verified
+    Trunk.objects.filter(pk=trunk.pk).update(provider_refusal="401 Unauthorized", provider_refused_at=timezone.now())
+    client.get(url(trunk, "verify"))
+    assert verify_step(trunk)[0] == "waiting"
+
+
+def test_a_straight_to_wavix_trunk_does_not_wait_for_3cx_through_the_portal(client, registered):
+    trunk, _ = registered
+    page = client.get(url(trunk, "verify")).content.decode()
+    assert 'id="app-stages"' not in page
+    assert "app" not in setup.verify_status(trunk) and "app_since" not in setup.progress(trunk)
+
+
+def test_troubleshooting_checks_3cxs_sending_side_through_the_portal(client, verified, operator):
+    trunk, account = verified
+    ProviderKey.objects.filter(trunk=trunk).update(retire_at=timezone.now() - timedelta(minutes=1))
+    checks = {c.name: c for c in setup.troubleshoot(Trunk.objects.get(pk=trunk.pk))}
+    assert not checks["3CX's provider key is live"].ok
+    assert not checks["3CX has sent a text through the portal"].ok
+
+    key = setup_actions.setup_provider_key_rotate(actor=operator, trunk=trunk)
+    app_text(trunk, account, Message.Status.REJECTED, error_message="Destination blocked")
+    checks = {c.name: c for c in setup.troubleshoot(Trunk.objects.get(pk=trunk.pk))}
+    assert checks[f"3CX's provider key is live (…{key[-4:]})"].ok
+    assert not checks["3CX's last text (+14155550199) was sent"].ok
+    assert checks["3CX's last text (+14155550199) was sent"].fix.startswith("Rejected: ")
+
+    Trunk.objects.filter(pk=trunk.pk).update(
+        provider_refusal="422 Message refused: opted out", provider_refused_at=timezone.now()
+    )
+    checks = {c.name: c for c in setup.troubleshoot(Trunk.objects.get(pk=trunk.pk))}
+    assert checks["The portal took 3CX's latest text"].fix.endswith("422 Message refused: opted out")
+    page = client.get(url(trunk, "troubleshoot")).content.decode()
+    assert "The portal took 3CX&#x27;s latest text" in page and "Switch to the portal" not in page
+
+
+def test_the_trunk_list_counts_six_steps(client, registered):
+    trunk, _ = registered
+    page = client.get(reverse("admin:messaging_trunk_changelist")).content.decode()
+    assert "3 of 6 steps done" in page

@@ -5,9 +5,10 @@ transaction (these views are not atomic), so a slow answer holds no locks.
 """
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -82,6 +83,9 @@ class TrunkSetupMixin(AdminMixin):
             path("<int:object_id>/setup/check-name/", wrap(self.check_name_view), name="messaging_trunk_check_name"),
             path("<int:object_id>/setup/<str:step>/", wrap(self.setup_view), name="messaging_trunk_setup_step"),
             path("<int:object_id>/3cx-pack/", wrap(self.threecx_pack_view), name="messaging_trunk_threecx_pack"),
+            path(
+                "<int:object_id>/3cx-template/", wrap(self.threecx_template_view), name="messaging_trunk_3cx_template"
+            ),
             *super().get_urls(),
         ]
 
@@ -91,8 +95,11 @@ class TrunkSetupMixin(AdminMixin):
             return "—"
         done = len((obj.setup_progress or {}).get("steps_done", []))
         url = reverse("admin:messaging_trunk_setup", args=[obj.pk])
-        label = "Done: check or test again" if done >= 5 else ("Set up SMS" if not done else "Continue the setup")
-        return format_html('<a class="button" href="{}">{}</a> {} of 5 steps done', url, label, min(done, 5))
+        total = len(setup.STEPS)
+        label = "Done: check or test again" if done >= total else ("Set up SMS" if not done else "Continue the setup")
+        return format_html(
+            '<a class="button" href="{}">{}</a> {} of {} steps done', url, label, min(done, total), total
+        )
 
     def _trunk_to_change(self, request, object_id):
         trunk = self.get_object(request, str(object_id))  # 404 for another reseller's trunk
@@ -205,18 +212,44 @@ class TrunkSetupMixin(AdminMixin):
 
     # Step 3 -------------------------------------------------------------------------------------------------
     def _step_threecx(self, request, trunk):
-        error = None
-        if request.method == "POST":
-            try:
+        error, new_key = None, None
+        action = request.POST.get("action", "confirm") if request.method == "POST" else None
+        step3 = reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "threecx"])
+        try:
+            if action == "sending":
+                new_key = setup_actions.setup_choose_sending(
+                    actor=request.user, trunk=trunk, via=request.POST.get("via", "")
+                )
+                if new_key is None:
+                    return redirect(step3)
+            elif action == "rotate":
+                new_key = setup_actions.setup_provider_key_rotate(actor=request.user, trunk=trunk)
+            elif action == "switch":
+                setup_actions.setup_switch_confirm(actor=request.user, trunk=trunk)
+                self.message_user(
+                    request, "The trunk uses the Generic template now: inbound texts go to 3CX in the Generic format."
+                )
+                return redirect(step3)
+            elif action == "confirm":
                 setup_actions.setup_confirm_threecx(trunk)
-            except ValidationError as refusal:
-                error = refusal.messages[0]
-            else:
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "enable"]))
+        except ValidationError as refusal:
+            error = " ".join(refusal.messages)
+        # A new key is on this response only (like an API token): not in the session, a message or the pack.
+        trunk.refresh_from_db()
+        portal = setup.sending_way(trunk) == setup.PORTAL
         return {
             "values": setup.threecx_values(trunk),
             "error": error,
             "pack_url": reverse("admin:messaging_trunk_threecx_pack", args=[trunk.pk]),
+            "template_url": reverse("admin:messaging_trunk_3cx_template", args=[trunk.pk]),
+            "sending": setup.sending_way(trunk),
+            "chosen": portal or any(setup.progress(trunk).get(fact) for fact in ("sending", "threecx_confirmed_at")),
+            "switch_pending": setup.switch_pending(trunk),
+            "in_use": setup.forwarding_in_use(trunk),
+            "provider_url": setup.portal_provider_url(trunk) if portal else "",
+            "live_key": setup.provider_key_live(trunk) if portal else None,
+            "new_key": new_key,
         }
 
     # Step 4 -------------------------------------------------------------------------------------------------
@@ -250,6 +283,10 @@ class TrunkSetupMixin(AdminMixin):
     def _step_verify(self, request, trunk):
         form = TestForm(request.POST or None, initial={"to": setup.progress(trunk).get("test_to", "")})
         reply_error = None
+        setup_actions.setup_app_watch(trunk)  # 3CX's own texts count from the first look at this step
+        if request.method == "POST" and request.POST.get("action") == "watch":
+            setup_actions.setup_app_watch(trunk, again=True)
+            return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "verify"]))
         if request.method == "POST" and request.POST.get("action") == "reply":
             form = TestForm(initial={"to": setup.progress(trunk).get("test_to", "")})
             try:
@@ -272,13 +309,19 @@ class TrunkSetupMixin(AdminMixin):
             "reply_requested": bool(setup.progress(trunk).get("reply_requested_at")),
             "two_way": bool(trunk.main_sender and trunk.main_sender.type == SenderID.Type.NUMERIC),
             "status": setup.verify_status(trunk),
+            "portal": setup.sending_way(trunk) == setup.PORTAL,
+            "sandbox": settings.SANDBOX_ENABLED,
         }
 
     # Step 6 -------------------------------------------------------------------------------------------------
     def _step_troubleshoot(self, request, trunk):
         form = DestinationForm(request.GET or None)
         destination = form.data.get("destination", "") if form.is_bound else ""
-        return {"form": form, "checks": setup.troubleshoot(trunk, destination=destination.strip())}
+        return {
+            "form": form,
+            "checks": setup.troubleshoot(trunk, destination=destination.strip()),
+            "sending": setup.sending_way(trunk),
+        }
 
     # Live status and the pack --------------------------------------------------------------------------------
     def setup_status_view(self, request, object_id: int):
@@ -298,3 +341,15 @@ class TrunkSetupMixin(AdminMixin):
             "steps": setup.setup_state(trunk),
         }
         return TemplateResponse(request, "messaging/threecx_pack.html", context)
+
+    def threecx_template_view(self, request, object_id: int):
+        """The 3CX messaging provider template file of a portal-sending trunk, pre-filled with its Provider URL."""
+        trunk = self.get_object(request, str(object_id))
+        if trunk is None:
+            raise Http404("No such trunk.")
+        if setup.sending_way(trunk) != setup.PORTAL:
+            raise Http404("This trunk's 3CX sends straight to Wavix: it needs no provider template.")
+        name, body = setup.threecx_template(trunk)
+        response = HttpResponse(body, content_type="application/xml; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response

@@ -25,8 +25,19 @@ from messaging.models import (
 )
 from messaging.services.accounts import trunk_save, wavix_account_save, wavix_key_check
 from messaging.services.outbound import message_send
+from messaging.services.provider import provider_key_issue, provider_key_live
 from messaging.services.senders import sender_id_register
-from messaging.services.setup import Probe, progress, remember, sender_account
+from messaging.services.setup import (
+    PORTAL,
+    WAVIX,
+    Probe,
+    forwarding_in_use,
+    progress,
+    remember,
+    sender_account,
+    sending_way,
+    switch_pending,
+)
 from messaging.wavix import WavixClient, WavixError, WavixTransientError, refusal, to_wavix_number
 
 logger = logging.getLogger(__name__)
@@ -183,9 +194,77 @@ def setup_register(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def setup_choose_sending(*, actor: User | None, trunk: Trunk, via: str) -> str | None:
+    """Step 3: choose how 3CX sends texts. Returns a new provider key when one was issued — the only time it is seen.
+
+    Through the portal: a trunk whose inbound texts are not forwarded yet goes to the Generic template at once; one
+    already forwarding on the Wavix template starts a switch instead — its key is issued, its template stays until
+    setup_switch_confirm (the provider endpoint takes the key whatever the template, so 3CX may move at its own
+    pace). A trunk that already has a live key keeps it: issuing another is setup_provider_key_rotate.
+    Straight to Wavix: today's values (the Wavix template); a pending switch is called off.
+    """
+    if via not in (PORTAL, WAVIX):
+        raise ValidationError({"via": "Choose through the portal or straight to Wavix."})
+    if via == sending_way(trunk) and not (via == PORTAL and provider_key_live(trunk) is None):
+        if progress(trunk).get("sending") != via:
+            remember(trunk, sending=via)  # chosen now, though it is the way the trunk already sent
+        return None  # a key is never issued twice by pressing the same choice again
+    changes: dict[str, str | None] = {"sending": via}
+    if via == WAVIX:
+        if trunk.sms_template == Trunk.SmsTemplate.GENERIC:
+            if forwarding_in_use(trunk):
+                raise ValidationError(
+                    {
+                        "via": "This trunk's 3CX uses the Generic template and the portal forwards its texts in that "
+                        "format. Move 3CX to the Wavix template first, then change the trunk's SMS template on the "
+                        "trunk page."
+                    }
+                )
+            trunk.sms_template = Trunk.SmsTemplate.WAVIX
+            trunk_save(actor=actor, trunk=trunk)
+            changes["threecx_confirmed_at"] = None  # the values to type in 3CX changed
+        remember(trunk, **changes)
+        return None
+    key = provider_key_issue(actor=actor, trunk=trunk) if provider_key_live(trunk) is None else None
+    if trunk.sms_template == Trunk.SmsTemplate.WAVIX and not forwarding_in_use(trunk):
+        trunk.sms_template = Trunk.SmsTemplate.GENERIC  # nothing is forwarded yet: no format to keep
+        trunk_save(actor=actor, trunk=trunk)
+        changes["threecx_confirmed_at"] = None
+    elif trunk.sms_template == Trunk.SmsTemplate.WAVIX:
+        changes["switch_started_at"] = timezone.now().isoformat()
+    remember(trunk, **changes)
+    return key
+
+
+def setup_provider_key_rotate(*, actor: User | None, trunk: Trunk) -> str:
+    """Step 3: issue a new provider key (shown once); the older ones keep working 24 hours, so 3CX goes on sending
+    while someone types the new one in."""
+    if sending_way(trunk) != PORTAL:
+        raise ValidationError("This trunk's 3CX sends straight to Wavix: choose the portal first.")
+    key = provider_key_issue(actor=actor, trunk=trunk)
+    remember(trunk)  # refresh the steps (a trunk without a live key gets one)
+    return key
+
+
+def setup_switch_confirm(*, actor: User | None, trunk: Trunk) -> None:
+    """Step 3: 3CX now uses the Generic template — put the trunk on it, so inbound texts are forwarded in the Generic
+    (Telnyx-style) format from now on, and count step 3 as done."""
+    if not switch_pending(trunk):
+        raise ValidationError("This trunk is not switching to the portal.")
+    if provider_key_live(trunk) is None:
+        raise ValidationError("Issue the provider key first: 3CX needs it as its Messaging API key.")
+    trunk.sms_template = Trunk.SmsTemplate.GENERIC
+    trunk_save(actor=actor, trunk=trunk)
+    remember(trunk, switched_at=timezone.now().isoformat(), threecx_confirmed_at=timezone.now().isoformat())
+
+
 def setup_confirm_threecx(trunk: Trunk) -> None:
     if not trunk.main_sender:
         raise ValidationError("Choose and register the sender ID first: it is 3CX's Main Trunk No.")
+    if switch_pending(trunk):
+        raise ValidationError("Confirm the switch instead, once 3CX uses the Generic template.")
+    if sending_way(trunk) == PORTAL and provider_key_live(trunk) is None:
+        raise ValidationError("Issue the provider key first: 3CX needs it as its Messaging API key.")
     remember(trunk, threecx_confirmed_at=timezone.now().isoformat())
 
 
@@ -273,6 +352,14 @@ def setup_test_send(*, trunk: Trunk, to: str) -> Message:
         raise ValidationError({"to": [m for ms in error.message_dict.values() for m in ms]}) from None
     remember(trunk, test_message=message.pk, test_to=message.to_number, test_sent_at=message.created_at.isoformat())
     return message
+
+
+def setup_app_watch(trunk: Trunk, *, again: bool = False) -> None:
+    """Step 5: watch for the next text 3CX's app sends through the portal, from now (from the first look at the step,
+    unless `again`: an older text or refusal then no longer counts)."""
+    if sending_way(trunk) != PORTAL or (progress(trunk).get("app_since") and not again):
+        return
+    remember(trunk, app_since=timezone.now().isoformat())
 
 
 def sandbox_reply_possible(trunk: Trunk) -> bool:
