@@ -15,5 +15,6 @@ Imported by module, never re-exported here, so that a call names the file to ope
 - setup, setup_actions: the SMS setup wizard of a trunk (its state; what each step does) — on top of the others
 
 Lower modules never import higher ones: setup* → accounts → inbound → reports, outbound; setup* → senders,
-forwarding, sending; provider → outbound; mirror → outbound; reports, sending → forwarding (status events). Work for a worker is queued through messaging.dispatch only.
+forwarding, sending; provider → outbound; mirror → outbound; reports, sending → forwarding (status
+events). Work for a worker is queued through messaging.dispatch only.
 """
