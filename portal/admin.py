@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from unfold.sites import UnfoldAdminSite
 
 from tenants import access
 
@@ -52,7 +53,7 @@ class PortalLoginForm(AdminAuthenticationForm):
         return ValidationError(self.error_messages["invalid_login"], code="invalid_login")
 
 
-class PortalAdminSite(admin.AdminSite):
+class PortalAdminSite(UnfoldAdminSite):
     """The admin, with access decided by tenants.access. Apps add their site-level pages here from their own admin
     module (add_urls, set_dashboard), so the site imports no app."""
 
@@ -66,6 +67,7 @@ class PortalAdminSite(admin.AdminSite):
         super().__init__(name)
         self._url_makers: list[Callable[[admin.AdminSite], list[URLPattern]]] = []
         self._dashboard: Callable[[HttpRequest, admin.AdminSite], HttpResponse] | None = None
+        self._navigation: Callable[[HttpRequest, admin.AdminSite], list[dict]] | None = None
 
     def add_urls(self, make_urls: Callable[[admin.AdminSite], list[URLPattern]]) -> None:
         """Add pages that belong to no model (a review queue): make_urls(site) returns their URL patterns."""
@@ -74,6 +76,18 @@ class PortalAdminSite(admin.AdminSite):
     def set_dashboard(self, view: Callable[[HttpRequest, admin.AdminSite], HttpResponse]) -> None:
         """The page at dashboard/, where resellers and tenant viewers land: view(request, site)."""
         self._dashboard = view
+
+    def set_navigation(self, sidebar: Callable[[HttpRequest, admin.AdminSite], list[dict]]) -> None:
+        """The sidebar's groups for this request, in unfold's format: sidebar(request, site)."""
+        self._navigation = sidebar
+
+    def get_sidebar_list(self, request: HttpRequest) -> list[dict]:
+        if self._navigation is None:
+            return super().get_sidebar_list(request)
+        groups = self._navigation(request, self)
+        for group in groups:  # unfold marks the open page's entry and resolves badges
+            group["items"] = self._get_navigation_items(request, group["items"])
+        return groups
 
     def has_permission(self, request) -> bool:
         return access.has_portal_access(request.user)

@@ -42,3 +42,7 @@ urlpatterns = [
 
 if settings.SANDBOX_ENABLED:
     urlpatterns.append(path("sandbox/", include("sandbox.urls")))
+
+# Error pages in the portal's look (portal.views).
+handler403 = "portal.views.permission_denied"
+handler404 = "portal.views.page_not_found"

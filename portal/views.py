@@ -3,9 +3,11 @@
 import time
 
 from django.conf import settings
+from django.contrib import admin
 from django.core.cache import cache
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from kombu import Connection
 
@@ -62,3 +64,30 @@ def healthz(request) -> JsonResponse:
     if failing:
         body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)
+
+
+def _error_page(request, status: int, title: str, explanation: str) -> HttpResponse:
+    """An error page in the portal's look: inside the admin (sidebar and all) for a signed-in member, plain for
+    anyone else — the sidebar lists only what the person may open, so it gives nothing away."""
+    from tenants.access import has_portal_access
+
+    context = {"title": title, "explanation": explanation, "status": status}
+    user = getattr(request, "user", None)  # none when the error came before the auth middleware
+    if user is not None and has_portal_access(user):
+        context.update(admin.site.each_context(request))
+        return render(request, "portal/error.html", context, status=status)
+    return render(request, "portal/error_plain.html", context, status=status)
+
+
+def permission_denied(request, exception=None) -> HttpResponse:
+    """403: the page exists and is not for this person (a tenant viewer opening webhook events)."""
+    return _error_page(
+        request, 403, "Not available to you", "Your role does not include this page. Ask your reseller's admin."
+    )
+
+
+def page_not_found(request, exception=None) -> HttpResponse:
+    """404: nothing here, or nothing this person may see (another tenant's row answers the same)."""
+    return _error_page(
+        request, 404, "Page not found", "There is nothing here, or it is not yours to see. Check the address."
+    )

@@ -100,6 +100,10 @@ RULES: dict[str, Rule] = {
 }
 # Reference data every signed-in member may read and only platform staff may edit.
 PUBLIC_READ = frozenset({"messaging.countryrule"})
+# The portal's own workings. Reseller managers and platform staff open their pages; a tenant viewer reads their
+# texts, numbers and registrations and sees what the plumbing did only as summaries (the dashboard, a text's page),
+# so the rows stay readable to them above (the API's country rules, the dashboard's forwarding figures).
+PLUMBING = frozenset({"messaging.webhookevent", "messaging.delivery", "messaging.countryrule"})
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,16 @@ def can(user: Principal, action: Action, model_or_obj: Model | type[Model]) -> b
     if obj is None or action == "add":
         return True
     return changeable(user, model).filter(pk=obj.pk).exists()
+
+
+def may_browse(user: Principal, model: type[Model]) -> bool:
+    """May this user open this model's pages in the admin (its list, its rows)? Those who may view its rows, except
+    that a tenant viewer (with no reseller role) never opens the plumbing's pages."""
+    if not can(user, "view", model):
+        return False
+    if _label(model) not in PLUMBING or _is_platform(user):
+        return True
+    return bool(grants(user).manager_resellers)
 
 
 def _owning_resellers(obj: Model) -> set[int]:

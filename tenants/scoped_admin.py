@@ -2,10 +2,10 @@
 and a service's ValidationError lands on the admin form that called it."""
 
 from django import forms
-from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import Http404
+from unfold.admin import ModelAdmin, TabularInline
 
 from tenants import access
 
@@ -21,7 +21,7 @@ def show_errors(form: forms.Form, error: ValidationError, renamed: dict[str, str
         form.add_error(name if name in form.fields else None, messages)
 
 
-class ScopedAdmin(admin.ModelAdmin):
+class ScopedAdmin(ModelAdmin):
     """A model admin whose rows, choices and permissions all come from tenants.access.
 
     Another reseller's object opened by URL answers 404, exactly like one that does not exist.
@@ -42,10 +42,12 @@ class ScopedAdmin(admin.ModelAdmin):
         return obj
 
     def has_module_permission(self, request) -> bool:
-        return access.can(request.user, "view", self.model)
+        return access.may_browse(request.user, self.model)
 
     def has_view_permission(self, request, obj=None) -> bool:
-        return access.can(request.user, "view", obj if obj is not None else self.model)
+        if not access.may_browse(request.user, self.model):
+            return False
+        return obj is None or access.can(request.user, "view", obj)
 
     def has_add_permission(self, request) -> bool:
         return access.can(request.user, "add", self.model)
@@ -66,7 +68,7 @@ class ScopedAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class ScopedReadOnlyInline(admin.TabularInline):
+class ScopedReadOnlyInline(TabularInline):
     """An inline of records that are shown, never edited, in the parent's page."""
 
     extra = 0

@@ -75,7 +75,7 @@ def test_an_existing_login_and_a_new_one_accept_their_invitations_on_a_phone_and
     page.goto(link_in(mail.outbox[-1], live_server.url))
     page.fill("#id_username", other_admin.email)  # the link asks an existing login to sign in first
     page.fill("#id_password", f.PASSWORD)
-    page.click("input[type=submit]")
+    page.click("#login-form [type=submit]")
     page.wait_for_selector("#accept")
     assert f"You are signed in as {other_admin.email}" in page.inner_text("#invitation")
     look(page, "existing-login")

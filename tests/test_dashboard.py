@@ -309,7 +309,8 @@ def test_queries_do_not_grow_with_the_number_of_tenants(
     populate(reseller, 27, start=3)
     with_thirty = dashboard_queries(client)
     assert with_three == with_thirty
-    with django_assert_max_num_queries(18):
+    # 19: one of them is the sidebar's count of failed deliveries (messaging.admin.navigation)
+    with django_assert_max_num_queries(19):
         response = client.get(DASHBOARD)
     assert len(response.context["rows"]) == 30
     assert all(len(row.alerts) >= 3 for row in response.context["rows"])

@@ -14,7 +14,7 @@ pages (the review queue, the dashboard) are added to the site here, so the site 
 
 from django.contrib import admin
 
-from messaging.admin import dashboard, provisioning, records, senders, trunks
+from messaging.admin import dashboard, navigation, provisioning, records, senders, trunks
 from portal.admin import PortalAdminSite
 
 __all__ = ["dashboard", "provisioning", "records", "senders", "trunks"]
@@ -23,3 +23,4 @@ site = admin.site
 assert isinstance(site, PortalAdminSite)  # PortalAdminConfig.default_site: the site that takes site-level pages
 site.add_urls(senders.review_urls)
 site.set_dashboard(dashboard.dashboard_view)
+site.set_navigation(navigation.sidebar)
