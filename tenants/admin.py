@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.template.response import TemplateResponse
+from unfold.widgets import UnfoldAdminEmailInputWidget, UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
 from tenants import access, services
 from tenants.models import ApiToken, Membership, Reseller, Tenant
@@ -52,11 +53,14 @@ def _organization_choices(user) -> list[tuple[str, str]]:
 class InviteForm(forms.ModelForm):
     """Invite a person by e-mail; they receive a link to accept or decline (choosing a password if they are new)."""
 
-    email = forms.EmailField(label="E-mail")
-    first_name = forms.CharField(required=False)
-    last_name = forms.CharField(required=False)
+    # Declared fields get unfold's widgets by hand: it restyles only the fields it makes from model fields.
+    email = forms.EmailField(label="E-mail", widget=UnfoldAdminEmailInputWidget)
+    first_name = forms.CharField(required=False, widget=UnfoldAdminTextInputWidget)
+    last_name = forms.CharField(required=False, widget=UnfoldAdminTextInputWidget)
     organization = forms.ChoiceField(
-        label="Organisation", help_text="A reseller role sees every tenant; a tenant viewer only one tenant."
+        label="Organisation",
+        help_text="A reseller role sees every tenant; a tenant viewer only one tenant.",
+        widget=UnfoldAdminSelectWidget,
     )
 
     class Meta:

@@ -108,7 +108,11 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
 
     def changelist_view(self, request, extra_context=None):
         # Texts that belong to no tenant are in no message: reseller staff are told here, where they look for texts.
-        extra_context = {**(extra_context or {}), "unassigned_texts": logs.unassigned_texts(request.user)}
+        extra_context = {
+            **(extra_context or {}),
+            "unassigned_texts": logs.unassigned_texts(request.user),
+            "has_send_permission": access.can(request.user, "send", Message),
+        }
         return super().changelist_view(request, extra_context)
 
     def get_fields(self, request, obj=None):

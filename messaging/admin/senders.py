@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from unfold.widgets import UnfoldAdminTextareaWidget
 
 from messaging.admin.base import AdminMixin, CallsWavixAdmin, OwnedAdmin
 from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
@@ -243,7 +244,7 @@ class RegistrationPagesMixin(AdminMixin):
 class SamplesField(forms.CharField):
     """Sample messages, one per line."""
 
-    widget = forms.Textarea(attrs={"rows": 3})
+    widget = UnfoldAdminTextareaWidget(attrs={"rows": 3})
 
     def prepare_value(self, value):
         return "\n".join(value) if isinstance(value, list) else value

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from unfold.widgets import UnfoldAdminPasswordInput
 
 from messaging.admin import logs
 from messaging.admin.base import OwnedAdmin
@@ -29,7 +30,7 @@ class TrunkForm(forms.ModelForm):
     threecx_webhook_url = forms.CharField(
         label="3CX webhook URL",
         required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "size": 80}),
+        widget=UnfoldAdminPasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="From the trunk's SMS tab in 3CX. Stored encrypted; only host and last 4 characters are shown.",
     )
 
