@@ -4,11 +4,11 @@ from collections.abc import Callable
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from unfold.forms import AuthenticationForm  # the admin's, with unfold's input styles
 from unfold.sites import UnfoldAdminSite
 
 from tenants import access
@@ -33,12 +33,12 @@ def locked_out(request, original_response=None, credentials=None) -> HttpRespons
     return TemplateResponse(request, "admin/locked_out.html", context, status=429).render()
 
 
-class PortalLoginForm(AdminAuthenticationForm):
+class PortalLoginForm(AuthenticationForm):
     """Resellers and tenant users sign in without being Django staff: a membership is what lets them in."""
 
     username = forms.CharField(label="E-mail", widget=forms.TextInput(attrs={"autofocus": True}))
     error_messages = {
-        **AdminAuthenticationForm.error_messages,
+        **AuthenticationForm.error_messages,
         "invalid_login": "Please enter a correct e-mail and password.",
     }
 

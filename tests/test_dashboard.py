@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from messaging.admin.dashboard import Rate, setup_steps_done
 from messaging.models import DailyMessageCount, Delivery, Message, SenderIDCountry, Trunk
+from messaging.services.setup import STEP_KEYS
 from messaging.tasks import message_counts_rollup
 from tests import factories as f
 
@@ -130,7 +131,7 @@ def test_setup_shows_the_best_trunk_or_not_started(client, reseller_admin, resel
     assert (row.setup_done, row.setup_trunk) == (3, "Head office")
     assert row_of(response, fresh).setup_done == 0
     page = response.content.decode()
-    assert "3/5 steps" in page and "not started" in page
+    assert "3 of 6 steps" in page and "not started" in page
 
 
 def test_health_last_inbound_last_forward_and_failing_deliveries(client, reseller_admin, reseller, tenant):
@@ -152,7 +153,7 @@ def test_health_last_inbound_last_forward_and_failing_deliveries(client, reselle
 
 def test_delivery_rates_for_a_known_set_of_messages(client, reseller_admin, reseller, tenant):
     account = shared_account(reseller)
-    recent = timedelta(hours=1)
+    recent = since_early_today()  # today, whatever the hour the test runs
     for status, n in [(S.DELIVERED, 6), (S.UNDELIVERED, 1), (S.REJECTED, 1), (S.EXPIRED, 1), (S.FAILED, 1)]:
         for _ in range(n):
             message(tenant, account, status=status, ago=recent)
@@ -171,8 +172,8 @@ def test_delivery_rates_for_a_known_set_of_messages(client, reseller_admin, rese
     client.force_login(reseller_admin)
     response = client.get(DASHBOARD)
     row = row_of(response, tenant)
-    assert row.rate_24h == Rate(delivered=6, final=11)
-    assert row.rate_24h.percent == 55
+    assert row.rate_today == Rate(delivered=6, final=11)
+    assert row.rate_today.percent == 55
     assert row.rate_7d == Rate(delivered=10, final=16)
     assert row.rate_7d.percent == 62
     page = response.content.decode()
@@ -182,7 +183,7 @@ def test_delivery_rates_for_a_known_set_of_messages(client, reseller_admin, rese
 def test_a_tenant_without_outbound_final_messages_has_no_rate(client, reseller_admin, tenant):
     client.force_login(reseller_admin)
     row = row_of(client.get(DASHBOARD), tenant)
-    assert row.rate_24h.percent is None and row.rate_7d.percent is None
+    assert row.rate_today.percent is None and row.rate_7d.percent is None
 
 
 def test_chart_counts_inbound_and_outbound_per_day_for_fourteen_days(client, reseller_admin, reseller, tenant):
@@ -263,6 +264,7 @@ def test_alert_totals_and_the_only_alerts_filter(client, reseller_admin, reselle
         "unhealthy": 1,
         "no_reports": 0,
         "rejected": 0,
+        "needs_documents": 0,
         "drift": 0,
         "any": 1,
     }
@@ -309,8 +311,8 @@ def test_queries_do_not_grow_with_the_number_of_tenants(
     populate(reseller, 27, start=3)
     with_thirty = dashboard_queries(client)
     assert with_three == with_thirty
-    # 19: one of them is the sidebar's count of failed deliveries (messaging.admin.navigation)
-    with django_assert_max_num_queries(19):
+    # 20: the sidebar's count of failed deliveries (messaging.admin.navigation) and today's live total are two
+    with django_assert_max_num_queries(20):
         response = client.get(DASHBOARD)
     assert len(response.context["rows"]) == 30
     assert all(len(row.alerts) >= 3 for row in response.context["rows"])
@@ -361,3 +363,117 @@ def test_rollup_runs_on_beat_in_the_sync_queue():
     entries = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"].endswith("message_counts_rollup")]
     assert {e["args"] for e in entries} == {(2,), (15,)}
     assert all(e["options"]["queue"] == "sync" for e in entries)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What to do next
+# --------------------------------------------------------------------------------------------------------------
+
+
+def next_actions(response) -> list[tuple[str, str, str, str]]:
+    return [(tenant.name, level, action.text, action.url) for tenant, action, level in response.context["next_actions"]]
+
+
+def test_the_next_actions_link_to_where_each_is_done(client, reseller_admin, reseller, tenant, other_tenant):
+    account = shared_account(reseller)
+    trunk = f.TrunkFactory(tenant=tenant, name="Front desk", setup_progress={"steps_done": ["sender", "countries"]})
+    f.TrunkFactory(tenant=tenant, name="Done", setup_progress={"steps_done": list(STEP_KEYS)})
+    bare = f.TenantFactory(reseller=reseller, name="Bare")
+    sender = f.SenderIDFactory(tenant=tenant, account=account, value="AcmeDental")
+    papers = f.SenderIDCountryFactory(
+        sender=sender, country="IN", status=SenderIDCountry.Status.NEEDS_DOCUMENTS, note="A DLT registration letter."
+    )
+    f.TrunkFactory(tenant=other_tenant, setup_progress={})  # another reseller's unfinished setup is not listed
+    client.force_login(reseller_admin)
+    response = client.get(DASHBOARD)
+    actions = next_actions(response)
+    assert actions == [
+        (
+            tenant.name,
+            "problem",
+            "Sender ID AcmeDental for IN: the reviewer asked for documents: A DLT registration letter.",
+            reverse("admin:messaging_senderidcountry_documents", args=[papers.pk]),
+        ),
+        (
+            "Bare",
+            "todo",
+            "No 3CX trunk yet: add one to start the SMS setup",
+            reverse("admin:messaging_trunk_add") + f"?tenant={bare.pk}",
+        ),
+        (
+            tenant.name,
+            "todo",
+            "Trunk Front desk: finish the SMS setup — step 3 of 6, 3CX trunk",
+            reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "threecx"]),
+        ),
+    ]  # problems first, then work left
+    page = response.content.decode()
+    assert "Upload documents" in page and "Continue setup" in page and "Add a trunk" in page
+    # Done, it leaves the list.
+    SenderIDCountry.objects.filter(pk=papers.pk).update(status=SenderIDCountry.Status.IN_REVIEW)
+    Trunk.objects.filter(pk=trunk.pk).update(setup_progress={"steps_done": list(STEP_KEYS)})
+    assert [a[0] for a in next_actions(client.get(DASHBOARD))] == ["Bare"]
+
+
+def test_a_tenant_viewer_reads_the_next_actions_without_buttons_they_cannot_use(client, viewer, tenant, reseller):
+    account = shared_account(reseller)
+    f.TrunkFactory(tenant=tenant, setup_progress={"steps_done": ["sender"]})
+    sender = f.SenderIDFactory(tenant=tenant, account=account)
+    f.SenderIDCountryFactory(sender=sender, country="IN", status=SenderIDCountry.Status.NEEDS_DOCUMENTS)
+    client.force_login(viewer)
+    response = client.get(DASHBOARD)
+    actions = next_actions(response)
+    assert len(actions) == 2 and all(url == "" for *_, url in actions)
+    page = response.content.decode()
+    assert "Continue setup" not in page and "Upload documents" not in page and "your reseller sees this too" in page
+
+
+def test_a_text_3cx_sent_that_the_portal_refused_is_a_problem_for_a_day(client, reseller_admin, tenant):
+    trunk = f.TrunkFactory(tenant=tenant, name="Front desk", setup_progress={"steps_done": list(STEP_KEYS)})
+    Trunk.objects.filter(pk=trunk.pk).update(
+        provider_refusal="+447700900123 opted out (STOP)", provider_refused_at=timezone.now() - timedelta(minutes=5)
+    )
+    client.force_login(reseller_admin)
+    [(_, level, text, url)] = next_actions(client.get(DASHBOARD))
+    assert level == "problem" and "refused a text 3CX sent 5 min ago — +447700900123 opted out (STOP)" in text
+    assert url == reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "verify"])
+    Trunk.objects.filter(pk=trunk.pk).update(provider_refused_at=timezone.now() - timedelta(hours=25))
+    assert next_actions(client.get(DASHBOARD)) == []
+
+
+def test_today_and_seven_days_agree_with_each_other_and_with_the_log(client, reseller_admin, reseller, tenant):
+    """Today is live; the 6 days before come from the rollup. A rollup that has not run since today's texts must
+    not make 7 days show fewer than today (seen: "today 9/10" beside "7 d 6/7")."""
+    account = shared_account(reseller)
+    message(tenant, account, status=S.DELIVERED, ago=timedelta(days=2))
+    message_counts_rollup(15)
+    for status in [S.DELIVERED] * 9 + [S.UNDELIVERED]:  # after the last rollup
+        message(tenant, account, status=status, ago=since_early_today())
+    client.force_login(reseller_admin)
+    row = row_of(client.get(DASHBOARD), tenant)
+    assert row.rate_today == Rate(delivered=9, final=10)
+    assert row.rate_7d == Rate(delivered=10, final=11)
+    in_the_log = Message.objects.filter(
+        tenant=tenant, direction="outbound", created_at__gte=timezone.now() - timedelta(days=6, hours=23)
+    )
+    assert row.rate_7d.final == in_the_log.count()
+    assert row.chart.columns[-1].outbound == 10  # today's bar is the live count too
+
+
+def test_a_request_for_documents_is_e_mailed_with_the_link_to_upload_them(
+    reseller_admin, tenant, reseller, settings, django_capture_on_commit_callbacks
+):
+    from django.core import mail
+
+    from messaging.services.senders import registration_set_status
+
+    settings.PUBLIC_BASE_URL = "https://portal.example"
+    sender = f.SenderIDFactory(tenant=tenant, account=shared_account(reseller))
+    registration = f.SenderIDCountryFactory(sender=sender, country="IN", status=SenderIDCountry.Status.IN_REVIEW)
+    with django_capture_on_commit_callbacks(execute=True):
+        registration_set_status(
+            actor=None, registration=registration, status=SenderIDCountry.Status.NEEDS_DOCUMENTS, note="A licence."
+        )
+    [sent] = mail.outbox
+    link = "https://portal.example" + reverse("admin:messaging_senderidcountry_documents", args=[registration.pk])
+    assert sent.to == [reseller_admin.email] and link in sent.body

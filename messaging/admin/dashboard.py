@@ -1,4 +1,6 @@
-"""The reseller dashboard: each visible tenant's setup, forwarding health, traffic and alerts on one page.
+"""The dashboard: first what to do next — per tenant, the next action with a direct link (finish a trunk's setup,
+upload the documents a reviewer asked for, fix what 3CX or Wavix refuses) — then each visible tenant's setup,
+forwarding health and traffic.
 
 Built for 500 tenants and a million messages. A page of tenants is read first; then each figure, for the
 whole page at once, comes from one query grouped by tenant (index seeks and short index ranges) or from the
@@ -22,12 +24,24 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from messaging.admin.logs import message_log_url, not_forwarded_since, unassigned_texts
-from messaging.models import DailyMessageCount, Delivery, Message, PhoneNumber, SenderIDCountry, Trunk
+from messaging.models import (
+    DailyMessageCount,
+    Delivery,
+    Message,
+    PhoneNumber,
+    RegistrationDocument,
+    SenderIDCountry,
+    Trunk,
+)
+from messaging.services.setup import STEP_KEYS, STEPS
 from tenants import access
 from tenants.models import Tenant
 
 # The setup wizard's steps, in order; a trunk's setup_progress["steps_done"] lists the ones it finished.
-SETUP_STEPS = ("sender", "countries", "threecx", "enable", "verify")
+SETUP_STEPS = tuple(STEP_KEYS)
+STEP_TITLES = dict(STEPS)
+# A refusal of 3CX's own text (the provider endpoint) stays on the to-do list this long.
+PROVIDER_REFUSAL_SHOWN = timedelta(hours=24)
 TENANTS_PER_PAGE = 50
 CHART_DAYS = 14
 # An outbound text Wavix took but whose final report has not come this long after: reports are lost or late.
@@ -78,8 +92,12 @@ def delivery_rate(status_counts: dict[str, int]) -> Rate:
 
 @dataclass(frozen=True)
 class Alert:
+    """Something wrong, or something to do next, with where to do it: `action` names the button; with no url (the
+    user may not act on it, a tenant viewer) the text stands alone."""
+
     text: str
     url: str
+    action: str = "Open"
 
 
 @dataclass(frozen=True)
@@ -158,10 +176,11 @@ class TenantRow:
     last_forward_at: datetime | None = None
     gave_up: int = 0
     retrying: int = 0
-    rate_24h: Rate = Rate(0, 0)
+    rate_today: Rate = Rate(0, 0)
     rate_7d: Rate = Rate(0, 0)
     chart: Chart | None = None
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # problems: something is refused, lost or late
+    todos: list[Alert] = field(default_factory=list)  # work left: a setup to finish, documents to upload
 
 
 def awaiting_reports(messages: QuerySet, now: datetime) -> QuerySet:
@@ -189,6 +208,9 @@ def alert_scopes(user, now: datetime) -> dict[str, QuerySet]:
         "no_reports": awaiting_reports(access.visible(user, Message), now).values("tenant_id"),
         "rejected": access.visible(user, SenderIDCountry)
         .filter(status=SenderIDCountry.Status.REJECTED)
+        .values("tenant_id"),
+        "needs_documents": access.visible(user, SenderIDCountry)
+        .filter(status=SenderIDCountry.Status.NEEDS_DOCUMENTS)
         .values("tenant_id"),
         "drift": access.visible(user, PhoneNumber).filter(relay_drift=True).values("tenant_id"),
     }
@@ -244,7 +266,7 @@ def dashboard_context(request: HttpRequest) -> dict:
     }
     ids = list(rows)
 
-    _add_trunks(user, rows, ids)
+    _add_trunks(user, rows, ids, now)
     _add_deliveries(user, rows, ids)
     _add_traffic(user, rows, ids, chart_days, now)
     _add_alerts(user, rows, ids, now)
@@ -252,15 +274,27 @@ def dashboard_context(request: HttpRequest) -> dict:
     overall: dict[date, dict[str, int]] = defaultdict(dict)
     for day, direction, total in (
         access.visible(user, DailyMessageCount)
-        .filter(tenant__in=tenants.values("pk"), day__gte=chart_days[0])
+        .filter(tenant__in=tenants.values("pk"), day__gte=chart_days[0], day__lt=today)
         .values_list("day", "direction")
         .annotate(total=Sum("count"))
         .order_by()
     ):
         overall[day][direction] = total
+    for direction, total in (  # today live, as in each tenant's row
+        access.visible(user, Message)
+        .filter(tenant__in=tenants.values("pk"), created_at__gte=start_of_today())
+        .values_list("direction")
+        .annotate(total=Count("pk"))
+        .order_by()
+    ):
+        overall[today][direction] = total
 
     query = {"q": search} if search else {}
+    # The to-do list: problems first, then work left; each tenant's in its own order.
+    next_actions = [(row.tenant, alert, "problem") for row in rows.values() for alert in row.alerts]
+    next_actions += [(row.tenant, todo, "todo") for row in rows.values() for todo in row.todos]
     return {
+        "next_actions": next_actions,
         "rows": list(rows.values()),
         "page": page,
         "paginator": paginator,
@@ -277,20 +311,56 @@ def dashboard_context(request: HttpRequest) -> dict:
     }
 
 
-def _add_trunks(user, rows: dict[int, TenantRow], ids: list[int]) -> None:
-    """Setup progress (the best trunk's) and unhealthy-forwarding alerts."""
+def next_setup_step(progress) -> str | None:
+    """The first step of the wizard a trunk has not finished, or None when all are done."""
+    done = progress.get("steps_done") if isinstance(progress, dict) else None
+    finished = set(done) if isinstance(done, list | tuple) else set()
+    return next((key for key in SETUP_STEPS if key not in finished), None)
+
+
+def _add_trunks(user, rows: dict[int, TenantRow], ids: list[int], now: datetime) -> None:
+    """Setup progress (the best trunk's) and each unfinished setup's next step; 3CX refusing forwards, and the
+    portal refusing 3CX's own texts."""
+    manages = access.can(user, "change", Trunk)  # a tenant viewer reads the to-do, their reseller does it
     trunks = (
         access.visible(user, Trunk)
         .filter(tenant_id__in=ids)
         .order_by("name")
-        .values_list("pk", "tenant_id", "name", "setup_progress", "forward_failures", "forward_error")
+        .values_list(
+            "pk",
+            "tenant_id",
+            "name",
+            "setup_progress",
+            "forward_failures",
+            "forward_error",
+            "provider_refusal",
+            "provider_refused_at",
+        )
     )
-    for pk, tenant_id, name, progress, failures, error in trunks:
+    for pk, tenant_id, name, progress, failures, error, refusal, refused_at in trunks:
         row = rows[tenant_id]
         row.trunk_count += 1
         done = setup_steps_done(progress)
         if done > row.setup_done:
             row.setup_done, row.setup_trunk = done, name
+        step = next_setup_step(progress)
+        if step is not None:
+            number = SETUP_STEPS.index(step) + 1
+            row.todos.append(
+                Alert(
+                    f"Trunk {name}: finish the SMS setup — step {number} of {len(SETUP_STEPS)}, {STEP_TITLES[step]}",
+                    reverse("admin:messaging_trunk_setup_step", args=[pk, step]) if manages else "",
+                    "Continue setup",
+                )
+            )
+        if refused_at and refused_at > now - PROVIDER_REFUSAL_SHOWN:
+            row.alerts.append(
+                Alert(
+                    f"Trunk {name}: the portal refused a text 3CX sent {_ago(now, refused_at)} ago — {refusal}",
+                    reverse("admin:messaging_trunk_setup_step", args=[pk, "verify"]) if manages else "",
+                    "See why",
+                )
+            )
         if failures >= Trunk.UNHEALTHY_AFTER:
             row.alerts.append(
                 Alert(
@@ -298,6 +368,21 @@ def _add_trunks(user, rows: dict[int, TenantRow], ids: list[int]) -> None:
                     reverse("admin:messaging_trunk_change", args=[pk]),
                 )
             )
+    if manages:
+        for tenant_id, row in rows.items():
+            if not row.trunk_count:
+                row.todos.append(
+                    Alert(
+                        "No 3CX trunk yet: add one to start the SMS setup",
+                        f"{reverse('admin:messaging_trunk_add')}?{urlencode({'tenant': tenant_id})}",
+                        "Add a trunk",
+                    )
+                )
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    minutes = int((now - then).total_seconds() // 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
 
 
 def _add_deliveries(user, rows: dict[int, TenantRow], ids: list[int]) -> None:
@@ -317,24 +402,31 @@ def _add_deliveries(user, rows: dict[int, TenantRow], ids: list[int]) -> None:
             rows[tenant_id].gave_up += n
 
 
+def start_of_today() -> datetime:
+    return timezone.make_aware(datetime.combine(timezone.localdate(), datetime.min.time()))
+
+
 def _add_traffic(user, rows: dict[int, TenantRow], ids: list[int], chart_days: list[date], now: datetime) -> None:
-    """Delivery rates (24 h counted live over a short index range, 7 days from the rollup) and the chart."""
-    last_day: dict[int, dict[str, int]] = defaultdict(dict)
-    for tenant_id, status, n in (
+    """Delivery rates and the chart. Today is counted live (a short index range); the days before come from the
+    rollup, which is complete for them. So "7 days" is the 6 days before plus today's live count, and always agrees
+    with "today" and with the log (a rate of 24 h live beside 7 days of a 5-minute-old rollup did not)."""
+    today = chart_days[-1]
+    live: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    for tenant_id, direction, status, n in (
         access.visible(user, Message)
-        .filter(tenant_id__in=ids, direction=Message.Direction.OUTBOUND, created_at__gte=now - timedelta(hours=24))
-        .values_list("tenant_id", "status")
+        .filter(tenant_id__in=ids, created_at__gte=start_of_today())
+        .values_list("tenant_id", "direction", "status")
         .annotate(n=Count("pk"))
         .order_by()
     ):
-        last_day[tenant_id][status] = n
+        live[tenant_id][direction][status] = n
 
     week_start = chart_days[-7]
     week: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     per_day: dict[int, dict[date, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for tenant_id, day, direction, status, count in (
         access.visible(user, DailyMessageCount)
-        .filter(tenant_id__in=ids, day__gte=chart_days[0])
+        .filter(tenant_id__in=ids, day__gte=chart_days[0], day__lt=today)
         .values_list("tenant_id", "day", "direction", "status", "count")
     ):
         per_day[tenant_id][day][direction] += count
@@ -342,7 +434,13 @@ def _add_traffic(user, rows: dict[int, TenantRow], ids: list[int], chart_days: l
             week[tenant_id][status] += count
 
     for tenant_id, row in rows.items():
-        row.rate_24h = delivery_rate(last_day.get(tenant_id, {}))
+        today_counts = live.get(tenant_id, {})
+        outbound_today = today_counts.get(Message.Direction.OUTBOUND, {})
+        for direction, statuses in today_counts.items():
+            per_day[tenant_id][today][direction] = sum(statuses.values())
+        for status, n in outbound_today.items():
+            week[tenant_id][status] += n
+        row.rate_today = delivery_rate(outbound_today)
         row.rate_7d = delivery_rate(week.get(tenant_id, {}))
         row.chart = build_chart(per_day.get(tenant_id, {}), chart_days, bar=4, gap=2, height=28)
 
@@ -405,19 +503,30 @@ def _add_alerts(user, rows: dict[int, TenantRow], ids: list[int], now: datetime)
                 ),
             )
         )
-    for tenant_id, sender, country in (
+    uploads = access.can(user, "add", RegistrationDocument)
+    for pk, tenant_id, sender, country, status, note in (
         access.visible(user, SenderIDCountry)
-        .filter(tenant_id__in=ids, status=SenderIDCountry.Status.REJECTED)
+        .filter(tenant_id__in=ids, status__in=[SenderIDCountry.Status.REJECTED, SenderIDCountry.Status.NEEDS_DOCUMENTS])
         .order_by("sender__value", "country")
-        .values_list("tenant_id", "sender__value", "country")
+        .values_list("pk", "tenant_id", "sender__value", "country", "status", "note")
     ):
-        url = reverse("admin:messaging_senderidcountry_changelist")
-        rows[tenant_id].alerts.append(
-            Alert(
-                f"Sender ID {sender} rejected for {country}",
-                f"{url}?{urlencode({'status__exact': 'rejected', 'tenant__id__exact': tenant_id})}",
+        because = f": {note}" if note else ""
+        if status == SenderIDCountry.Status.REJECTED:
+            rows[tenant_id].alerts.append(
+                Alert(
+                    f"Sender ID {sender} rejected for {country}{because}",
+                    reverse("admin:messaging_senderidcountry_change", args=[pk]),
+                    "See why",
+                )
             )
-        )
+        else:  # a reviewer asked for documents: nothing moves until they are uploaded
+            rows[tenant_id].alerts.append(
+                Alert(
+                    f"Sender ID {sender} for {country}: the reviewer asked for documents{because}",
+                    reverse("admin:messaging_senderidcountry_documents", args=[pk]) if uploads else "",
+                    "Upload documents",
+                )
+            )
     for tenant_id, n in (
         access.visible(user, PhoneNumber)
         .filter(tenant_id__in=ids, relay_drift=True)

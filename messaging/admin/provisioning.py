@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-from unfold.widgets import UnfoldAdminPasswordInput
+from unfold.widgets import UnfoldAdminPasswordWidget
 
 from messaging.admin.base import CallsWavixAdmin, OwnedAdmin
 from messaging.admin.relay import RelayRepairMixin, forwarding_health, queue_relay_repair, relay_status, relay_summary
@@ -43,7 +43,7 @@ class WavixAccountForm(forms.ModelForm):
         label="Wavix API key",
         required=False,
         strip=True,
-        widget=UnfoldAdminPasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        widget=UnfoldAdminPasswordWidget(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Stored encrypted and never shown again; only its last 4 characters are displayed.",
     )
 

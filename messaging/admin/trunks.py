@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
-from unfold.widgets import UnfoldAdminPasswordInput
+from unfold.widgets import UnfoldAdminPasswordWidget
 
 from messaging.admin import logs
 from messaging.admin.base import OwnedAdmin
@@ -30,7 +30,7 @@ class TrunkForm(forms.ModelForm):
     threecx_webhook_url = forms.CharField(
         label="3CX webhook URL",
         required=False,
-        widget=UnfoldAdminPasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        widget=UnfoldAdminPasswordWidget(render_value=False, attrs={"autocomplete": "off"}),
         help_text="From the trunk's SMS tab in 3CX. Stored encrypted; only host and last 4 characters are shown.",
     )
 

@@ -25,6 +25,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.urls import reverse
 from django.utils import timezone
 
 from messaging.models import (
@@ -381,7 +382,8 @@ def notify_reseller(registration_id: int) -> None:
     if event:
         lines.append(f"By {event.actor_label} at {timezone.localtime(event.created_at):%Y-%m-%d %H:%M}.")
     if registration.status == Status.NEEDS_DOCUMENTS:
-        lines.append("Upload the documents on the registration's page in the portal, then submit them for review.")
+        documents = reverse("admin:messaging_senderidcountry_documents", args=[registration.pk])
+        lines.append(f"Upload the documents, which submits them for review: {settings.PUBLIC_BASE_URL}{documents}")
     _send(subject, "\n\n".join(lines), _reseller_admin_emails(registration.tenant.reseller_id))
 
 
