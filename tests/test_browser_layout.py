@@ -12,7 +12,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.urls import reverse
 
+from messaging.models import Message
+from tenants import access
+from tenants.models import Tenant
 from tests import factories as f
 from tests.conftest import build_world, live_db
 from tests.crawl import admin_urls
@@ -47,13 +51,24 @@ def pages_for(user) -> tuple[list[str], str]:
     client = Client()
     client.force_login(user)
     pages = []
-    for url in admin_urls(user):
+    for url in [*admin_urls(user), *tenant_pages(user)]:
         if any(part in url for part in NOT_PAGES):
             continue
         response = client.get(url)
         if response.status_code == 200 and response["Content-Type"].startswith("text/html"):
             pages.append(url)
     return pages, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def tenant_pages(user) -> list[str]:
+    """Each visible tenant's home and one conversation: site pages keyed by a tenant, which the crawl cannot guess."""
+    urls = []
+    for tenant in access.visible(user, Tenant):
+        urls.append(reverse("admin:tenant_home", args=[tenant.pk]))
+        latest = access.visible(user, Message).filter(tenant=tenant, direction="outbound").first()
+        if latest:
+            urls.append(reverse("admin:conversation", args=[tenant.pk, latest.to_number]))
+    return urls
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@
 - senders: sender IDs, their per-country registrations and the reviewers' queue;
 - records: messages (and the send page), webhook events, deliveries, opt-outs, the audit trail (logs: their lists'
   filters, search and CSV export);
-- dashboard: the page resellers and tenant viewers land on.
+- dashboard: the page resellers and tenant viewers land on (tenant_pages: a tenant's home and its conversations).
 
 Importing a module registers its model admins with the site, so each is imported here by name; the site-level
 pages (the review queue, the dashboard) are added to the site here, so the site imports nothing of messaging.
@@ -14,13 +14,14 @@ pages (the review queue, the dashboard) are added to the site here, so the site 
 
 from django.contrib import admin
 
-from messaging.admin import dashboard, navigation, provisioning, records, senders, trunks
+from messaging.admin import dashboard, navigation, provisioning, records, senders, tenant_pages, trunks
 from portal.admin import PortalAdminSite
 
-__all__ = ["dashboard", "provisioning", "records", "senders", "trunks"]
+__all__ = ["dashboard", "provisioning", "records", "senders", "tenant_pages", "trunks"]
 
 site = admin.site
 assert isinstance(site, PortalAdminSite)  # PortalAdminConfig.default_site: the site that takes site-level pages
 site.add_urls(senders.review_urls)
+site.add_urls(tenant_pages.urls)
 site.set_dashboard(dashboard.dashboard_view)
 site.set_navigation(navigation.sidebar)

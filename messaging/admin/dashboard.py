@@ -61,14 +61,16 @@ OUTBOUND_FINAL = (
 GAVE_UP = (Delivery.Status.FAILED, Delivery.Status.DEAD)
 
 
-def setup_steps_done(progress) -> int:
-    """How many setup steps a trunk finished, from whatever its setup_progress holds (tolerating any shape)."""
-    if not isinstance(progress, dict):
-        return 0
-    done = progress.get("steps_done")
+def finished_steps(progress) -> set[str]:
+    """The setup steps a trunk finished, from whatever its setup_progress holds (tolerating any shape)."""
+    done = progress.get("steps_done") if isinstance(progress, dict) else None
     if not isinstance(done, list | tuple):
-        return 0
-    return len({step for step in done if isinstance(step, str)} & set(SETUP_STEPS))
+        return set()
+    return {step for step in done if isinstance(step, str)} & set(SETUP_STEPS)
+
+
+def setup_steps_done(progress) -> int:
+    return len(finished_steps(progress))
 
 
 @dataclass(frozen=True)
@@ -313,8 +315,7 @@ def dashboard_context(request: HttpRequest) -> dict:
 
 def next_setup_step(progress) -> str | None:
     """The first step of the wizard a trunk has not finished, or None when all are done."""
-    done = progress.get("steps_done") if isinstance(progress, dict) else None
-    finished = set(done) if isinstance(done, list | tuple) else set()
+    finished = finished_steps(progress)
     return next((key for key in SETUP_STEPS if key not in finished), None)
 
 

@@ -189,7 +189,7 @@ class TrunkInline(ScopedReadOnlyInline):
 @admin.register(Tenant)
 class TenantAdmin(RelayRepairMixin, ScopedAdmin):
     drift_filter = "tenant"
-    list_display = ["name", "reseller", "status", "default_country", "created_at"]
+    list_display = ["name", "home_link", "reseller", "status", "default_country", "created_at"]
     list_filter = ["status", ("reseller", RelatedOnlyFieldListFilter)]
     list_select_related = ["reseller"]
     search_fields = ["name", "slug"]
@@ -202,6 +202,10 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return ["wavix_accounts_panel", "forwarding_panel", self.drift_panel_for(request, obj)] if obj else []
+
+    @admin.display(description="Home page")
+    def home_link(self, obj):
+        return format_html('<a href="{}">Open {}</a>', reverse("admin:tenant_home", args=[obj.pk]), obj.name)
 
     @admin.display(description="Forwarding to 3CX")
     def forwarding_panel(self, obj):
