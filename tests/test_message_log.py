@@ -153,6 +153,18 @@ def test_every_part_of_a_search_is_answered_by_a_trigram_index_on_postgresql(res
         assert "message_wavix_id_trgm" in plan, plan
 
 
+def test_the_list_shows_the_start_of_each_text_and_the_whole_text_on_hover(client, viewer, log, reseller, tenant):
+    account = f.WavixAccountFactory(reseller=reseller, tenant=None)
+    long = "Your appointment with Dr Okafor is confirmed for Tuesday 14 May at 10:30. Reply C to confirm, R to move it."
+    f.MessageFactory(tenant=tenant, account=account, text=long)
+    client.force_login(viewer)
+    page = client.get(LOG).content.decode()
+    assert f'title="{long}"' in page
+    assert f">{long[:59]}…</span>" in page
+    assert ">We are running late</span>" in page
+    assert "Sister booking confirmed" not in page and "Other reseller booking" not in page
+
+
 def test_status_direction_tenant_and_date_range_filters(client, reseller_admin, log, tenant):
     client.force_login(reseller_admin)
     assert listed(client, status__exact="undelivered") == {"We are running late"}
