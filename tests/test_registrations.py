@@ -362,7 +362,7 @@ def test_documents_are_served_to_their_reseller_and_reviewers_only(
     url = reverse("admin:registration_document", args=[RegistrationDocument.objects.get().pk])
     response = client.get(url)
     assert response.status_code == 200 and b"".join(response.streaming_content) == PDF
-    assert response["Content-Disposition"] == 'attachment; filename="licence.pdf"'
+    assert response["Content-Disposition"] == 'inline; filename="licence.pdf"'  # opens in the browser
     client.force_login(reviewer)
     assert client.get(url).status_code == 200
     for outsider in (other_admin, viewer):
@@ -372,6 +372,44 @@ def test_documents_are_served_to_their_reseller_and_reviewers_only(
     assert (
         client.get(reverse("admin:messaging_senderidcountry_documents", args=[needs_documents.pk])).status_code == 404
     )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "disposition", "served_as"),
+    [
+        ("image/png", "inline", "image/png"),
+        ("image/jpeg", "inline", "image/jpeg"),
+        ("image/webp", "inline", "image/webp"),
+        ("text/html", "attachment", "application/octet-stream"),  # never rendered on the portal's origin
+        ("image/svg+xml", "attachment", "application/octet-stream"),  # an SVG can carry script
+    ],
+)
+def test_pdfs_and_images_open_in_the_browser_anything_else_downloads(
+    client, operator, needs_documents, reviewer, viewer, other_admin, content_type, disposition, served_as
+):
+    client.force_login(operator)
+    upload(client, needs_documents, "scan.png", PNG)
+    document = RegistrationDocument.objects.get()
+    RegistrationDocument.objects.filter(pk=document.pk).update(content_type=content_type)  # as if judged so
+    url = reverse("admin:registration_document", args=[document.pk])
+    client.force_login(reviewer)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'{disposition}; filename="scan.png"'
+    assert response["Content-Type"] == served_as
+    assert response["X-Content-Type-Options"] == "nosniff"
+    for outsider in (viewer, other_admin):  # a tenant viewer and another reseller: as if it did not exist
+        client.force_login(outsider)
+        assert client.get(url).status_code == 404
+
+
+def test_a_documents_name_cannot_break_out_of_its_header(client, operator, needs_documents, reviewer):
+    client.force_login(operator)
+    upload(client, needs_documents, "licence.pdf", PDF)
+    RegistrationDocument.objects.update(name='a"; filename="evil.html.pdf')  # a name as a client may send it
+    client.force_login(reviewer)
+    response = client.get(reverse("admin:registration_document", args=[RegistrationDocument.objects.get().pk]))
+    assert response["Content-Disposition"] == 'inline; filename="a\\"; filename=\\"evil.html.pdf"'
 
 
 def test_a_submission_without_documents_is_refused(client, operator, needs_documents):

@@ -222,14 +222,27 @@ def _confirm_decision(request, site, registration: SenderIDCountry, decision: st
     return TemplateResponse(request, "messaging/review_confirm.html", context)
 
 
+# Shown in the browser (a reviewer reads the paperwork without saving it): types browsers render as documents or
+# images and never run as a page. Anything else — HTML or SVG above all, which would run script on the portal's
+# origin — is a download of bytes. Uploads are judged by their content (PDF, PNG, JPEG), so this is a second lock.
+INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
 def document_view(request, pk: int):
-    """A document, to its reseller's staff and reviewers only (404 to anyone else), never inline-rendered."""
+    """A document, to its reseller's staff and reviewers only (404 to anyone else): PDFs and images open in the
+    browser, anything else downloads."""
     document = senders.document_for(request.user, pk)
     if document is None:
         raise Http404("No such document.")
-    response = FileResponse(document.file.open("rb"), content_type=document.content_type, as_attachment=True)
-    response["Content-Disposition"] = f'attachment; filename="{document.name.replace(chr(34), "")}"'
-    response["X-Content-Type-Options"] = "nosniff"
+    inline = document.content_type in INLINE_TYPES
+    response = FileResponse(
+        document.file.open("rb"),
+        content_type=document.content_type if inline else "application/octet-stream",
+        as_attachment=not inline,
+        filename=document.name,  # quoted, or RFC 5987-encoded, by Django
+    )
+    response["X-Content-Type-Options"] = "nosniff"  # the browser takes the type above, never guesses from bytes
+    response["Cache-Control"] = "private, no-store"  # paperwork: no shared cache keeps it
     return response
 
 
