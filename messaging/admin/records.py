@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
 
 from messaging.admin import logs
 from messaging.models import Delivery, Message, OptOut, SenderID, WebhookEvent
@@ -22,6 +23,8 @@ from messaging.wavix import explain
 from tenants import access
 from tenants.models import AuditEvent
 from tenants.scoped_admin import ScopedAdmin, show_errors
+
+TEXT_SHOWN = 60  # characters of a text in the message log's column; the whole text is its title (on hover)
 
 
 class RecordAdmin(ScopedAdmin):
@@ -80,8 +83,8 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
 
     export_columns = logs.MESSAGE_COLUMNS
     export_prefix = "messages"
-    list_display = ["created_at", "direction", "origin", "from_number", "to_number", "status_column", "tenant"]
-    list_display += ["segments", "charge"]
+    list_display = ["created_at", "direction", "origin", "from_number", "to_number", "text_column", "status_column"]
+    list_display += ["tenant", "segments", "charge"]
     list_filter = [
         "direction",
         "origin",
@@ -92,7 +95,10 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
     ]
     list_select_related = ["tenant", "trunk"]
     search_fields = ["from_number", "to_number", "text", "wavix_message_id"]  # shows the box; see get_search_results
-    search_help_text = "A number in any format (or part of one), words of the text, or a Wavix message ID."
+    search_help_text = (
+        "Every word is looked for anywhere: a number in any format (or part of one), words of the text, "
+        "a Wavix message ID or part of one."
+    )
     change_list_template = "messaging/message_change_list.html"
     paginator = logs.CappedCountPaginator
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice would scan the whole table each time
@@ -101,6 +107,14 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
         if not search_term.strip():
             return queryset, False
         return queryset.filter(logs.message_search(search_term)), False
+
+    @admin.display(description="Text")
+    def text_column(self, obj) -> str:
+        if not obj.text:
+            return "—"  # an MMS without text, or emptied by retention
+        return format_html(
+            '<span class="message-text" title="{}">{}</span>', obj.text, Truncator(obj.text).chars(TEXT_SHOWN)
+        )
 
     @admin.display(description="Status", ordering="status")
     def status_column(self, obj) -> str:

@@ -10,6 +10,7 @@ from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -29,15 +30,36 @@ from tenants.scoped_admin import ScopedAdmin, ScopedReadOnlyInline, show_errors
 class DecisionForm(forms.Form):
     decision = forms.ChoiceField(choices=[(key, key) for key in senders.DECISIONS])
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False)
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)  # the second step of a noted decision
 
 
 class DocumentForm(forms.Form):
     file = forms.FileField(required=False, help_text="PDF, PNG or JPEG.")
 
 
+# The decision buttons, in the order shown, with what the note must say when the decision needs one.
+DECISION_LABELS = {
+    "approve": ("Approve", ""),
+    "request_documents": ("Request documents", "Which documents are needed"),
+    "reject": ("Reject", "Why it is rejected"),
+    "allowlist": ("Mark allow-listed", ""),
+}
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}{'s' if count != 1 else ''}"
+
+
 def _age(moment) -> str:
-    days = (timezone.now() - moment).days
-    return "today" if days == 0 else f"{days} day{'s' if days != 1 else ''}"
+    """How long since `moment`, to the hour ("3 days 4 hours"), to the minute under a day."""
+    minutes = max(0, int((timezone.now() - moment).total_seconds()) // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return _plural(days, "day") + (f" {_plural(hours, 'hour')}" if hours else "")
+    if hours:
+        return _plural(hours, "hour") + (f" {_plural(minutes, 'minute')}" if minutes else "")
+    return _plural(minutes, "minute") if minutes else "less than a minute"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -60,14 +82,40 @@ def _reviewer_or_404(request) -> None:
         raise Http404("No such page.")
 
 
+# The queue's views (tabs): what waits on a reviewer is the default; the rest is reachable by a tab.
+WAITING_VIEWS = {
+    "reviewer": "Waiting on a reviewer",
+    "reseller": "Waiting on the reseller",
+    "wavix": "Approved, waiting on Wavix",
+    "all": "All",
+}
+
+
 def review_queue_view(request, site):
+    """List registrations oldest first: by default those waiting on a reviewer, with how long each has waited."""
     _reviewer_or_404(request)
-    queue = senders.review_queue()
     filters = {key: request.GET.get(key, "") for key in ("country", "reseller", "status")}
+    # A status asked for is shown wherever it waits; otherwise the tab asked for, the reviewer's own work first.
+    waiting = "all" if filters["status"] else request.GET.get("waiting", "reviewer")
+    if waiting not in WAITING_VIEWS:
+        waiting = "reviewer"
+    queue = senders.review_queue()
     if filters["country"]:
         queue = queue.filter(country=filters["country"].upper())
     if filters["reseller"]:
         queue = queue.filter(tenant__reseller_id=filters["reseller"])
+    per_status = dict(queue.order_by().values_list("status").annotate(n=Count("id")))
+    tabs = [
+        {
+            "key": key,
+            "label": label,
+            "count": sum(per_status.get(s, 0) for s in senders.WAITING_ON.get(key, senders.QUEUE_STATUSES)),
+            "query": urlencode({"waiting": key, **{k: v for k, v in filters.items() if v and k != "status"}}),
+        }
+        for key, label in WAITING_VIEWS.items()
+    ]
+    if waiting != "all":
+        queue = queue.filter(status__in=senders.WAITING_ON[waiting])
     if filters["status"]:
         queue = queue.filter(status=filters["status"])
     page = Paginator(queue.prefetch_related("documents"), 50).get_page(request.GET.get("page"))
@@ -76,6 +124,8 @@ def review_queue_view(request, site):
         {
             "registration": r,
             "country_name": names.get(r.country, r.country),
+            # status_changed_at: when it entered its status — for "in review", when the reseller submitted the
+            # documents, i.e. since when it has waited on a reviewer (a resubmission after a rejection restarts it).
             "age": _age(r.status_changed_at),
             "documents": list(r.documents.all()),
         }
@@ -87,7 +137,9 @@ def review_queue_view(request, site):
         "rows": rows,
         "page": page,
         "filters": filters,
-        "query": urlencode({k: v for k, v in filters.items() if v}),
+        "waiting": waiting,
+        "tabs": tabs,
+        "query": urlencode({"waiting": waiting, **{k: v for k, v in filters.items() if v}}),
         "statuses": [(s, SenderIDCountry.Status(s).label) for s in senders.QUEUE_STATUSES],
         "resellers": Reseller.objects.order_by("name"),
         "countries": sorted({(r.country, names.get(r.country, r.country)) for r in senders.review_queue()}),
@@ -96,20 +148,32 @@ def review_queue_view(request, site):
 
 
 def review_detail_view(request, site, pk: int):
+    """Show one registration and record a reviewer's decision; a rejection or a request for documents is shown
+    once more with its note, to be confirmed, before it is recorded (the reseller reads that note)."""
     _reviewer_or_404(request)
     registration = SenderIDCountry.objects.select_related("sender", "tenant__reseller").filter(pk=pk).first()
     if registration is None:
         raise Http404("No such registration.")
     form = DecisionForm(request.POST or None)
     problem = senders.review_problem(request.user, registration)
-    if request.method == "POST" and form.is_valid():
+    allowed = [
+        decision
+        for decision, (status, _) in senders.DECISIONS.items()
+        if status in registration.TRANSITIONS[registration.status]
+    ]
+    if request.method == "POST" and form.is_valid() and "edit" not in request.POST:
+        decision, note = form.cleaned_data["decision"], form.cleaned_data["note"]
         try:
-            senders.registration_decide(
-                reviewer=request.user,
-                registration=registration,
-                decision=form.cleaned_data["decision"],
-                note=form.cleaned_data["note"],
-            )
+            if senders.DECISIONS[decision][1] and not form.cleaned_data["confirmed"]:
+                if problem:
+                    raise PermissionDenied(problem)
+                if decision not in allowed:
+                    raise ValidationError(
+                        f"Nothing to decide: the registration is {registration.get_status_display()}."
+                    )
+                note = senders.decision_validate(decision, note)
+                return _confirm_decision(request, site, registration, decision, note)
+            senders.registration_decide(reviewer=request.user, registration=registration, decision=decision, note=note)
         except PermissionDenied as refusal:
             form.add_error(None, str(refusal))
         except ValidationError as error:
@@ -118,15 +182,25 @@ def review_detail_view(request, site, pk: int):
             registration.refresh_from_db()
             messages.success(request, f"{registration}: recorded; the reseller's admins are told by e-mail.")
             return redirect(reverse("admin:review_queue"))
+    posted = form.data.get("decision")
+    choices: list[dict[str, object]] = [
+        {
+            "decision": decision,
+            "label": DECISION_LABELS[decision][0],
+            "prompt": DECISION_LABELS[decision][1],
+            "needs_note": senders.DECISIONS[decision][1],
+            "note": form.data.get("note", "") if decision == posted else "",
+            "errors": form.errors.get("note", []) if decision == posted else [],
+        }
+        for decision in DECISION_LABELS
+        if decision in allowed
+    ]
     context = {
         **site.each_context(request),
         "title": f"Review: {registration.sender.value} → {registration.country}",
         "registration": registration,
-        "allowed": [
-            decision
-            for decision, (status, _) in senders.DECISIONS.items()
-            if status in registration.TRANSITIONS[registration.status]
-        ],
+        "allowed": allowed,
+        "choices": choices,
         "problem": problem,
         "form": form,
         "events": registration.events.all(),
@@ -136,14 +210,40 @@ def review_detail_view(request, site, pk: int):
     return TemplateResponse(request, "messaging/review_detail.html", context)
 
 
+def _confirm_decision(request, site, registration: SenderIDCountry, decision: str, note: str) -> TemplateResponse:
+    """The second step of a rejection or a request for documents: the note as the reseller will read it."""
+    context = {
+        **site.each_context(request),
+        "title": f"{DECISION_LABELS[decision][0]}: {registration.sender.value} → {registration.country}?",
+        "registration": registration,
+        "decision": decision,
+        "label": DECISION_LABELS[decision][0],
+        "note": note,
+    }
+    return TemplateResponse(request, "messaging/review_confirm.html", context)
+
+
+# Shown in the browser (a reviewer reads the paperwork without saving it): types browsers render as documents or
+# images and never run as a page. Anything else — HTML or SVG above all, which would run script on the portal's
+# origin — is a download of bytes. Uploads are judged by their content (PDF, PNG, JPEG), so this is a second lock.
+INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
 def document_view(request, pk: int):
-    """A document, to its reseller's staff and reviewers only (404 to anyone else), never inline-rendered."""
+    """A document, to its reseller's staff and reviewers only (404 to anyone else): PDFs and images open in the
+    browser, anything else downloads."""
     document = senders.document_for(request.user, pk)
     if document is None:
         raise Http404("No such document.")
-    response = FileResponse(document.file.open("rb"), content_type=document.content_type, as_attachment=True)
-    response["Content-Disposition"] = f'attachment; filename="{document.name.replace(chr(34), "")}"'
-    response["X-Content-Type-Options"] = "nosniff"
+    inline = document.content_type in INLINE_TYPES
+    response = FileResponse(
+        document.file.open("rb"),
+        content_type=document.content_type if inline else "application/octet-stream",
+        as_attachment=not inline,
+        filename=document.name,  # quoted, or RFC 5987-encoded, by Django
+    )
+    response["X-Content-Type-Options"] = "nosniff"  # the browser takes the type above, never guesses from bytes
+    response["Cache-Control"] = "private, no-store"  # paperwork: no shared cache keeps it
     return response
 
 

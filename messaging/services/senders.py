@@ -58,6 +58,13 @@ DECISIONS = {
 
 # Waiting on staff (in review) or on paperwork (needs documents): what the review queue lists.
 QUEUE_STATUSES = (Status.NEEDS_DOCUMENTS, Status.IN_REVIEW, Status.APPROVED, Status.REJECTED)
+# Whose move it is, for the queue's views: a reviewer's (documents submitted), the reseller's (paperwork to send,
+# or a rejection to answer), or Wavix's (approved here, its allow-listing follows). Each queue status is in one.
+WAITING_ON = {
+    "reviewer": (Status.IN_REVIEW,),
+    "reseller": (Status.NEEDS_DOCUMENTS, Status.REJECTED),
+    "wavix": (Status.APPROVED,),
+}
 
 
 DOCUMENT_TYPES = {b"%PDF-": "application/pdf", b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -251,14 +258,19 @@ def registration_decide(
     """A reviewer's decision: request documents, approve, reject (with the reason) or mark allow-listed."""
     if problem := review_problem(reviewer, registration):
         raise PermissionDenied(problem)
+    note = decision_validate(decision, note)
+    return registration_set_status(actor=reviewer, registration=registration, status=DECISIONS[decision][0], note=note)
+
+
+def decision_validate(decision: str, note: str) -> str:
+    """Refuse an unknown decision, or one that needs a note without it; return the note as it will be kept."""
     if decision not in DECISIONS:
         raise ValidationError({"decision": "Choose what to do with the registration."})
-    status, note_required = DECISIONS[decision]
     note = (note or "").strip()
-    if note_required and not note:
+    if DECISIONS[decision][1] and not note:
         what = "why it is rejected" if decision == "reject" else "which documents are needed"
         raise ValidationError({"note": f"Write {what}: the reseller reads it."})
-    return registration_set_status(actor=reviewer, registration=registration, status=status, note=note)
+    return note
 
 
 def review_queue() -> QuerySet[SenderIDCountry]:
