@@ -21,14 +21,37 @@ router.register("sender-ids", messaging_api.SenderIDViewSet, basename="senderid"
 router.register("messages", messaging_api.MessageViewSet, basename="message")
 router.register("countries", messaging_api.CountryRuleViewSet, basename="countryrule")
 
+# The password-reset pages live outside the admin, so its each_context does not name the portal on them: they are
+# given the name here, and the reset e-mail names it instead of the host it was asked on.
+PORTAL_NAME = {"site_header": admin.site.site_header, "site_title": admin.site.site_title}
+password_reset = auth_views.PasswordResetView.as_view(
+    extra_context=PORTAL_NAME, extra_email_context={"site_name": admin.site.site_header}
+)
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("webhooks/wavix/<str:secret>/<str:kind>/", messaging_views.wavix_webhook, name="wavix-webhook"),
     path("3cx/<int:trunk_id>/messages", messaging_views.provider_messages, name="3cx-provider"),
     path("metrics", messaging_views.prometheus_metrics, name="metrics"),
     path("invitations/<str:token>/", tenants_views.invitation, name="invitation"),
-    path("admin/password_reset/", auth_views.PasswordResetView.as_view(), name="admin_password_reset"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/password_reset/", password_reset, name="admin_password_reset"),
+    path("accounts/password_reset/", password_reset, name="password_reset"),
+    path(
+        "accounts/password_reset/done/",
+        auth_views.PasswordResetDoneView.as_view(extra_context=PORTAL_NAME),
+        name="password_reset_done",
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(extra_context=PORTAL_NAME),
+        name="password_reset_confirm",
+    ),
+    path(
+        "accounts/reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(extra_context=PORTAL_NAME),
+        name="password_reset_complete",
+    ),
+    path("accounts/", include("django.contrib.auth.urls")),  # the rest: sign-in, sign-out, password change
     # The audit trail moved from messaging to tenants (issue 15): old bookmarks still land on it.
     re_path(
         r"^admin/messaging/auditevent/(?P<rest>.*)$",

@@ -9,7 +9,9 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from unfold.widgets import UnfoldAdminEmailInputWidget, UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
 from tenants import access, services
@@ -189,7 +191,9 @@ class MembershipAdmin(ScopedAdmin):
                 last_name=data["last_name"],
             )
             obj.pk, obj.user = membership.pk, membership.user  # for the admin's own log entry and redirect
-            if not sent:
+            if sent:
+                messages.success(request, f"Invitation sent to {membership.user.email}.")
+            else:
                 messages.warning(request, "The invite e-mail could not be sent; use “Resend invite” to try again.")
             return
         saved = Membership.objects.get(pk=obj.pk)
@@ -199,6 +203,15 @@ class MembershipAdmin(ScopedAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         pass  # no related rows on these forms
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # save_model said what happened (the invitation sent, or not); the admin's "was added successfully" would
+        # add only a second, vaguer line. Its redirects are kept.
+        if "_addanother" in request.POST:
+            return HttpResponseRedirect(request.path)
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(reverse("admin:tenants_membership_change", args=[obj.pk]))
+        return self.response_post_save_add(request, obj)
 
     @admin.action(description="Resend the invite e-mail (invitations not answered yet)")
     def resend_invite(self, request, queryset) -> None:

@@ -2,7 +2,7 @@
 and a service's ValidationError lands on the admin form that called it."""
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404
 from unfold.admin import ModelAdmin, TabularInline
@@ -36,6 +36,8 @@ class ScopedAdmin(ModelAdmin):
         return self.inlines if obj is not None else []  # inlines here show existing rows only
 
     def get_object(self, request, object_id, from_field=None):
+        if access.can(request.user, "view", self.model) and not access.may_browse(request.user, self.model):
+            raise PermissionDenied  # rows they may read but not browse (the plumbing): 403 for every id alike
         obj = super().get_object(request, object_id, from_field)
         if obj is None:
             raise Http404("No such object.")

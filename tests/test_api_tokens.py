@@ -67,3 +67,10 @@ def test_other_peoples_tokens_are_invisible(client, operator, reseller_admin):
     theirs, _ = ApiToken.issue(reseller_admin, "admin's")
     client.force_login(operator)
     assert client.get(reverse("admin:tenants_apitoken_change", args=[theirs.pk])).status_code == 404
+
+
+def test_a_new_token_has_a_copy_button_beside_it(client, operator):
+    client.force_login(operator)
+    page = client.post(reverse("admin:tenants_apitoken_add"), {"name": "billing export"}).content.decode()
+    assert 'id="copy-token" data-copy-target="token"' in page and 'id="token"' in page
+    assert "navigator.clipboard.writeText" in page

@@ -4,6 +4,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
+from tenants import access
 from tenants.access import PUBLIC_READ
 from tests.conftest import build_world
 
@@ -37,7 +38,6 @@ VIEWER_VISIBLE = {
     "messaging.senderid",
     "messaging.senderidcountry",
     "messaging.message",
-    "messaging.delivery",
     "tenants.auditevent",
     "messaging.optout",
 }
@@ -99,12 +99,14 @@ def test_tenant_viewer_reads_own_rows_and_changes_nothing(client, worlds, viewer
     mine, theirs = worlds
     obj = mine[label]
     client.force_login(viewer)
-    expected = 200 if label in VIEWER_VISIBLE else 404
+    # The plumbing's pages are closed to viewers whichever row is asked for: 403 for every id, so nothing leaks.
+    closed = 403 if label in access.PLUMBING and access.can(viewer, "view", type(obj)) else 404
+    expected = 200 if label in VIEWER_VISIBLE else closed
     assert client.get(admin_url(obj)).status_code == expected
     assert client.post(admin_url(obj), {"name": "changed"}).status_code in (403, 404)
     assert client.post(admin_url(obj, "delete"), {"post": "yes"}).status_code in (403, 404)
     assert type(obj).objects.filter(pk=obj.pk).exists()
-    assert client.get(admin_url(theirs[label])).status_code == 404
+    assert client.get(admin_url(theirs[label])).status_code == closed
 
 
 # A viewer may create an API token for themselves: it acts as them, so it can only read too.

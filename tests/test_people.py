@@ -353,3 +353,19 @@ def test_inviting_the_same_person_twice_is_refused(client, reseller_admin, resel
     assert response.status_code == 200
     assert "already has a role in Reseller A" in response.content.decode()
     assert Membership.objects.filter(user__email="twice@example.com").count() == 1
+
+
+def test_after_inviting_the_admin_says_to_whom_the_invitation_went(client, reseller_admin, tenant):
+    client.force_login(reseller_admin)
+    response = invite(client, "Dana@Customer.example", f"tenant:{tenant.pk}", "tenant_viewer")
+    page = client.get(response.url).content.decode()
+    assert response.url == reverse("admin:tenants_membership_changelist")
+    assert "Invitation sent to dana@customer.example." in page and "was added successfully" not in page
+
+
+def test_a_failed_invite_email_does_not_say_the_invitation_was_sent(client, reseller_admin, reseller, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 1, 1  # nothing listens there
+    client.force_login(reseller_admin)
+    page = client.get(invite(client, "late@example.com", f"reseller:{reseller.pk}", "reseller_operator").url)
+    assert "Invitation sent" not in page.content.decode() and "could not be sent" in page.content.decode()

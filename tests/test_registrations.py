@@ -465,3 +465,19 @@ def test_wavix_allow_listing_is_a_system_entry_on_the_timeline(sender, django_ca
         "system",
         "Wavix lists it.",
     )
+
+
+def test_a_registration_names_its_reviewer_without_linking_to_a_page_the_reseller_cannot_open(
+    client, reviewer, operator, other_admin, sender
+):
+    reviewer.first_name, reviewer.last_name = "Rita", "Reviewer"
+    reviewer.save()
+    client.force_login(reviewer)
+    decide(client, registration(sender, "IN"), "approve")
+    change = reverse("admin:messaging_senderidcountry_change", args=[registration(sender, "IN").pk])
+    client.force_login(operator)
+    page = client.get(change).content.decode()
+    assert "Rita Reviewer" in page
+    assert "/auth/user/" not in page and "/tenants/membership/" not in page
+    client.force_login(other_admin)  # another reseller: the registration, and its reviewer, are not there at all
+    assert client.get(change).status_code == 404

@@ -2,18 +2,21 @@
 here; the log's filters, search and CSV export are in messaging.admin.logs."""
 
 import json
+import uuid
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
 from messaging.admin import logs
@@ -76,6 +79,36 @@ class SendForm(forms.Form):
         self.fields["sender"].queryset = senders
         self.fields["sender"].label_from_instance = lambda s: f"{s.tenant} › {s.value}"
 
+    def clean_text(self) -> str:
+        # A browser sends a text box's line breaks as CR LF, but counts them (and its counter shows them) as one LF:
+        # sent as typed, each would cost a character more than the page said.
+        return self.cleaned_data["text"].replace("\r\n", "\n")
+
+
+class BatchListFilter(admin.SimpleListFilter):
+    """The messages of one bulk send (?batch=<id>, the send page links here): shown only while it is applied."""
+
+    title = "bulk send"
+    parameter_name = "batch"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, "This bulk send")] if value else []
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            return queryset.filter(batch=uuid.UUID(str(self.value())))
+        except ValueError:
+            return queryset.none()
+
+
+def _live(name: str, content: object, **data: object) -> SafeString:
+    """A field of the message page that its script refreshes (messaging/message_live.js finds it by data-live)."""
+    attributes = format_html_join("", ' data-{}="{}"', ((key.replace("_", "-"), value) for key, value in data.items()))
+    return format_html('<span data-live="{}"{}>{}</span>', name, attributes, content)
+
 
 @admin.register(Message)
 class MessageAdmin(CsvExportMixin, RecordAdmin):
@@ -84,8 +117,9 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
     export_columns = logs.MESSAGE_COLUMNS
     export_prefix = "messages"
     list_display = ["created_at", "direction", "origin", "from_number", "to_number", "text_column", "status_column"]
-    list_display += ["tenant", "segments", "charge"]
+    list_display += ["tenant", "segments", "charge_column"]
     list_filter = [
+        BatchListFilter,
         "direction",
         "origin",
         "status",
@@ -120,6 +154,10 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
     def status_column(self, obj) -> str:
         return obj.status_explained
 
+    @admin.display(description="Charge", ordering="charge")
+    def charge_column(self, obj) -> str:
+        return obj.charge_shown
+
     def changelist_view(self, request, extra_context=None):
         # Texts that belong to no tenant are in no message: reseller staff are told here, where they look for texts.
         extra_context = {
@@ -130,21 +168,32 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
         return super().changelist_view(request, extra_context)
 
     def get_fields(self, request, obj=None):
-        return [
-            "progress",
-            *(["not_forwarded_reason"] if obj is not None and obj.not_forwarded_reason else []),
-            "error_explanation",
-            "reports",
-            "tenant",
-            "direction",
-            "origin",
-            "from_number",
-            "to_number",
-            "text",
-        ] + ["media", "encoding", "segments", "charge", "wavix_message_id", "trunk", "sender", "priority", "attempts"]
+        return (
+            [
+                "progress",
+                *(["not_forwarded_reason"] if obj is not None and obj.not_forwarded_reason else []),
+                "error_explanation",
+                "reports",
+                "tenant",
+                "direction",
+                "origin",
+                "from_number",
+                "to_number",
+                "text",
+            ]
+            + ["media", "encoding", "segments_live", "charge_live", "wavix_id_live", "trunk", "sender", "priority"]
+            + [
+                "attempts_live",
+                *(["batch_link"] if obj is not None and obj.batch else []),
+            ]
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
+
+    # The fields of the message page that change while a text goes out; its script polls status_view for them.
+    LIVE_FIELDS: tuple[str, ...] = ("progress", "error_explanation", "reports", "segments_live", "charge_live")
+    LIVE_FIELDS += ("wavix_id_live", "attempts_live")
 
     @admin.display(description="Progress")
     def progress(self, obj):
@@ -153,17 +202,21 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
             steps += [("Sent to Wavix", obj.sent_at), (obj.get_status_display(), obj.completed_at)]
         else:
             steps += [(obj.get_status_display(), obj.completed_at)]
-        return format_html_join(
+        shown = format_html_join(
             " → ",
             "<strong>{}</strong> {}",
             ((name, timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S") if at else "…") for name, at in steps),
         )
+        final = obj.status in Message.FINAL
+        url = reverse("admin:messaging_message_status", args=[obj.pk])
+        return _live("progress", shown, status=obj.status, final="1" if final else "0", status_url=url)
 
     @admin.display(description="What went wrong")
     def error_explanation(self, obj):
         if not obj.error_message:
-            return "—"
-        return format_html("{}<br><small>Wavix said: {}</small>", explain(obj.error_message), obj.error_message)
+            return _live("error_explanation", "—")
+        shown = format_html("{}<br><small>Wavix said: {}</small>", explain(obj.error_message), obj.error_message)
+        return _live("error_explanation", shown)
 
     @admin.display(description="Delivery reports")
     def reports(self, obj):
@@ -171,8 +224,8 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
 
         rows = MessageDetailSerializer().get_reports(obj)
         if not rows:
-            return "—"
-        return format_html_join(
+            return _live("reports", "—")
+        shown = format_html_join(
             mark_safe("<br>"),
             "{} at {}{}{}",
             (
@@ -185,15 +238,60 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
                 for r in rows
             ),
         )
+        return _live("reports", shown)
+
+    @admin.display(description="Segments")
+    def segments_live(self, obj):
+        return _live("segments_live", obj.segments)
+
+    @admin.display(description="Charge")
+    def charge_live(self, obj):
+        return _live("charge_live", obj.charge_shown)
+
+    @admin.display(description="Wavix message ID")
+    def wavix_id_live(self, obj):
+        return _live("wavix_id_live", obj.wavix_message_id or "—")
+
+    @admin.display(description="Attempts")
+    def attempts_live(self, obj):
+        return _live("attempts_live", obj.attempts)
+
+    @admin.display(description="Bulk send")
+    def batch_link(self, obj):
+        url = f"{reverse('admin:messaging_message_changelist')}?batch={obj.batch}"
+        return format_html('<a href="{}">All messages of this bulk send</a>', url)
+
+    def status_view(self, request, object_id: str) -> JsonResponse:
+        """Answer a message's live fields as JSON, for its page to refresh without a reload. Scoped like the page
+        (get_object reads through tenants.access): another tenant's message answers 404."""
+        message = self.get_object(request, object_id)
+        if not self.has_view_permission(request, message):
+            raise PermissionDenied
+        fields = {name: str(getattr(self, name)(message)) for name in self.LIVE_FIELDS}
+        return JsonResponse({"status": message.status, "final": message.status in Message.FINAL, "fields": fields})
+
+    class Media:
+        js = ["messaging/message_live.js"]
 
     def get_urls(self):
         send = self.admin_site.admin_view(self.send_view)
-        return [path("send/", send, name="messaging_message_send"), *super().get_urls()]
+        status = self.admin_site.admin_view(self.status_view)
+        return [
+            path("send/", send, name="messaging_message_send"),
+            path("<path:object_id>/status.json", status, name="messaging_message_status"),
+            *super().get_urls(),
+        ]
+
+    # The refusals of the last few bulk sends, by batch, in the sender's session: nothing of a refused text is
+    # stored (services/outbound.py), so the page after the redirect has them from here.
+    SENT_BATCHES = "messaging.sent_batches"
+    SENT_BATCHES_KEPT = 5
 
     def send_view(self, request):
         """Send one message, or the same text to many recipients (a bulk send), through the API's own services
         (message_send, message_send_bulk): every rule, the tenant's suspension included, is checked there, and its
-        refusal is shown on the form."""
+        refusal is shown on the form. After a send the browser is redirected (to the message, or back here with the
+        bulk send's summary and an empty form), so that reloading the page cannot send the text again."""
         if not access.can(request.user, "send", Message):
             raise PermissionDenied
         form = SendForm(request.POST or None, user=request.user)
@@ -210,20 +308,57 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
                     )
                     self.message_user(request, f"Queued for {message.to_number}: it goes out in a moment.")
                     return redirect(reverse("admin:messaging_message_change", args=[message.pk]))
+                batch = uuid.uuid4()
                 results = outbound.message_send_bulk(
-                    tenant=sender.tenant, sender=sender, recipients=recipients, text=data["text"], media=media
+                    tenant=sender.tenant,
+                    sender=sender,
+                    recipients=recipients,
+                    text=data["text"],
+                    media=media,
+                    batch=batch,
                 )
             except ValidationError as error:
                 show_errors(form, error, renamed={"to": "recipients"})
+            else:
+                if any("id" in result for result in results):
+                    self._remember_refusals(request, batch, [result for result in results if "id" not in result])
+                    return redirect(f"{reverse('admin:messaging_message_send')}?batch={batch}")
+                # Nothing was queued: the filled form stays, to be corrected and sent.
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Send a message",
             "form": form,
             "results": results,
-            "queued": sum("id" in result for result in results or ()),
+            "sent": self._sent_batch(request) if request.method == "GET" and "batch" in request.GET else None,
         }
         return TemplateResponse(request, "messaging/send.html", context)
+
+    def _remember_refusals(self, request, batch: uuid.UUID, refused: list[dict]) -> None:
+        kept = dict(list(request.session.get(self.SENT_BATCHES, {}).items())[-(self.SENT_BATCHES_KEPT - 1) :])
+        request.session[self.SENT_BATCHES] = {**kept, str(batch): refused}
+
+    def _sent_batch(self, request) -> dict:
+        """A bulk send's summary: its messages the user may see, by status, and the refusals its sender was shown.
+        Another tenant's batch, or an unknown one, answers 404."""
+        try:
+            batch = uuid.UUID(request.GET["batch"])
+        except ValueError:
+            raise Http404("No such bulk send.") from None
+        messages = access.visible(request.user, Message).filter(batch=batch)
+        counts = {row["status"]: row["n"] for row in messages.values("status").annotate(n=Count("pk")).order_by()}
+        refused = request.session.get(self.SENT_BATCHES, {}).get(str(batch))
+        if not counts and refused is None:
+            raise Http404("No such bulk send.")
+        queued = sum(counts.values())
+        return {
+            "batch": batch,
+            "queued": queued,
+            "refused": refused or [],
+            "total": queued + len(refused or []),
+            "statuses": [(status.label, counts[status]) for status in Message.Status if status in counts],
+            "log_url": f"{reverse('admin:messaging_message_changelist')}?batch={batch}",
+        }
 
 
 @admin.register(WebhookEvent)

@@ -479,4 +479,14 @@ class SenderIDCountryAdmin(RegistrationPagesMixin, ScopedAdmin):
     list_filter = ["status", "country", ("tenant", RelatedOnlyFieldListFilter)]
     list_select_related = ["sender", "tenant"]
     search_fields = ["sender__value", "country"]
-    readonly_fields = ["sender", "tenant", "country", "status", "note", "status_changed_at", "status_changed_by"]
+    readonly_fields = ["sender", "tenant", "country", "status", "note", "status_changed_at", "changed_by"]
+    exclude = ["status_changed_by"]  # shown as changed_by: the admin would link the login to a page no reseller opens
+
+    @admin.display(description="Status changed by")
+    def changed_by(self, obj):
+        # A name, not the admin's link to the login's own page: the reviewer is platform staff, whose page a reseller
+        # cannot open. None: the portal moved it itself (Wavix's allow-listing picked up by the sync).
+        user = obj.status_changed_by if obj else None
+        if user is None:
+            return "—"
+        return user.get_full_name() or user.email

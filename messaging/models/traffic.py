@@ -145,6 +145,8 @@ class Message(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     send_started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker claimed it to send.")
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Not sent after this: it would arrive too late.")
+    # The messages of one bulk send share it, so that the send page and the log can show that send and nothing else.
+    batch = models.UUIDField(null=True, blank=True, editable=False, help_text="The bulk send this message was part of.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -164,6 +166,8 @@ class Message(models.Model):
             models.Index(fields=["tenant", "direction", "-created_at"], name="message_tenant_direction"),
             # The daily rollup's GROUP BY over recent days reads only these columns (an index-only scan).
             models.Index(fields=["created_at", "tenant", "direction", "status"], name="message_rollup"),
+            # A bulk send's messages (the send page's summary, the log's batch filter); single texts are not in it.
+            models.Index(fields=["batch"], condition=Q(batch__isnull=False), name="message_batch"),
         ]
 
     def __str__(self) -> str:
@@ -185,6 +189,20 @@ class Message(models.Model):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cls.SEGMENTS_MAX:
             return None
         return value
+
+    # Wavix bills in US dollars: its API has no currency field and gives every charge "in USD" (the message's
+    # `charge`: "Total charge for the message in USD."), so the portal stores the amount alone and names it here.
+    CHARGE_CURRENCY = "USD"
+
+    @property
+    def charge_shown(self) -> str:
+        """The charge with its currency ("0.0059 USD", two decimals at least), or "—" until Wavix reports one."""
+        if self.charge is None:
+            return "—"
+        amount = self.charge.normalize()
+        if amount.as_tuple().exponent > -2:  # type: ignore[operator]  # a finite amount has an int exponent
+            amount = amount.quantize(Decimal("0.01"))
+        return f"{amount:f} {self.CHARGE_CURRENCY}"
 
     @classmethod
     def charge_from(cls, value) -> Decimal | None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -210,7 +211,13 @@ def _check_media(sender: SenderID, country: str, place: str, media: tuple[str, .
 
 
 def _queue(
-    draft: Draft, *, priority: bool, validity: timedelta, trunk: Trunk | None, origin: str = Message.Origin.PORTAL
+    draft: Draft,
+    *,
+    priority: bool,
+    validity: timedelta,
+    trunk: Trunk | None,
+    origin: str = Message.Origin.PORTAL,
+    batch: uuid.UUID | None = None,
 ) -> Message:
     now = timezone.now()
     assert draft.sender.account_id is not None  # a sender ID is saved with its account (SenderID.clean)
@@ -231,6 +238,7 @@ def _queue(
         origin=origin,
         next_attempt_at=now,
         expires_at=now + validity,
+        batch=batch,
     )
 
 
@@ -266,9 +274,12 @@ def message_send_bulk(
     text: str,
     media: Iterable[str] = (),
     validity: timedelta | None = None,
+    batch: uuid.UUID | None = None,
 ) -> list[dict[str, Any]]:
-    """One text to up to 1,000 recipients: a message each, and a result per recipient (queued, or why not)."""
+    """One text to up to 1,000 recipients: a message each, and a result per recipient (queued, or why not). The
+    messages share `batch` (a new one unless the caller names it, as the send page does to show the send after)."""
     recipients = list(recipients)
+    batch = batch or uuid.uuid4()
     tenant_may_send(tenant)  # one refusal for the whole request, not one per recipient
     if not recipients or len(recipients) > BULK_LIMIT:
         raise ValidationError({"recipients": f"Give between 1 and {BULK_LIMIT} recipients."})
@@ -281,7 +292,7 @@ def message_send_bulk(
             except ValidationError as error:
                 results.append({"to": str(recipient), "errors": error.message_dict})
                 continue
-            message = _queue(draft, priority=False, validity=validity or DEFAULT_VALIDITY, trunk=trunk)
+            message = _queue(draft, priority=False, validity=validity or DEFAULT_VALIDITY, trunk=trunk, batch=batch)
             results.append({"to": message.to_number, "id": message.pk, "status": message.status})
         dispatch.OUTBOUND_DRAIN.ask_soon(sender.account_id)
     return results
