@@ -309,3 +309,57 @@ def test_the_log_shows_and_filters_each_texts_origin(client, reseller_admin, ten
     assert "+14155550101" not in page and "+14155550103" not in page
     rows = exported(client, origin="mirror")
     assert [(row["to"], row["origin"]) for row in rows] == [("+14155550103", "mirror")]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A text's lifecycle on its page
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_an_outbound_text_shows_each_step_of_its_life_in_order_and_what_is_still_to_come(reseller, tenant):
+    from messaging.admin.records import lifecycle
+
+    now = timezone.now()
+    queued = f.MessageFactory(tenant=tenant, origin="3cx", status=Message.Status.QUEUED, created_at=now)
+    steps = lifecycle(queued, [])
+    assert [(name, at is not None) for name, at, _ in steps] == [
+        ("Arrived from 3CX", True),
+        ("Taken by a worker to send", False),
+        ("Sent to Wavix", False),
+        ("Queued", False),
+    ]
+    delivered = f.MessageFactory(
+        tenant=tenant,
+        status=Message.Status.DELIVERED,
+        created_at=now - timedelta(seconds=9),
+        send_started_at=now - timedelta(seconds=8),
+        sent_at=now - timedelta(seconds=7),
+        completed_at=now,
+        wavix_message_id="wx-1",
+    )
+    report = {"status": "delivered", "received_at": now, "error": None, "note": ""}
+    steps = lifecycle(delivered, [report])
+    assert [name for name, *_ in steps] == [
+        "Created in the portal",
+        "Taken by a worker to send",
+        "Sent to Wavix",
+        "Report: delivered",
+        "Delivered",
+    ]
+    assert all(at is not None for _, at, _ in steps) and steps[2][2] == "Wavix id wx-1"
+    times = [at for _, at, _ in steps]
+    assert times == sorted(times)
+
+
+def test_an_inbound_text_shows_each_forward_to_3cx_with_its_answer(client, reseller_admin, tenant):
+    now = timezone.now()
+    text = f.MessageFactory(
+        tenant=tenant, direction="inbound", status=Message.Status.FORWARDED, created_at=now, completed_at=now
+    )
+    trunk = f.TrunkFactory(tenant=tenant, name="Front desk")
+    f.DeliveryFactory(message=text, trunk=trunk, status="delivered", attempts=2, last_status_code=200, delivered_at=now)
+    client.force_login(reseller_admin)
+    page = client.get(reverse("admin:messaging_message_change", args=[text.pk])).content.decode()
+    assert '<ol class="lifecycle">' in page
+    assert "Forward to Front desk" in page and "2 attempt(s); 3CX answered HTTP 200" in page
+    assert page.index("Received from Wavix") < page.index("Forward to Front desk") < page.index("Forwarded to 3CX")

@@ -105,7 +105,7 @@ def test_the_message_page_shows_progress_and_explains_the_error(client, operator
     message = f.MessageFactory(tenant=tenant, status="undelivered", error_message="Handset unreachable")
     client.force_login(operator)
     page = client.get(reverse("admin:messaging_message_change", args=[message.pk])).content.decode()
-    assert "<strong>Created</strong>" in page and "<strong>Undelivered</strong>" in page
+    assert "<strong>Created in the portal</strong>" in page and "<strong>Undelivered</strong>" in page
     assert "The phone could not be reached" in page and "Wavix said: Handset unreachable" in page
 
 

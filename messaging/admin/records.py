@@ -3,6 +3,7 @@ here; the log's filters, search and CSV export are in messaging.admin.logs."""
 
 import json
 import uuid
+from datetime import datetime
 
 from django import forms
 from django.contrib import admin
@@ -104,10 +105,41 @@ class BatchListFilter(admin.SimpleListFilter):
             return queryset.none()
 
 
-def _live(name: str, content: object, **data: object) -> SafeString:
+def _live(name: str, content: object, tag: str = "span", **data: object) -> SafeString:
     """A field of the message page that its script refreshes (messaging/message_live.js finds it by data-live)."""
     attributes = format_html_join("", ' data-{}="{}"', ((key.replace("_", "-"), value) for key, value in data.items()))
-    return format_html('<span data-live="{}"{}>{}</span>', name, attributes, content)
+    return format_html('<{} data-live="{}"{}>{}</{}>', tag, name, attributes, content, tag)
+
+
+def lifecycle(message: Message, reports: list[dict]) -> list[tuple[str, datetime | None, str]]:
+    """A text's life as (what happened, when, detail); a step still to come has no time. Outbound: created (where),
+    taken by a worker, sent to Wavix, each delivery report, the outcome. Inbound: received from Wavix, each forward to
+    3CX with 3CX's answer, the outcome."""
+    created = {
+        Message.Origin.THREECX: "Arrived from 3CX",
+        Message.Origin.MIRROR: "Found in Wavix's log (3CX sent it straight to Wavix)",
+    }.get(Message.Origin(message.origin), "Created in the portal")
+    steps: list[tuple[str, datetime | None, str]]
+    if message.direction == Message.Direction.INBOUND:
+        steps = [("Received from Wavix", message.created_at, f"from {message.from_number}")]
+        for forward in message.deliveries.filter(event="").select_related("trunk").order_by("created_at", "id"):
+            answer = f"3CX answered HTTP {forward.last_status_code}" if forward.last_status_code else ""
+            parts = (f"{forward.attempts} attempt(s)", answer, forward.last_error)
+            when = forward.delivered_at or forward.last_attempt_at
+            steps.append((f"Forward to {forward.trunk.name}", when, "; ".join(part for part in parts if part)))
+    else:
+        steps = [(created, message.created_at, "")]
+        if message.send_started_at or not message.completed_at:
+            steps.append(("Taken by a worker to send", message.send_started_at, ""))
+        wavix_id = f"Wavix id {message.wavix_message_id}" if message.wavix_message_id else ""
+        steps.append(("Sent to Wavix", message.sent_at, wavix_id))
+        for report in reports:
+            steps.append(
+                (f"Report: {report['status']}", report["received_at"], report["error"] or report["note"] or "")
+            )
+    outcome = message.get_status_display()
+    steps.append((outcome, message.completed_at, "" if message.completed_at else "not yet"))
+    return steps
 
 
 @admin.register(Message)
@@ -195,21 +227,30 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
     LIVE_FIELDS: tuple[str, ...] = ("progress", "error_explanation", "reports", "segments_live", "charge_live")
     LIVE_FIELDS += ("wavix_id_live", "attempts_live")
 
-    @admin.display(description="Progress")
+    @admin.display(description="Lifecycle")
     def progress(self, obj):
-        steps = [("Created", obj.created_at)]
-        if obj.direction == Message.Direction.OUTBOUND:
-            steps += [("Sent to Wavix", obj.sent_at), (obj.get_status_display(), obj.completed_at)]
-        else:
-            steps += [(obj.get_status_display(), obj.completed_at)]
-        shown = format_html_join(
-            " → ",
-            "<strong>{}</strong> {}",
-            ((name, timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S") if at else "…") for name, at in steps),
+        from messaging.serializers import MessageDetailSerializer
+
+        steps = lifecycle(obj, MessageDetailSerializer().get_reports(obj))
+        shown = format_html(
+            '<ol class="lifecycle">{}</ol>',
+            format_html_join(
+                "",
+                '<li class="{}"><strong>{}</strong> <time>{}</time>{}</li>',
+                (
+                    (
+                        "done" if at else "todo",
+                        name,
+                        timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S") if at else "…",
+                        format_html("<br><small>{}</small>", detail) if detail else "",
+                    )
+                    for name, at, detail in steps
+                ),
+            ),
         )
         final = obj.status in Message.FINAL
         url = reverse("admin:messaging_message_status", args=[obj.pk])
-        return _live("progress", shown, status=obj.status, final="1" if final else "0", status_url=url)
+        return _live("progress", shown, tag="div", status=obj.status, final="1" if final else "0", status_url=url)
 
     @admin.display(description="What went wrong")
     def error_explanation(self, obj):

@@ -246,6 +246,11 @@ class Command(BaseCommand):
                 text=text,
                 status=status,
                 created_at=now - timedelta(minutes=minutes_ago),
+                # The times the real paths stamp: sent to Wavix a second later, an outcome a few seconds after.
+                sent_at=now - timedelta(minutes=minutes_ago, seconds=-1)
+                if direction == "outbound" and status != S.QUEUED
+                else None,
+                completed_at=now - timedelta(minutes=minutes_ago, seconds=-3) if status in Message.FINAL else None,
                 error_message="Handset unreachable." if status == S.UNDELIVERED else "",
             )
             if status == S.FORWARDED:  # forwarded means 3CX took it: the delivery that says so, as the relay leaves it
