@@ -202,3 +202,10 @@ def test_another_reseller_sees_none_of_these_choices(client, other_admin, tenant
     for add in ("admin:messaging_senderid_add", "admin:messaging_trunk_add"):
         page = client.get(reverse(add)).content.decode()
         assert "Tenant A" not in page and "Tenant S" not in page, add
+
+
+def test_adding_a_wavix_account_marks_each_tenant_with_its_reseller(client, operator, reseller, tenant, sibling):
+    client.force_login(operator)
+    page = client.get(reverse("admin:messaging_wavixaccount_add")).content.decode()
+    assert options(page, "tenant") == {str(tenant.pk): str(reseller.pk), str(sibling.pk): str(reseller.pk)}
+    assert 'data-narrow-by="reseller"' in page
