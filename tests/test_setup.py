@@ -4,6 +4,7 @@ stays, and nothing is half-saved. Wavix is the sandbox and 3CX a fake inbox, ove
 import datetime
 import http.server
 import ipaddress
+import re
 import ssl
 import threading
 import xml.etree.ElementTree as ET
@@ -97,6 +98,60 @@ def test_a_pending_10dlc_campaign_holds_a_us_number_back(client, operator, line)
     assert response.context["form"].errors["number"] == [
         "+14155550300: 10DLC: number pending. US numbers text once brand, campaign and number are approved."
     ]
+
+
+def test_the_tenants_only_number_that_can_send_is_chosen_already_so_step_one_needs_only_next(
+    client, operator, line, tenant
+):
+    trunk, account, number = line
+    PhoneNumber.objects.create(account=account, tenant=tenant, number="+14155550301", sms_enabled=False)
+    client.force_login(operator)
+    response = client.get(url(trunk, "sender"))
+    page = response.content.decode()
+    assert re.search(r'value="numeric"[^>]*checked', page)
+    assert re.search(rf'id="number-{number.pk}"\s*checked', page)
+    form = response.context["form"]
+    pressed_next = {"kind": form["kind"].value(), "number": form["number"].value()}  # what the browser posts
+    assert client.post(url(trunk, "sender"), pressed_next).url == url(trunk, "countries")
+    assert setup.progress(Trunk.objects.get(pk=trunk.pk))["draft"]["value"] == "+14155550300"
+
+
+def test_with_two_numbers_that_can_send_step_one_chooses_none(client, operator, line, tenant):
+    trunk, account, _ = line
+    PhoneNumber.objects.create(account=account, tenant=tenant, number="+14155550301", sms_enabled=True)
+    client.force_login(operator)
+    page = client.get(url(trunk, "sender")).content.decode()
+    assert not re.search(r'id="number-\d+"\s*checked', page)
+
+
+def test_step_two_pins_the_tenants_country_first_and_ticks_it_while_nothing_is_registered(
+    client, operator, line, tenant
+):
+    trunk, _, _ = line
+    tenant.default_country = "GB"
+    tenant.save()
+    client.force_login(operator)
+    client.post(url(trunk, "sender"), {"kind": "alphanumeric", "value": "HarborDent"})
+    response = client.get(url(trunk, "countries"))
+    assert [c.code for c in response.context["choices"]][:2] == ["GB", "AF"]  # then the others by name
+    assert list(response.context["form"]["countries"].value()) == ["GB"]
+    assert re.search(r'value="GB"\s*checked', response.content.decode())
+    assert "Selected: GB" in response.content.decode()
+
+    tenant.default_country = "US"  # a country alphanumeric senders cannot text: pinned, never ticked
+    tenant.save()
+    response = client.get(url(trunk, "countries"))
+    assert response.context["choices"][0].code == "US" and not response.context["form"]["countries"].value()
+
+
+def test_step_two_ticks_nothing_once_the_trunks_sender_is_registered(client, registered, tenant):
+    trunk, _ = registered
+    tenant.default_country = "GB"
+    tenant.save()
+    client.post(url(trunk, "sender"), {"kind": "alphanumeric", "value": "HarborDent"})  # choosing anew
+    response = client.get(url(trunk, "countries"))
+    assert response.context["choices"][0].code == "GB"
+    assert not response.context["form"]["countries"].value()
 
 
 def test_step_two_greys_out_countries_the_type_cannot_text_and_reviews_before_submitting(client, operator, line):
@@ -250,6 +305,60 @@ def test_troubleshooting_names_the_failing_check_and_its_fix(client, registered)
     assert not_e164[-1].name == "Destination in E.164" and "Write it as +<country code><number>." in not_e164[-1].fix
     page = client.get(url(trunk, "troubleshoot"), {"destination": "+447400123456"}).content.decode()
     assert "is not registered for GB" in page
+
+
+def test_troubleshootings_header_says_failing_above_the_failing_checks_it_lists(client, registered):
+    trunk, _ = registered
+    response = client.get(url(trunk, "troubleshoot"), {"destination": "+447400123456"})
+    failing = [c.name for c in response.context["checks"] if not c.ok]
+    assert failing == ["Every setup step is done", "+14155550300 allow-listed for United Kingdom"]
+    step = response.context["step"]
+    assert (step.state, step.reason) == ("todo", "Failing (2 of 3): " + "; ".join(failing))
+    page = response.content.decode()
+    assert f'<p id="current-reason">{step.reason}</p>' in page
+    assert f"<small data-reason>{step.reason}</small>" in page  # the step list says the same
+
+
+@pytest.fixture
+def all_done(registered):
+    """A straight-to-Wavix trunk with every step before troubleshooting done: SMS on, its number wired, the test
+    text delivered and the reply forwarded to 3CX."""
+    trunk, account = registered
+    Trunk.objects.filter(pk=trunk.pk).update(sms_enabled=True, threecx_webhook_url_encrypted="stored")
+    PhoneNumber.objects.filter(trunk=trunk).update(
+        relay_set_at=timezone.now(), sms_relay_url=account.inbound_webhook_url
+    )
+    test = f.MessageFactory(
+        tenant=trunk.tenant, account=account, to_number="+14155550142", status=Message.Status.DELIVERED
+    )
+    f.MessageFactory(
+        tenant=trunk.tenant,
+        account=account,
+        trunk=trunk,
+        direction=Message.Direction.INBOUND,
+        from_number="+14155550142",
+        to_number="+14155550300",
+        status=Message.Status.FORWARDED,
+    )
+    setup.remember(
+        trunk,
+        test_message=test.pk,
+        test_to="+14155550142",
+        test_sent_at=(test.created_at - timedelta(seconds=1)).isoformat(),
+    )
+    return Trunk.objects.get(pk=trunk.pk)
+
+
+def test_troubleshooting_is_done_only_while_every_check_it_lists_passes(client, all_done):
+    trunk = all_done
+    response = client.get(url(trunk, "troubleshoot"))
+    assert all(c.ok for c in response.context["checks"]) and len(response.context["checks"]) == 3
+    assert (response.context["step"].state, response.context["step"].reason) == ("done", "All 3 checks pass")
+
+    response = client.get(url(trunk, "troubleshoot"), {"destination": "+447400123456"})  # not registered for GB
+    step = response.context["step"]
+    assert (step.state, step.reason) == ("todo", "Failing (1 of 3): +14155550300 allow-listed for United Kingdom")
+    assert "pass" not in response.content.decode().split('id="checks"')[0].split('id="step-troubleshoot"')[1]
 
 
 def test_another_resellers_trunk_is_404_and_a_viewer_may_not_set_up(client, line, other_admin, viewer):
@@ -651,7 +760,9 @@ def test_troubleshooting_checks_3cxs_sending_side_through_the_portal(client, ver
     assert "The portal took 3CX&#x27;s latest text" in page and "Switch to the portal" not in page
 
 
-def test_the_trunk_list_counts_six_steps(client, registered):
+def test_the_trunk_list_and_the_wizard_count_six_steps(client, registered):
     trunk, _ = registered
     page = client.get(reverse("admin:messaging_trunk_changelist")).content.decode()
     assert "3 of 6 steps done" in page
+    page = client.get(url(trunk, "enable")).content.decode()
+    assert "Step 4 of 6: Enable SMS" in page

@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from unfold.widgets import UnfoldAdminPasswordWidget
 
-from messaging.admin.base import CallsWavixAdmin, OwnedAdmin
+from messaging.admin.base import CallsWavixAdmin, OwnedAdmin, OwnedSelect
 from messaging.admin.relay import RelayRepairMixin, forwarding_health, queue_relay_repair, relay_status, relay_summary
 from messaging.models import CountryRule, PhoneNumber, Trunk, WavixAccount
 from messaging.services import accounts
@@ -130,6 +130,11 @@ class WavixAccountAdmin(CallsWavixAdmin, OwnedAdmin):
         ]
         return fields + (shown if obj else [])
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "tenant":  # a tenant of the reseller picked above (clean() refuses any other)
+            kwargs["widget"] = OwnedSelect(lambda tenant: [tenant.reseller_id], by="reseller")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
         if obj is not None and "api_key" in form.base_fields:
@@ -157,6 +162,25 @@ class PhoneNumberAdmin(OwnedAdmin):
     readonly_fields = ["account", "number", "wavix_label", "sms_enabled", "status", "tendlc_status", "sms_relay_url"]
     readonly_fields += ["relay_display", "relay_set_at", "country", "wavix_id", "synced_at"]
     actions = ["repair_relay"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "trunk":  # the script shows the chosen tenant's trunks; PhoneNumber.clean() insists
+            kwargs["widget"] = OwnedSelect(lambda trunk: [trunk.tenant_id])
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        account = obj.account if obj is not None else None
+        if account is not None:
+            # The account decides whose the number may be: its tenant's, or (a shared account) its reseller's tenants'.
+            mine = {"pk": account.tenant_id} if account.tenant_id else {"reseller_id": account.reseller_id}
+            if "tenant" in form.base_fields:
+                field = form.base_fields["tenant"]
+                field.queryset = field.queryset.filter(**mine)
+            if "trunk" in form.base_fields:
+                field = form.base_fields["trunk"]
+                field.queryset = field.queryset.filter(**{f"tenant__{key}": value for key, value in mine.items()})
+        return form
 
     def get_fields(self, request, obj=None):
         # The relay URL is the account's inbound webhook URL once wired: for those who may see it, else left out

@@ -2,6 +2,7 @@
 with timeline and paperwork (upload, submit), and the reviewers' queue (platform staff). Decisions and rules live in
 messaging/services/senders.py."""
 
+from collections import defaultdict
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from unfold.widgets import UnfoldAdminTextareaWidget
 
-from messaging.admin.base import AdminMixin, CallsWavixAdmin, OwnedAdmin
+from messaging.admin.base import AdminMixin, CallsWavixAdmin, OwnedAdmin, OwnedSelect
 from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
 from messaging.services import senders
 from tenants import access
@@ -432,6 +433,18 @@ class SenderIDAdmin(CallsWavixAdmin, OwnedAdmin):
     def get_readonly_fields(self, request, obj=None):
         # What is registered at Wavix cannot change; register a new sender ID instead.
         return ["tenant", "account", "type", "value", "phone_number", "wavix_id", "created_at"] if obj else []
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "account":
+            # An account serves its own tenant, or (a reseller's shared account) every tenant of its reseller: the
+            # script lists those usable by the tenant picked above; SenderID.clean() refuses any other.
+            tenants = defaultdict(list)
+            for pk, reseller_id in access.tenants_for(request.user, "add").values_list("pk", "reseller_id"):
+                tenants[reseller_id].append(pk)
+            kwargs["widget"] = OwnedSelect(
+                lambda account: [account.tenant_id] if account.tenant_id else tenants[account.reseller_id]
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is not None:

@@ -130,6 +130,12 @@ class TrunkSetupMixin(AdminMixin):
             return context  # a redirect after a successful POST
         trunk.refresh_from_db()
         steps = setup.setup_refresh(trunk)
+        if step == "troubleshoot":
+            # The header and the step list say what the listed checks say (a typed destination included).
+            checked = setup.checked_steps(steps)
+            context["checks"] = setup.troubleshoot(trunk, destination=context.pop("destination"), steps=checked)
+            shoot = steps[-1]
+            shoot.state, shoot.reason = setup.troubleshoot_verdict(context["checks"], checked)
         context.update(
             {
                 **self.admin_site.each_context(request),
@@ -138,6 +144,7 @@ class TrunkSetupMixin(AdminMixin):
                 "trunk": trunk,
                 "steps": steps,
                 "step": next(s for s in steps if s.key == step),
+                "steps_total": len(steps),
                 "next_step": next((s for s in steps if s.number == setup.STEP_KEYS.index(step) + 2), None)
                 if step in ("enable", "verify")
                 else None,
@@ -148,7 +155,10 @@ class TrunkSetupMixin(AdminMixin):
 
     # Step 1 -------------------------------------------------------------------------------------------------
     def _step_sender(self, request, trunk):
-        form = SenderForm(request.POST or None, trunk=trunk)
+        candidates = setup_actions.sender_candidates(trunk)
+        preselected = setup_actions.sender_preselected(trunk, candidates)
+        initial = {"kind": "numeric", "number": str(preselected)} if preselected else {}
+        form = SenderForm(request.POST or None, trunk=trunk, initial=initial)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
@@ -165,7 +175,7 @@ class TrunkSetupMixin(AdminMixin):
                 return redirect(reverse("admin:messaging_trunk_setup_step", args=[trunk.pk, "countries"]))
         return {
             "form": form,
-            "candidates": setup_actions.sender_candidates(trunk),
+            "candidates": candidates,
             "draft": setup.progress(trunk).get("draft"),
             "check_name_url": reverse("admin:messaging_trunk_check_name", args=[trunk.pk]),
         }
@@ -181,8 +191,9 @@ class TrunkSetupMixin(AdminMixin):
     def _step_countries(self, request, trunk):
         draft = setup.progress(trunk).get("draft")
         sender_type = draft["type"] if draft else (trunk.main_sender.type if trunk.main_sender else "numeric")
-        choices = setup_actions.country_choices(sender_type)
-        form = CountriesForm(request.POST or None, choices=choices)
+        choices = setup_actions.country_choices(sender_type, pinned=trunk.tenant.default_country)
+        initial = {"countries": setup_actions.countries_preticked(trunk, choices)}
+        form = CountriesForm(request.POST or None, choices=choices, initial=initial)
         review = None
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
@@ -317,11 +328,8 @@ class TrunkSetupMixin(AdminMixin):
     def _step_troubleshoot(self, request, trunk):
         form = DestinationForm(request.GET or None)
         destination = form.data.get("destination", "") if form.is_bound else ""
-        return {
-            "form": form,
-            "checks": setup.troubleshoot(trunk, destination=destination.strip()),
-            "sending": setup.sending_way(trunk),
-        }
+        # The checks are listed in setup_view, from the same steps as the step list: one source for both.
+        return {"form": form, "destination": destination.strip(), "sending": setup.sending_way(trunk)}
 
     # Live status and the pack --------------------------------------------------------------------------------
     def setup_status_view(self, request, object_id: int):

@@ -17,7 +17,7 @@ from django.utils.safestring import mark_safe
 from unfold.widgets import UnfoldAdminPasswordWidget
 
 from messaging.admin import logs
-from messaging.admin.base import OwnedAdmin
+from messaging.admin.base import OwnedAdmin, narrow_to_tenant
 from messaging.admin.relay import RelayRepairMixin, forwarding_health, relay_status
 from messaging.admin.setup import TrunkSetupMixin
 from messaging.models import Delivery, Message, PhoneNumber, Trunk
@@ -47,6 +47,14 @@ class TrunkForm(forms.ModelForm):
             except ValidationError as error:
                 raise ValidationError(error.message_dict["threecx_webhook_url"]) from None
         return url
+
+
+class TrunkAddForm(forms.ModelForm):
+    """What a new trunk needs before its setup: the rest is chosen in the wizard, or on the trunk's page."""
+
+    class Meta:
+        model = Trunk
+        fields = ["tenant", "name", "pbx_fqdn"]
 
 
 class NumberInline(ScopedReadOnlyInline):
@@ -178,13 +186,25 @@ class TrunkAdmin(TrunkSetupMixin, RelayRepairMixin, OwnedAdmin):
         return obj.threecx_webhook_url_hint or "—"
 
     def get_fields(self, request, obj=None):
+        if obj is None:
+            return list(TrunkAddForm._meta.fields or [])
         fields = ["tenant", "name", "pbx_fqdn", "pbx_version", "main_sender", "sms_template", "sms_enabled"]
         fields += ["status_events"]
         fields += ["threecx_webhook_url"] if self.has_change_permission(request, obj) else []
-        if obj is None:
-            return fields
         shown = self.get_readonly_fields(request, obj)
-        return fields + [f for f in shown if f != "sms_off_panel" or not obj.sms_enabled]
+        return fields + [f for f in shown if f not in fields and (f != "sms_off_panel" or not obj.sms_enabled)]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A trunk stays with its tenant: its numbers, sender ID, texts and keys are that tenant's.
+        return [*super().get_readonly_fields(request, obj), "tenant"] if obj else []
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = TrunkAddForm
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None and "main_sender" in form.base_fields:
+            narrow_to_tenant(form.base_fields["main_sender"], obj.tenant, "sender IDs")
+        return form
 
     def save_model(self, request, obj, form, change) -> None:
         accounts.trunk_save(

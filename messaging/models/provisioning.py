@@ -316,7 +316,7 @@ class PhoneNumber(models.Model):
             if not self.tenant_id:
                 errors["trunk"] = "Assign the number to a tenant before choosing its trunk."
             elif self.trunk is not None and self.trunk.tenant_id != self.tenant_id:
-                errors["trunk"] = "This trunk belongs to another tenant."
+                errors["trunk"] = f"This trunk belongs to another tenant: choose one of {self.tenant}'s trunks."
         if errors:
             raise ValidationError(errors)
 
@@ -416,7 +416,9 @@ class Trunk(models.Model):
         self.pbx_fqdn = (self.pbx_fqdn or "").strip().lower().rstrip(".")
         main_sender = self.main_sender if self.main_sender_id and self.tenant_id else None
         if main_sender is not None and main_sender.tenant_id != self.tenant_id:
-            raise ValidationError({"main_sender": "This sender ID belongs to another tenant."})
+            raise ValidationError(
+                {"main_sender": f"This sender ID belongs to another tenant: choose one of {self.tenant}'s sender IDs."}
+            )
 
     def set_threecx_webhook_url(self, url: str) -> None:
         url = (url or "").strip()

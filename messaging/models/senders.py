@@ -159,7 +159,12 @@ class SenderID(models.Model):
         if account.reseller_id != self.tenant.reseller_id or (
             account.tenant_id and account.tenant_id != self.tenant_id
         ):
-            raise ValidationError({"account": "This Wavix account does not serve this tenant."})
+            raise ValidationError(
+                {
+                    "account": f"This Wavix account does not serve this tenant: choose {self.tenant}'s own account or "
+                    "one its reseller shares."
+                }
+            )
 
 
 def alphanumeric_problems(value: str) -> list[str]:

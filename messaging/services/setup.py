@@ -52,6 +52,7 @@ STEPS = [
 
 
 STEP_KEYS = [key for key, _ in STEPS]
+CHECKED_KEYS = STEP_KEYS[:-1]  # the steps troubleshooting checks: every one before it
 
 
 DONE, TODO, PROBLEM, WAITING = "done", "todo", "problem", "waiting"
@@ -335,23 +336,25 @@ def setup_state(trunk: Trunk) -> list[Step]:
             verify.state, verify.reason = app_state, app_reason  # a refused 3CX text is news before the test's end
 
     # 6. Troubleshoot: done when every check passes
-    failing = [check for check in troubleshoot(trunk, steps=steps[:5]) if not check.ok]
-    shoot = by_key["troubleshoot"]
-    if failing:
-        shoot.state = PROBLEM if any(s.state == PROBLEM for s in steps[:5]) else TODO
-        shoot.reason = failing[0].name
-    else:
-        shoot.state, shoot.reason = DONE, "Every check passes"
+    checked = checked_steps(steps)
+    by_key["troubleshoot"].state, by_key["troubleshoot"].reason = troubleshoot_verdict(
+        troubleshoot(trunk, steps=checked), checked
+    )
     return steps
+
+
+def checked_steps(steps: list[Step]) -> list[Step]:
+    """The steps before troubleshooting: the ones its first check reads."""
+    return [step for step in steps if step.key in CHECKED_KEYS]
 
 
 def current_step(steps: list[Step]) -> str:
     """The first step that is not done (a problem first of all), else the last."""
     for wanted in (PROBLEM, TODO, WAITING):
-        for step in steps[:5]:
+        for step in checked_steps(steps):
             if step.state == wanted:
                 return step.key
-    return "troubleshoot"
+    return STEP_KEYS[-1]
 
 
 def _test_message(trunk: Trunk) -> Message | None:
@@ -590,7 +593,7 @@ class Check:
 def troubleshoot(trunk: Trunk, *, destination: str = "", steps: list[Step] | None = None) -> list[Check]:
     """The seed's checks (all steps done; destination in E.164; sender allow-listed for its country), each
     failing one with the fix. `destination` defaults to the test text's."""
-    steps = steps if steps is not None else setup_state(trunk)[:5]
+    steps = steps if steps is not None else checked_steps(setup_state(trunk))
     checks = []
     open_steps = [s for s in steps if s.state != DONE]
     checks.append(
@@ -636,6 +639,16 @@ def troubleshoot(trunk: Trunk, *, destination: str = "", steps: list[Step] | Non
             )
         )
     return checks
+
+
+def troubleshoot_verdict(checks: list[Check], steps: list[Step]) -> tuple[str, str]:
+    """Step 6's state and reason, read off the very checks its page lists (so its header cannot say all is well
+    above a failing one): done only when every check passes; a problem when an earlier step has one."""
+    failing = [check for check in checks if not check.ok]
+    if not failing:
+        return DONE, f"All {len(checks)} checks pass" if len(checks) > 1 else "The check passes"
+    state = PROBLEM if any(step.state == PROBLEM for step in steps) else TODO
+    return state, f"Failing ({len(failing)} of {len(checks)}): " + "; ".join(check.name for check in failing)
 
 
 REFUSAL_RECENT = timedelta(hours=24)  # a refusal older than this is history, not a failing check

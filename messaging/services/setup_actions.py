@@ -79,6 +79,15 @@ def sender_candidates(trunk: Trunk) -> list[SimpleNamespace]:
     return rows
 
 
+def sender_preselected(trunk: Trunk, candidates: list[SimpleNamespace]) -> int | None:
+    """The number step 1 offers ready-chosen: the tenant's only one that can send, while the trunk has no sender yet
+    (the reseller then only presses Next)."""
+    if trunk.main_sender_id or progress(trunk).get("draft"):
+        return None
+    usable = [c.number.pk for c in candidates if not c.problem]
+    return usable[0] if len(usable) == 1 else None
+
+
 def setup_choose_sender(
     *,
     trunk: Trunk,
@@ -136,11 +145,13 @@ def _use_sender(trunk: Trunk, sender: SenderID) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def country_choices(sender_type: str) -> list[SimpleNamespace]:
-    """Every country with whether this sender type may text it, and whether paperwork comes first."""
+def country_choices(sender_type: str, pinned: str = "") -> list[SimpleNamespace]:
+    """Every country with whether this sender type may text it, and whether paperwork comes first; the `pinned` one
+    (the tenant's own) first, the others by name."""
     kind = "Alphanumeric" if sender_type == SenderID.Type.ALPHANUMERIC else "Numeric"
     rows = []
-    for rule in CountryRule.objects.order_by("name"):
+    rules = sorted(CountryRule.objects.order_by("name"), key=lambda rule: rule.country != pinned)  # stable: by name
+    for rule in rules:
         policy = rule.policy_for(sender_type)
         unsupported = policy == CountryRule.Policy.UNSUPPORTED
         paperwork = policy == CountryRule.Policy.REGISTRATION
@@ -148,9 +159,26 @@ def country_choices(sender_type: str) -> list[SimpleNamespace]:
         if paperwork and not rule.note:
             note = "Needs paperwork: the platform's reviewers approve it before texts go out."
         rows.append(
-            SimpleNamespace(code=rule.country, name=rule.name, unsupported=unsupported, paperwork=paperwork, note=note)
+            SimpleNamespace(
+                code=rule.country,
+                name=rule.name,
+                unsupported=unsupported,
+                paperwork=paperwork,
+                note=note,
+                pinned=rule.country == pinned,
+            )
         )
     return rows
+
+
+def countries_preticked(trunk: Trunk, choices: list[SimpleNamespace]) -> list[str]:
+    """What step 2 ticks before anyone clicks: the tenant's own country, while the trunk's sender is registered for
+    none yet and the sender's type may text it."""
+    sender = trunk.main_sender
+    if sender is not None and sender.countries.exists():
+        return []
+    home = trunk.tenant.default_country
+    return [c.code for c in choices if c.code == home and not c.unsupported]
 
 
 def countries_review(trunk: Trunk, countries: Iterable[str]) -> dict[str, list[CountryRule]]:
