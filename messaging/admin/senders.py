@@ -8,7 +8,6 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import RelatedOnlyFieldListFilter
-from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -18,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from unfold.widgets import UnfoldAdminTextareaWidget
+from unfold.widgets import UnfoldAdminCheckboxSelectMultiple, UnfoldAdminTextareaWidget
 
 from messaging.admin.base import AdminMixin, CallsWavixAdmin, OwnedAdmin, OwnedSelect
 from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
@@ -354,11 +353,12 @@ class SamplesField(forms.CharField):
         return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 
-class CountryPicker(FilteredSelectMultiple):
-    """The admin's two-box picker. Its script prepends itself to its parent: wrap it, so the label stays first."""
+class CountryPicker(UnfoldAdminCheckboxSelectMultiple):
+    """A box of ticks, one per country, that scrolls: every tick is a labelled checkbox. (Django's two-box picker
+    gives its icons an aria-label they may not carry, and select2's search box has no label: axe-core counts both.)"""
 
     def render(self, *args, **kwargs):
-        return format_html('<div class="related-widget-wrapper">{}</div>', super().render(*args, **kwargs))
+        return format_html('<div class="country-picker">{}</div>', super().render(*args, **kwargs))
 
 
 def _country_choices() -> list[tuple[str, str]]:
@@ -369,7 +369,7 @@ class SenderIDForm(forms.ModelForm):
     samples = SamplesField(required=False, help_text="Example messages, one per line; reviewers read these.")
     countries = forms.MultipleChoiceField(
         choices=_country_choices,
-        widget=CountryPicker("countries", is_stacked=False),
+        widget=CountryPicker,
         help_text="Destination countries. Countries that need paperwork start as “needs documents”.",
     )
 
