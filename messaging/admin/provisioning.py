@@ -225,7 +225,9 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
         return self.fields + self.get_readonly_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        return ["wavix_accounts_panel", "forwarding_panel", self.drift_panel_for(request, obj)] if obj else []
+        return (
+            ["home_link", "wavix_accounts_panel", "forwarding_panel", self.drift_panel_for(request, obj)] if obj else []
+        )
 
     @admin.display(description="Home page")
     def home_link(self, obj):

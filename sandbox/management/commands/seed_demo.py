@@ -267,3 +267,4 @@ class Command(BaseCommand):
                     last_response='{"ok": true}',
                     delivered_at=delivered_at,
                 )
+                Trunk.objects.filter(pk=trunk.pk).update(forward_checked_at=delivered_at, forward_failures=0)
