@@ -89,6 +89,9 @@ class World:
     busiest: object  # the tenant with the most messages: its message log is the heaviest
     search_number: str  # a contact of the busiest tenant, written the way a person types it
     tenant_search: str  # a word in about one tenant name in ten
+    latest: object  # the busiest tenant's latest outbound message
+    remote: str  # the number it went to: a conversation to show
+    wavix_id_part: str  # 8 characters from the middle of a Wavix message id
 
 
 def tenant_weights(count: int) -> list[float]:
@@ -342,7 +345,19 @@ def find_world(reseller) -> World:
     digits = contact.removeprefix("+1")  # as a person types it: national format
     typed = f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
     kind = next((k for k in KINDS if k in busiest.name), busiest.name.split()[0])
-    return World(reseller=reseller, admin=admin, busiest=busiest, search_number=typed, tenant_search=kind.lower())
+    latest = Message.objects.filter(tenant=busiest, direction="outbound").order_by("-created_at", "-id").first()
+    with_id = Message.objects.filter(tenant=busiest).exclude(wavix_message_id="").order_by("created_at", "id").first()
+    middle = len(with_id.wavix_message_id) // 2
+    return World(
+        reseller=reseller,
+        admin=admin,
+        busiest=busiest,
+        search_number=typed,
+        tenant_search=kind.lower(),
+        latest=latest,
+        remote=latest.to_number,
+        wavix_id_part=with_id.wavix_message_id[middle - 4 : middle + 4],
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -448,8 +463,15 @@ def pages(world: World) -> list[Page]:
         Page("message list, status = failed", f"{messages}?status__exact=failed"),
         Page(f"message list, search {world.search_number}", f"{messages}?{urlencode({'q': world.search_number})}"),
         Page("message log of the busiest tenant", f"{messages}?tenant__id__exact={world.busiest.pk}"),
+        Page("message list, search two words of a text", f"{messages}?{urlencode({'q': 'invoice call'})}"),
+        Page("message list, part of a Wavix id", f"{messages}?{urlencode({'q': world.wavix_id_part})}"),
+        Page("a message's page (its lifecycle)", f"{messages}{world.latest.pk}/change/"),
         Page("dashboard, page 1", "/admin/"),
         Page(f"dashboard, search '{world.tenant_search}'", f"/admin/?{urlencode({'q': world.tenant_search})}"),
+        Page("the busiest tenant's home page", f"/admin/customers/{world.busiest.pk}/"),
+        Page(
+            "a conversation of the busiest tenant", f"/admin/customers/{world.busiest.pk}/conversations/{world.remote}/"
+        ),
         Page("API /api/v1/messages/, first page", "/api/v1/messages/", api=True),
         Page("API /api/v1/messages/, a cursor page", "", api=True),  # the URL comes from the first page
     ]

@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from unfold.widgets import UnfoldAdminCheckboxSelectMultiple, UnfoldAdminTextareaWidget
+from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget, UnfoldAdminTextareaWidget
 
 from messaging.admin.base import AdminMixin, CallsWavixAdmin, OwnedAdmin, OwnedSelect
 from messaging.models import CountryRule, RegistrationDocument, SenderID, SenderIDCountry
@@ -353,7 +353,7 @@ class SamplesField(forms.CharField):
         return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 
-class CountryPicker(UnfoldAdminCheckboxSelectMultiple):
+class CountryPicker(UnfoldAdminCheckboxSelectMultipleWidget):
     """A box of ticks, one per country, that scrolls: every tick is a labelled checkbox. (Django's two-box picker
     gives its icons an aria-label they may not carry, and select2's search box has no label: axe-core counts both.)"""
 
