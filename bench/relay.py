@@ -31,7 +31,10 @@ Redis database 13 (flushed):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/13 \\
         .venv/bin/python bench/relay.py [--messages 1000] [--clients 8] [--conversations 100] \\
-        [--threecx-delay-ms 0] [--in-flight 4]
+        [--threecx-delay-ms 0] [--in-flight 4] [--workers 1,2,4]
+
+--workers 1,2,4 measures scale-out instead: only the inbound burst, once per worker-process count (workers started
+afresh each time), beside the same run's bare-INSERT ceiling.
 """
 
 import argparse
@@ -701,6 +704,54 @@ def run(args, port: int, fake: FakeThreeCX, lines: list[Line], web_pid: int, wor
     return results
 
 
+def scale_out(args, port: int, fake: FakeThreeCX, lines: list[Line], counts: list[int]) -> dict:
+    """The inbound burst with 1, 2, 4… worker processes: texts/s per count, each count on workers started afresh
+    (and warmed up), beside the same run's bare-INSERT ceiling."""
+    ceiling_items = inbound_items(lines, args.messages, args.conversations)
+    insert = ceiling(port, [Item("/bench/insert/", i.body, i.key) for i in ceiling_items], args.clients, "insert")
+    runs = []
+    for count in counts:
+        with celery_workers(count) as workers:
+            relay_inbound(port, fake, workers, inbound_items(lines, 20, 20), args.clients, None, "warm-up")
+            burst = relay_inbound(
+                port,
+                fake,
+                workers,
+                inbound_items(lines, args.messages, args.conversations),
+                args.clients,
+                None,
+                f"inbound, {count} worker(s)",
+            )
+        runs.append({"workers": count, **burst})
+    return {"insert": insert["intake"], "runs": runs}
+
+
+def report_scale_out(results: dict, args) -> str:
+    ceiling_rate = results["insert"]["per_second"]
+    one = results["runs"][0]["end_to_end"]["per_second"]
+    rows = []
+    for run_ in results["runs"]:
+        e2e = run_["end_to_end"]
+        rows.append(
+            [
+                str(run_["workers"]),
+                f"{e2e['per_second']:,.0f}",
+                f"{e2e['per_second'] / one:.2f}×",
+                f"{100 * e2e['per_second'] / ceiling_rate:.1f} %",
+                _ms(e2e["p50"]),
+                _ms(e2e["p99"]),
+                f"{run_['timeline']['last_forward']:.1f}",
+            ]
+        )
+    head = (
+        f"Inbound burst of {args.messages} webhooks ({args.conversations} conversations, {args.clients} clients), "
+        f"fake 3CX {args.threecx_delay_ms:.0f} ms away; same-run bare-INSERT ceiling {ceiling_rate:,.0f} req/s; "
+        "each worker process is prefork -c 1 on every queue.\n"
+    )
+    header = ["worker processes", "texts/s", "vs 1 worker", "of the ceiling", "p50 ms", "p99 ms", "last forwarded s"]
+    return head + table(header, rows)
+
+
 def _ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
@@ -789,7 +840,13 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=15.0, help="length of each paced load")
     parser.add_argument("--threecx-delay-ms", type=float, default=0.0, help="the fake 3CX answers this late")
     parser.add_argument("--in-flight", type=int, default=None, help="RELAY_FORWARDS_IN_FLIGHT for the workers")
+    parser.add_argument(
+        "--workers",
+        default="",
+        help="comma-separated worker-process counts (e.g. 1,2,4): measure only the inbound burst at each (scale-out)",
+    )
     args = parser.parse_args()
+    counts = [int(n) for n in args.workers.split(",") if n.strip()]
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     port = free_port()
@@ -808,9 +865,12 @@ def main() -> None:
         wipe()
         lines = prepare(fake)
         web = stack.enter_context(gunicorn(WEB, port))
-        workers = stack.enter_context(celery_workers(WORKERS))
-        results = run(args, port, fake, lines, web.pid, workers)
-    print(report(results, args))
+        if counts:
+            text = report_scale_out(scale_out(args, port, fake, lines, counts), args)
+        else:
+            workers = stack.enter_context(celery_workers(WORKERS))
+            text = report(run(args, port, fake, lines, web.pid, workers), args)
+    print(text)
     print(f"\n({time.monotonic() - started:.0f} s in all)")
 
 

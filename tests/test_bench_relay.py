@@ -69,3 +69,20 @@ def test_the_relay_benchmark_runs_at_a_tiny_size(wavix):
     assert "| delivery reports, paced at 10/s (50% of the burst)" in text
     assert "| this process |" in text and "first routed" in text
     assert "the fake 3CX answers after 10 ms" in text
+
+
+def test_the_scale_out_table_compares_each_worker_count_with_one_worker_and_the_ceiling():
+    from bench import relay
+
+    def run(workers: int, rate: float) -> dict:
+        return {
+            "workers": workers,
+            "end_to_end": {"per_second": rate, "p50": 40.0, "p99": 120.0},
+            "timeline": {"last_forward": 1000 / rate},
+        }
+
+    results = {"insert": {"per_second": 1000.0}, "runs": [run(1, 100.0), run(2, 190.0), run(4, 320.0)]}
+    args = types.SimpleNamespace(messages=1000, conversations=100, clients=8, threecx_delay_ms=100.0)
+    text = relay.report_scale_out(results, args)
+    assert "| 2 | 190 | 1.90× | 19.0 % | 40.0 | 120 | 5.3 |" in text
+    assert "| 4 | 320 | 3.20× | 32.0 % |" in text and "100 ms away" in text
