@@ -1,7 +1,9 @@
 """Shared fixtures: two resellers with a tenant each, users in every role, and one row of every model."""
 
 import ipaddress
+import os
 import socket
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -178,3 +180,20 @@ def test_database_url() -> str:
 
 
 test_database_url.__test__ = False  # a helper, not a test
+
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Debian's Chromium, headless, driven by Playwright (its own browser download is blocked here)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        yield browser
+        browser.close()

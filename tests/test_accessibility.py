@@ -24,7 +24,6 @@ from tests.conftest import build_world, live_db
 
 pytestmark = [pytest.mark.browser, live_db]
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 AXE_VERSION = "4.14.1"
 AXE_DIR = settings.BASE_DIR / "var" / "axe"
 AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
@@ -72,18 +71,9 @@ def axe_js() -> str:
     return AXE_JS.read_text()
 
 
-@pytest.fixture
-def chromium(monkeypatch):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
+@pytest.fixture(autouse=True)
+def shots_folder():
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def signed_in(browser, live_server, user, width: int = 1400):

@@ -23,7 +23,6 @@ from tests.crawl import admin_urls
 
 pytestmark = [pytest.mark.browser, live_db]
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("PORTAL_TEST_ARTIFACTS", settings.BASE_DIR / "var" / "test-artifacts")) / "layout"
 # Downloads and JSON the crawl also finds: not pages to lay out.
 NOT_PAGES = ("/export/", "/status/", "/check-name/", "/documents/", "/3cx-template", "/jsi18n/", "/logout/")
@@ -83,18 +82,9 @@ def people(tenant, other_tenant, reseller_admin, viewer, other_admin):
     return {"reseller-admin": reseller_admin, "tenant-viewer": viewer, "reviewer": reviewer}
 
 
-@pytest.fixture
-def chromium(monkeypatch):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
+@pytest.fixture(autouse=True)
+def shots_folder():
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def test_no_page_scrolls_sideways_on_a_phone_and_no_list_column_is_clipped_on_a_wide_screen(
