@@ -35,9 +35,13 @@ class InFlight(Generic[Item]):
     def start(self, item: Item, call: Callable[..., Any], *args: Any) -> None:
         self._calls[self._pool.submit(call, *args)] = item
 
-    def settle(self, timeout: float | None = None) -> list[tuple[Item, Any]]:
-        """Wait until at least one call has answered (or `timeout` s), record each answer; return them."""
-        done, _ = futures.wait(self._calls, timeout=timeout, return_when=futures.FIRST_COMPLETED)
+    def settle(self, timeout: float | None = None, gather: float = 0.0) -> list[tuple[Item, Any]]:
+        """Wait until at least one call has answered (or `timeout` s), then up to `gather` s more for the calls
+        still on their way; record each answer; return them. Answers recorded together can be written together."""
+        done, waiting = futures.wait(self._calls, timeout=timeout, return_when=futures.FIRST_COMPLETED)
+        if done and waiting and gather > 0:
+            more, _ = futures.wait(waiting, timeout=gather, return_when=futures.ALL_COMPLETED)
+            done |= more
         settled = []
         for future in done:
             item, answer = self._calls.pop(future), future.result()

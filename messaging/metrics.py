@@ -45,11 +45,12 @@ _send_lock = threading.Lock()
 _flush_timer: threading.Timer | None = None
 
 
-def count(*parts: str) -> None:
-    """Add one to a shared counter (sent to the cache within FLUSH_SECONDS, with this process's other counts)."""
+def count(*parts: str, by: int = 1) -> None:
+    """Add one (or `by`) to a shared counter (sent to the cache within FLUSH_SECONDS, with this process's other
+    counts)."""
     global _flush_timer
     with _lock:
-        _pending[_key(*parts)] += 1
+        _pending[_key(*parts)] += by
         if _flush_timer is None:
             _flush_timer = threading.Timer(FLUSH_SECONDS, flush)
             _flush_timer.daemon = True

@@ -21,7 +21,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from messaging import dispatch, metrics, webhooks
-from messaging.models import ProviderKey, WebhookEvent, WebhookSecret
+from messaging.models import ProviderKey, WebhookEvent, WebhookSecret, relay_partition
 from messaging.services import provider
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
         except BodyTooLarge:
             body, too_large = b"", True
         payload, problem = (None, None) if too_large else webhooks.parse(kind, body)
+        partition = relay_partition(webhooks.conversation_key(kind, payload)) if payload is not None else 0
         if payload is not None and WebhookEvent.store_by_secret(
-            secret=secret, kind=kind, dedup_key=webhooks.dedup_key(kind, payload), body=body
+            secret=secret, kind=kind, dedup_key=webhooks.dedup_key(kind, payload), body=body, partition=partition
         ):
             dispatch.EVENTS_DRAIN.ask_at_most_every()
             return "accepted", _answer(200, "Accepted.")
@@ -90,7 +91,7 @@ def _intake(request, secret: str, kind: str) -> tuple[str, JsonResponse]:
             return "bad_request", _answer(400, problem)
         assert payload is not None  # parse() gives a payload whenever it finds no problem
         key = webhooks.dedup_key(kind, payload)
-        if not WebhookEvent.store(account_id=account.pk, kind=kind, dedup_key=key, body=body):
+        if not WebhookEvent.store(account_id=account.pk, kind=kind, dedup_key=key, body=body, partition=partition):
             return "duplicate", _answer(200, "Duplicate: already received.")
     except DatabaseError:
         logger.exception("webhook intake: the database could not store a %s webhook", kind)

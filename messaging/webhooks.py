@@ -234,6 +234,16 @@ def parse(kind: str, body: bytes) -> tuple[dict | None, str | None]:
     return payload, None
 
 
+def conversation_key(kind: str, payload: dict) -> str:
+    """What a webhook's relay partition is a hash of (models/relay.py): an inbound text's remote number (its
+    conversation, and its delivery's), a report's message id (a message's reports in order), a 10DLC status's key."""
+    if kind == Kind.INBOUND:
+        return as_stored_number(str(payload["from"]))
+    if kind == Kind.DLR:
+        return str(payload["message_id"])
+    return dedup_key(kind, payload)
+
+
 def dedup_key(kind: str, payload: dict) -> str:
     """What makes a webhook a duplicate: the message id (and the status, for a report; the 10DLC ids and status).
 

@@ -218,6 +218,9 @@ else:
     # older than 1.21, which cannot follow a prepared statement from one server connection to another.
     if env_bool("DB_PREPARED_STATEMENTS", True):
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
+    # Behind a PgBouncer in transaction-pooling mode each transaction may run on another server connection: no
+    # server-side cursor (Django's .iterator() on PostgreSQL) may outlive its transaction (Django's documentation).
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_TRANSACTION_POOLING", False)
 
 # --------------------------------------------------------------------------------------------------------------
 # Wavix, and the built-in Wavix sandbox and fake 3CX
@@ -248,6 +251,16 @@ OUTBOUND_SENDS_IN_FLIGHT = env_int("OUTBOUND_SENDS_IN_FLIGHT", 4)
 # POSTs to 3CX one relay drain keeps in flight at once, each for a different conversation (a conversation's texts
 # still go one after another), no trunk more than half of them: with one, a drain forwards at most 1 / round-trip.
 RELAY_FORWARDS_IN_FLIGHT = env_int("RELAY_FORWARDS_IN_FLIGHT", 8)
+# The relay's partitions: webhook events and deliveries are spread over this many by a hash of their conversation,
+# and each drain works only the partitions it leases, so workers on any number of machines share the relay while each
+# conversation keeps its order (messaging/models/relay.py). Change it only with the relay drained (no pending events
+# or deliveries): rows already stored keep the partition they were given.
+RELAY_PARTITIONS = env_int("RELAY_PARTITIONS", 64)
+# A drain leases at most RELAY_PARTITIONS / RELAY_DRAIN_SHARE busy partitions at a time, so a burst is split among up
+# to this many drains at once (a drain takes more as it finishes its own).
+RELAY_DRAIN_SHARE = env_int("RELAY_DRAIN_SHARE", 8)
+if not 1 <= RELAY_DRAIN_SHARE <= RELAY_PARTITIONS <= 32767:
+    raise ImproperlyConfigured("RELAY_PARTITIONS must be 1–32767 and RELAY_DRAIN_SHARE 1–RELAY_PARTITIONS.")
 # Webhooks from Wavix: bodies larger than this are refused (413).
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 64 * 1024)
 # 3CX's provider endpoint: wrong or missing keys from one address, counted over PROVIDER_AUTH_WINDOW_SECONDS; past

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from messaging.models import Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent
+from messaging import webhooks
+from messaging.models import Delivery, Message, OptOut, PhoneNumber, Trunk, WebhookEvent, relay_partition
 from messaging.services import forwarding, inbound
 from sandbox.models import FakePbxInbox, FakePbxRequest
 from tenants.models import AuditEvent
@@ -47,7 +48,8 @@ def webhook(account, message_id, *, sender="447700900001", text="Hello", to="141
     )
     raw = json.dumps(body, separators=(",", ":")).encode()
     key = message_id if kind == "inbound" else f"{message_id}:{extra.get('status')}"
-    return WebhookEvent.objects.create(account=account, kind=kind, dedup_key=key, body=raw)
+    partition = relay_partition(webhooks.conversation_key(kind, body))
+    return WebhookEvent.objects.create(account=account, kind=kind, dedup_key=key, body=raw, partition=partition)
 
 
 def relay():

@@ -18,6 +18,7 @@ from messaging.models.provisioning import (
     WebhookSecret,
     secret_hash,
 )
+from messaging.models.relay import PartitionLeases, RelayPartition, relay_partition, values_update
 from messaging.models.senders import (
     ALPHANUMERIC_ALLOWED,
     CountryRule,
@@ -31,6 +32,10 @@ from messaging.models.senders import (
 from messaging.models.traffic import DailyMessageCount, Delivery, IdempotentRequest, Message, OptOut
 
 __all__ = [
+    "PartitionLeases",
+    "RelayPartition",
+    "relay_partition",
+    "values_update",
     "ALPHANUMERIC_ALLOWED",
     "CountryRule",
     "DailyMessageCount",

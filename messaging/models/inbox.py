@@ -46,19 +46,29 @@ class WebhookEvent(models.Model):
     recovered = models.BooleanField(
         default=False, help_text="Found by reconciliation with Wavix: the webhook itself never arrived."
     )
+    # Its conversation's relay partition (models/relay.py), given at intake: routing works partitions in parallel.
+    partition = models.PositiveSmallIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["account", "kind", "dedup_key"], name="webhook_event_dedup"),
         ]
-        indexes = [models.Index(fields=["state", "received_at"], name="webhook_event_state_age")]
+        indexes = [
+            models.Index(fields=["state", "received_at"], name="webhook_event_state_age"),
+            # Routing: a partition's pending events in arrival order, and which partitions have any.
+            models.Index(
+                fields=["partition", "id"], condition=models.Q(state="pending"), name="webhook_event_pending_part"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.dedup_key}"
 
     @classmethod
-    def _insert(cls, kind: str, dedup_key: str, body: bytes, *, account: str, source: str, params: list) -> bool:
+    def _insert(
+        cls, kind: str, dedup_key: str, body: bytes, partition: int, *, account: str, source: str, params: list
+    ) -> bool:
         """INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING: True if a row was stored.
 
         `account` is the SQL giving the account id, `source` the FROM/WHERE it may need (it must end in a WHERE:
@@ -67,7 +77,7 @@ class WebhookEvent(models.Model):
         """
         db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of the `connection` proxy is a context lookup
         sql, fields = cls._insert_plan(db.vendor, account, source)
-        given = {"kind": kind, "dedup_key": dedup_key, "body": body}
+        given = {"kind": kind, "dedup_key": dedup_key, "body": body, "partition": partition}
         values = [f.get_db_prep_save(given[f.name] if f.name in given else f.get_default(), db) for f in fields]
         account_params = params[: account.count("%s")]
         all_params = [*account_params, *values, *params[len(account_params) :]]
@@ -101,12 +111,13 @@ class WebhookEvent(models.Model):
         return sql, fields
 
     @classmethod
-    def store(cls, *, account_id: int, kind: str, dedup_key: str, body: bytes) -> bool:
-        """Store a webhook for an account; False if it was already stored (a duplicate)."""
-        return cls._insert(kind, dedup_key, body, account="%s", source="WHERE 1 = 1", params=[account_id])
+    def store(cls, *, account_id: int, kind: str, dedup_key: str, body: bytes, partition: int = 0) -> bool:
+        """Store a webhook for an account; False if it was already stored (a duplicate). `partition` is its
+        conversation's (relay_partition of webhooks.conversation_key)."""
+        return cls._insert(kind, dedup_key, body, partition, account="%s", source="WHERE 1 = 1", params=[account_id])
 
     @classmethod
-    def store_by_secret(cls, *, secret: str, kind: str, dedup_key: str, body: bytes) -> bool:
+    def store_by_secret(cls, *, secret: str, kind: str, dedup_key: str, body: bytes, partition: int = 0) -> bool:
         """The intake's one-statement path: store the webhook if the secret is live and its account takes
         webhooks from anywhere. False means "not stored, look closer" (wrong or retired secret, an account
         limited to some source addresses, or a duplicate): the caller then asks find_account() and store().
@@ -123,6 +134,7 @@ class WebhookEvent(models.Model):
             kind,
             dedup_key,
             body,
+            partition,
             account="s.account_id",
             source=f"FROM {secrets_table} s JOIN {accounts_table} a ON a.id = s.account_id "
             "WHERE s.secret_hash = %s AND (s.retire_at IS NULL OR s.retire_at > %s) AND a.source_ips = ''",

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from messaging.models.common import IllegalTransition
 from messaging.models.provisioning import Trunk, WavixAccount
+from messaging.models.relay import relay_partition
 from messaging.models.senders import SenderID
 from tenants.models import Tenant
 
@@ -302,6 +304,8 @@ class Delivery(models.Model):
     # What is forwarded: the inbound text itself (""), or a status event of an outbound text 3CX sent through the
     # portal (trunk.status_events): Telnyx-style "message.sent" or "message.finalized".
     event = models.CharField(max_length=20, blank=True, default="", db_default="")
+    # The conversation's relay partition (models/relay.py), from remote_number: forwarding works partitions apart.
+    partition = models.PositiveSmallIntegerField(default=0, db_default=0, editable=False)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
@@ -324,6 +328,12 @@ class Delivery(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            # Forwarding: the pending deliveries of some partitions, each conversation in order (the due heads).
+            models.Index(
+                fields=["partition", "trunk", "remote_number", "id"],
+                condition=Q(status="pending"),
+                name="delivery_pending_part",
+            ),
             models.Index(fields=["trunk", "remote_number", "status", "id"], name="delivery_conversation"),
             # The dashboard: a tenant's failing deliveries (counted) and its latest successful forward (a seek).
             models.Index(fields=["tenant", "status", "-delivered_at"], name="delivery_tenant_status"),
@@ -331,6 +341,11 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"Delivery of message {self.message_id} to {self.trunk}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding:
+            self.partition = relay_partition(self.remote_number)
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         if self.message_id and self.trunk_id and self.message.tenant_id != self.trunk.tenant_id:

@@ -11,9 +11,11 @@ outcome moves the delivery only, never the text; and their conversation is their
 """
 
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -27,7 +29,10 @@ from messaging.inflight import InFlight
 from messaging.models import (
     Delivery,
     Message,
+    PartitionLeases,
+    RelayPartition,
     Trunk,
+    values_update,
 )
 from tenants.models import AuditEvent
 
@@ -101,34 +106,59 @@ def status_event_queue(message: Message, previous_status: str) -> Delivery | Non
     return delivery
 
 
-def _due_heads(now: datetime, limit: int = 20, skip_trunks: Iterable[int] = ()) -> list[tuple[int, int]]:
+def _due_heads(
+    now: datetime, limit: int = 20, skip_trunks: Iterable[int] = (), partitions: Iterable[int] | None = None
+) -> list[tuple[int, int]]:
     """(id, trunk id) of pending deliveries that are due, not held by a worker, and first in their conversation,
-    leaving out the trunks in `skip_trunks`.
+    leaving out the trunks in `skip_trunks`; only in `partitions`, if given.
 
     One pass over the pending deliveries numbers each conversation's (ROW_NUMBER by id), whatever the planner's
     statistics say. The NOT EXISTS it replaces (no earlier pending delivery in the conversation) was planned from
     statistics taken while little was pending: a nested loop over every pending delivery for each one, so a
     backlog of 1,000 (3CX back after an outage, a burst) made each call ~60 ms instead of ~1 — quadratic in the
-    backlog (found by bench/relay.py).
+    backlog (found by bench/relay.py). A conversation is in one partition, so numbering within some is exact.
     """
+    rows = _heads_query("id, trunk_id", "ORDER BY next_attempt_at, id LIMIT %s", now, skip_trunks, partitions, [limit])
+    return [(row[0], row[1]) for row in rows]
+
+
+def _due_partitions(now: datetime, skip_trunks: Iterable[int] = ()) -> set[int]:
+    """The partitions with a due head (see _due_heads), leaving out the trunks in `skip_trunks`."""
+    return {row[0] for row in _heads_query("DISTINCT partition", "", now, skip_trunks, None, [])}
+
+
+def _heads_query(
+    columns: str,
+    tail: str,
+    now: datetime,
+    skip_trunks: Iterable[int],
+    partitions: Iterable[int] | None,
+    more: list[Any],
+) -> list[tuple[Any, ...]]:
+    """The pending deliveries first in their conversation, due and not held (see _due_heads): `columns` of them."""
     ops = connection.ops
     skip = sorted(skip_trunks)
+    only = sorted(partitions) if partitions is not None else None
+    if only == []:
+        return []
     sql = (
-        "SELECT id, trunk_id FROM (SELECT id, trunk_id, next_attempt_at, lease_until, ROW_NUMBER() OVER "
+        f"SELECT {columns} FROM (SELECT id, trunk_id, partition, next_attempt_at, lease_until, ROW_NUMBER() OVER "
         "(PARTITION BY trunk_id, remote_number ORDER BY id) AS place "
-        f"FROM {ops.quote_name(Delivery._meta.db_table)} WHERE status = %s) pending "
-        "WHERE place = 1 AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s) "
+        f"FROM {ops.quote_name(Delivery._meta.db_table)} WHERE status = %s "
+        + (f"AND partition IN ({', '.join(['%s'] * len(only))}) " if only else "")
+        + ") pending WHERE place = 1 AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s) "
         + (f"AND trunk_id NOT IN ({', '.join(['%s'] * len(skip))}) " if skip else "")
-        + "ORDER BY next_attempt_at, id LIMIT %s"
+        + tail
     )
     at = ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [str(Delivery.Status.PENDING), at, at, *skip, limit])
-        return [(row[0], row[1]) for row in cursor.fetchall()]
+        cursor.execute(sql, [str(Delivery.Status.PENDING), *(only or []), at, at, *skip, *more])
+        return list(cursor.fetchall())
 
 
-def deliveries_process(limit: int = 200) -> int:
-    """Forward due deliveries, the first of each conversation, until none is due; returns how many were tried.
+def deliveries_process(limit: int = 500) -> int:
+    """Forward due deliveries of the partitions this drain can lease, the first of each conversation, until none is
+    due that no other drain holds; returns how many were tried.
 
     Up to RELAY_FORWARDS_IN_FLIGHT POSTs run at once, on threads that only do HTTP: one at a time, a drain
     could never beat 1 / round-trip — 9 texts a second to a 3CX 100 ms away, the rate a backlog drained at
@@ -136,44 +166,109 @@ def deliveries_process(limit: int = 200) -> int:
     flight holds its lease, so the texts of one conversation still reach 3CX one after another, in order. No
     trunk takes more than half of the POSTs in flight: a 3CX that accepts connections and never answers holds
     its share until the read timeout, and the other tenants' texts keep going meanwhile. This thread keeps every
-    database read and write: it claims a delivery just before its POST and records each answer.
+    database read and write: it claims the heads it starts in one statement and records the answers that came
+    together in one statement per kind.
+
+    Drains on other workers (other machines) forward other partitions at the same time (models/relay.py): a drain
+    leases a share of the busy ones, asks for another drain while busy partitions are left free, and takes more as
+    its own run dry.
     """
     dispatch.DELIVERIES_DRAIN.started()
     tried = delivered = 0
     candidates: deque[tuple[int, int]] = deque()
     per_trunk: Counter[int] = Counter()
-    with InFlight[Delivery](settings.RELAY_FORWARDS_IN_FLIGHT, "3cx-forward", _record_outcome) as in_flight:
-        per_trunk_max = max(1, in_flight.size // 2)
-        while True:
-            if in_flight.free and tried + len(in_flight) < limit:
-                full = {trunk for trunk, count in per_trunk.items() if count >= per_trunk_max}
-                head = next((head for head in candidates if head[1] not in full), None)
-                if head is None:
-                    candidates = deque(_due_heads(timezone.now(), 2 * in_flight.size, skip_trunks=full))
-                    head = candidates[0] if candidates else None
-                if head:
-                    candidates.remove(head)
-                    delivery = _claim_delivery(head[0])
-                    if delivery:  # another worker may have taken it between the query and the claim
-                        url, body, repeat_id = _forward_request(delivery)
-                        if url:
-                            in_flight.start(delivery, _forward, url, body, repeat_id)
+    per_partition: Counter[int] = Counter()  # this drain's POSTs in flight, by partition
+    answered: list[tuple[Delivery, threecx.Outcome]] = []
+    leases = PartitionLeases(RelayPartition.Stage.FORWARDING, forward_lease())
+
+    def record() -> None:
+        nonlocal tried, delivered
+        outcomes, answered[:] = list(answered), []
+        _record_outcomes(outcomes)
+        for delivery, outcome in outcomes:
+            per_trunk[delivery.trunk_id] -= 1
+            per_partition[delivery.partition] -= 1
+            tried, delivered = tried + 1, delivered + outcome.delivered
+
+    try:
+        with InFlight[Delivery](
+            settings.RELAY_FORWARDS_IN_FLIGHT, "3cx-forward", lambda *answer: answered.append(answer)
+        ) as in_flight:
+            per_trunk_max = max(1, in_flight.size // 2)
+            nothing_due_at = -1  # `tried` when the last look found nothing due: until an answer comes, none will be
+            looked_around = 0.0  # when this drain last looked for other partitions with something due
+            while True:
+                if in_flight.free and tried + len(in_flight) < limit and tried != nothing_due_at:
+                    full = {trunk for trunk, count in per_trunk.items() if count >= per_trunk_max}
+                    if not any(head[1] not in full for head in candidates):
+                        candidates = deque(
+                            _due_heads(timezone.now(), 2 * in_flight.size, skip_trunks=full, partitions=leases.mine)
+                        )
+                    if not candidates and (not in_flight or time.monotonic() - looked_around >= LOOK_AROUND_EVERY):
+                        # This drain's partitions have nothing due: hand back those with nothing in flight (another
+                        # drain takes them when something is), and lease others with something due, if any.
+                        looked_around = time.monotonic()
+                        leases.release(number for number in leases.mine if per_partition[number] <= 0)
+                        if leases.claim(_due_partitions(timezone.now(), skip_trunks=full)):
+                            if leases.free_left:
+                                dispatch.DELIVERIES_DRAIN.ask()  # more is due than this drain's share: ask for help
+                            continue
+                        nothing_due_at = tried  # (what is routed meanwhile asks for a drain of its own)
+                    heads = _heads_pick(candidates, in_flight.free, full, per_trunk, per_trunk_max)
+                    if heads:
+                        for delivery in _claim_deliveries(heads):  # another worker may have taken some meanwhile
+                            url, body, repeat_id = _forward_request(delivery)
                             per_trunk[delivery.trunk_id] += 1
-                        else:
-                            tried += 1
-                            _record_outcome(delivery, NO_URL)
-                    continue
-            if not in_flight:
-                break  # nothing due (or the limit reached) and nothing on its way: done
-            for delivery, outcome in in_flight.settle():
-                per_trunk[delivery.trunk_id] -= 1
-                tried, delivered = tried + 1, delivered + outcome.delivered
+                            per_partition[delivery.partition] += 1
+                            if url:
+                                in_flight.start(delivery, _forward, url, body, repeat_id)
+                            else:
+                                answered.append((delivery, NO_URL))
+                        record()  # those with no URL
+                        continue
+                if not in_flight:
+                    break  # nothing due (or the limit reached) and nothing on its way: done
+                in_flight.settle(gather=GATHER_ANSWERS)
+                record()
+                leases.renew()
+    finally:
+        record()  # what the in-flight calls answered while the drain was stopping
+        leases.release()
     if delivered or tried >= limit:
         # A forward lets its conversation's next text go. This loop takes those itself while it runs (and so
         # does any other worker's); once it stops, another drain must look again — one ask per drain, not a
         # cache round trip per forward.
         dispatch.DELIVERIES_DRAIN.ask()
     return tried
+
+
+def _heads_pick(
+    candidates: deque[tuple[int, int]], free: int, full: set[int], per_trunk: Counter[int], per_trunk_max: int
+) -> list[int]:
+    """Up to `free` heads from the candidates, no trunk past its share of the POSTs in flight; taken off the deque."""
+    picked: list[int] = []
+    taken: Counter[int] = Counter()
+    for head in list(candidates):
+        if len(picked) >= free:
+            break
+        delivery_id, trunk_id = head
+        if trunk_id in full or per_trunk[trunk_id] + taken[trunk_id] >= per_trunk_max:
+            continue
+        candidates.remove(head)
+        picked.append(delivery_id)
+        taken[trunk_id] += 1
+    return picked
+
+
+# While its POSTs are in flight, a drain whose own partitions have nothing due looks for other partitions with
+# something due at most this often (seconds): a look is two or three statements, and with few texts per conversation
+# it would otherwise come after every answer.
+LOOK_AROUND_EVERY = 0.05
+
+
+# Once a POST is answered, the drain waits this much longer (seconds) for the others in flight, whose answers it then
+# writes in the same statements: POSTs started together are mostly answered within a few milliseconds of each other.
+GATHER_ANSWERS = 0.005
 
 
 NO_URL = threecx.Outcome(False, True, None, "", "The trunk has no 3CX webhook URL yet")
@@ -184,17 +279,34 @@ def forward_lease() -> timedelta:
     return timedelta(seconds=settings.THREECX_CONNECT_TIMEOUT + settings.THREECX_READ_TIMEOUT) + LEASE_MARGIN
 
 
-def _claim_delivery(pk: int) -> Delivery | None:
-    """Take this delivery for one forward (a lease: a worker that dies mid-POST leaves it to the next drain)."""
+def _claim_deliveries(pks: list[int]) -> list[Delivery]:
+    """Take these deliveries for one forward each (a lease: a worker that dies mid-POST leaves them to the next
+    drain), in one UPDATE; returns those taken — another worker may have taken some — with their messages and
+    trunks, in the order asked."""
     now = timezone.now()
-    claimed = (
-        Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + forward_lease())
-    )
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET lease_until = %s WHERE id IN ({', '.join(['%s'] * len(pks))}) AND status = %s "
+            "AND (lease_until IS NULL OR lease_until < %s) RETURNING id",
+            [
+                connection.ops.adapt_datetimefield_value(now + forward_lease()),
+                *pks,
+                str(Delivery.Status.PENDING),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
+        )
+        claimed = {row[0] for row in cursor.fetchall()}
     if not claimed:
-        return None
-    return Delivery.objects.select_related("message", "trunk", "message__source_event").get(pk=pk)
+        return []
+    loaded = Delivery.objects.select_related("message", "trunk", "message__source_event").in_bulk(claimed)
+    return [loaded[pk] for pk in pks if pk in loaded]
+
+
+def _claim_delivery(pk: int) -> Delivery | None:
+    """Take this one delivery for a forward (see _claim_deliveries)."""
+    claimed = _claim_deliveries([pk])
+    return claimed[0] if claimed else None
 
 
 def _forward_request(delivery: Delivery) -> tuple[str | None, bytes, str]:
@@ -226,6 +338,47 @@ def _forward(url: str, body: bytes, wavix_message_id: str) -> threecx.Outcome:
     except Exception as error:  # noqa: BLE001 - a fault of ours: retried like a 3CX that did not answer
         logger.exception("relay: forwarding %s failed unexpectedly", wavix_message_id)
         return threecx.Outcome(False, True, None, "", f"Unexpected error while forwarding ({type(error).__name__})")
+
+
+def _record_outcomes(outcomes: list[tuple[Delivery, threecx.Outcome]]) -> None:
+    """Record the answers 3CX gave: every delivered one in one UPDATE … FROM (VALUES …) of the deliveries and one
+    UPDATE of their texts, each trunk's health once; the others (retries, refusals: rare) one by one."""
+    delivered = [(delivery, outcome) for delivery, outcome in outcomes if outcome.delivered]
+    for delivery, outcome in outcomes:
+        if not outcome.delivered:
+            _record_outcome(delivery, outcome)
+    if not delivered:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        values_update(
+            Delivery,
+            [
+                {
+                    "pk": delivery.pk,
+                    "status": Delivery.Status.DELIVERED,
+                    "attempts": delivery.attempts + 1,
+                    "last_attempt_at": now,
+                    "delivered_at": now,
+                    "lease_until": None,
+                    "last_status_code": outcome.status_code,
+                    "last_response": outcome.response,
+                    "last_error": outcome.error,
+                }
+                for delivery, outcome in delivered
+            ],
+            where="t.status = %s",  # Delivery.TRANSITIONS: only a pending delivery becomes delivered
+            params=[str(Delivery.Status.PENDING)],
+        )
+        texts = [delivery.message_id for delivery, _ in delivered if not delivery.event]  # a status event: see below
+        forwardable = [status for status, moves in Message.TRANSITIONS.items() if Message.Status.FORWARDED in moves]
+        Message.objects.filter(pk__in=texts, status__in=forwardable).update(
+            status=Message.Status.FORWARDED, completed_at=now, updated_at=now
+        )
+        trunks = {delivery.trunk_id: (delivery.trunk, outcome) for delivery, outcome in delivered}
+        for trunk, outcome in trunks.values():
+            _trunk_health(trunk, outcome, now)
+    metrics.count("forward", "delivered", by=len(delivered))
 
 
 def _record_outcome(delivery: Delivery, outcome: threecx.Outcome) -> None:

@@ -11,11 +11,11 @@ forwarding (network: the head of each conversation, in parallel across conversat
 import hashlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from messaging import dispatch, metrics, webhooks
@@ -23,10 +23,13 @@ from messaging.models import (
     Delivery,
     Message,
     OptOut,
+    PartitionLeases,
     PhoneNumber,
+    RelayPartition,
     Trunk,
     WavixAccount,
     WebhookEvent,
+    relay_partition,
 )
 from messaging.services import reports
 from messaging.services.outbound import message_parts
@@ -44,43 +47,203 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
 START_WORDS = frozenset({"START", "UNSTOP"})
 
 
-ROUTING_LOCK = 72_211_001  # PostgreSQL advisory lock id: one router at a time
+# PostgreSQL advisory lock id. Routers take it shared, each batch: they never wait for each other (each works its own
+# partitions). Releasing held texts takes it exclusively: a text routed while the release looks would be held after
+# it looked, and stay held (held_release).
+ROUTING_LOCK = 72_211_001
+
+# How long a router holds its partitions without renewing (renewed every batch; a batch takes well under a second).
+ROUTING_LEASE = timedelta(seconds=30)
 
 # (account id, number) → that account's PhoneNumber, or None: the receiving numbers of one batch.
 NumberCache = dict[tuple[int, str], PhoneNumber | None]
 
 
-def events_process(batch_size: int = 100) -> int:
-    """Route every stored webhook event, oldest first; returns how many were processed."""
+def events_process(batch_size: int = 500) -> int:
+    """Route the stored webhook events of the partitions this drain can lease, oldest first, until none is left
+    that no other drain holds; returns how many were processed.
+
+    Each conversation's events are in one partition (models/relay.py) and a partition is routed by one drain at a
+    time, in id order: a conversation's deliveries are created in the order Wavix sent its texts, while drains on
+    other workers route the other partitions. A drain that leaves busy partitions free asks for another drain,
+    which a free worker takes."""
     dispatch.EVENTS_DRAIN.started()
     processed = 0
-    while True:
-        with transaction.atomic():
-            # Batches strictly one after another: two routers could otherwise create a conversation's deliveries
-            # out of order.
-            _routing_lock()
-            batch = list(
-                WebhookEvent.objects.select_related("account")
-                .filter(state=WebhookEvent.State.PENDING)
-                .order_by("id")[:batch_size]
-            )
-            numbers: NumberCache = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
-            for event in batch:
-                _process_event(event, numbers)
-        processed += len(batch)
-        if len(batch) < batch_size:
-            break
+    leases = PartitionLeases(RelayPartition.Stage.ROUTING, ROUTING_LEASE)
+    numbers: NumberCache = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
+    try:
+        while True:
+            busy = _pending_partitions()
+            if not leases.mine & busy:
+                leases.release()  # done with those: the next claim takes whichever are busy now
+                if not leases.claim(busy):
+                    break
+                if leases.free_left:
+                    dispatch.EVENTS_DRAIN.ask()  # more than one drain's share is busy: another worker helps
+            with transaction.atomic():
+                _routing_lock(shared=True)
+                batch = list(
+                    _for_update(
+                        WebhookEvent.objects.select_related("account")
+                        .filter(state=WebhookEvent.State.PENDING, partition__in=leases.mine)
+                        .order_by("id")[:batch_size]
+                    )
+                )
+                _route_batch(batch, numbers)
+            processed += len(batch)
+            if len(batch) < batch_size:
+                leases.release()  # all routed (what arrived since is seen by the next claim)
+            leases.renew()
+    finally:
+        leases.release()
     if processed:
         dispatch.DELIVERIES_DRAIN.ask()
     return processed
 
 
-def _routing_lock() -> None:
-    """Wait for the router's turn, until this transaction ends (SQLite's IMMEDIATE transactions already serialize
-    writers): routing batches, and releases of held texts, each see what the one before them committed."""
+def _pending_partitions() -> set[int]:
+    """The partitions with events waiting to be routed."""
+    return set(
+        WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING)
+        .order_by()
+        .values_list("partition", flat=True)
+        .distinct()
+    )
+
+
+def _for_update(events: QuerySet[WebhookEvent]) -> QuerySet[WebhookEvent]:
+    """The batch's rows locked on PostgreSQL (SQLite's write transactions are one at a time already): should a router
+    stall past its lease and another take its partitions, the second waits for the first's batch and skips what it
+    routed (PostgreSQL re-checks `pending` on a locked row), so nothing is routed twice or out of order."""
+    return events.select_for_update(of=("self",)) if connection.vendor == "postgresql" else events
+
+
+def _routing_lock(*, shared: bool = False) -> None:
+    """Until this transaction ends: shared for routing batches (they run side by side), exclusive for releasing held
+    texts (which then sees everything routed before it, and routing after it sees the release). SQLite's write
+    transactions are one at a time already."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROUTING_LOCK])
+            lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            cursor.execute(f"SELECT {lock}(%s)", [ROUTING_LOCK])
+
+
+def _route_batch(batch: list[WebhookEvent], numbers: NumberCache) -> None:
+    """Route a batch in a few statements: the common texts (to a number with a trunk, nothing holding them, new) and
+    delivery reports in bulk; every other event (held, unroutable, unreadable, a repeat, a 10DLC status) one by one
+    as before. None of those creates a delivery, so the bulk inserts keep each conversation's order.
+
+    Anything the bulk path trips on rolls it back, and the batch is routed one event at a time instead: an event
+    that breaks processing is then marked invalid alone."""
+    parsed = [(event, *webhooks.parse(event.kind, bytes(event.body))) for event in batch]
+    try:
+        with transaction.atomic():
+            single = _route_bulk(parsed, numbers)
+    except Exception:  # noqa: BLE001 - logged; the one-by-one path records what each event did
+        logger.exception("relay: a batch of %s events could not be routed in bulk; routing them one by one", len(batch))
+        numbers.clear()
+        single = batch
+    for event in single:
+        _process_event(event, numbers)
+
+
+Parsed = list[tuple[WebhookEvent, dict[str, Any] | None, str | None]]  # (event, payload, problem) per event
+
+
+# An inbound text the bulk path routes: its event, Wavix's body, and the receiving number's tenant id and trunk.
+Text = tuple[WebhookEvent, dict[str, Any], str, int, Trunk]
+
+
+def _route_bulk(parsed: Parsed, numbers: NumberCache) -> list[WebhookEvent]:
+    """Route the common inbound texts and the delivery reports of a batch in bulk; return the other events."""
+    readable = [(event, payload) for event, payload, problem in parsed if problem is None and payload is not None]
+    inbound = [(event, payload) for event, payload in readable if event.kind == WebhookEvent.Kind.INBOUND]
+    _numbers_load(numbers, [(event.account_id, webhooks.as_stored_number(payload["to"])) for event, payload in inbound])
+    known = _messages_known([(event.account_id, str(payload["message_id"])) for event, payload in inbound])
+    texts: list[Text] = []
+    reports_due: list[tuple[WebhookEvent, dict[str, Any]]] = []
+    single: list[WebhookEvent] = []
+    for event, payload, problem in parsed:
+        if problem is not None or payload is None or event.kind == WebhookEvent.Kind.TENDLC:
+            single.append(event)
+        elif event.kind == WebhookEvent.Kind.DLR:
+            reports_due.append((event, payload))
+        else:
+            to = webhooks.as_stored_number(payload["to"])
+            number = numbers.get((event.account_id, to))
+            key = (event.account_id, str(payload["message_id"]))
+            tenant, trunk = (number.tenant, number.trunk) if number is not None else (None, None)
+            if tenant is None or trunk is None or key in known or hold_reason(tenant, trunk):
+                single.append(event)  # unroutable, a repeat or held: the one-by-one path says which
+                continue
+            known.add(key)  # the same text twice in one batch (a webhook and a reconciliation): the second repeats
+            texts.append((event, payload, to, tenant.pk, trunk))
+    _texts_route(texts)
+    reports.reports_apply(reports_due)
+    return single
+
+
+def _numbers_load(numbers: NumberCache, wanted: list[tuple[int, str]]) -> None:
+    """Look up the receiving numbers of a batch that are not cached yet, in one query."""
+    missing = {pair for pair in wanted if pair not in numbers}
+    if not missing:
+        return
+    found = PhoneNumber.objects.select_related("trunk", "tenant").filter(
+        account_id__in={account for account, _ in missing}, number__in={number for _, number in missing}
+    )
+    for number in found:
+        numbers[number.account_id, number.number] = number
+    for pair in missing:
+        numbers.setdefault(pair, None)
+
+
+def _messages_known(keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of these (account, Wavix message id) already have a message."""
+    if not keys:
+        return set()
+    rows = Message.objects.filter(
+        account_id__in={account for account, _ in keys}, wavix_message_id__in={message_id for _, message_id in keys}
+    ).values_list("account_id", "wavix_message_id")
+    return set(rows) & set(keys)
+
+
+def _texts_route(texts: list[Text]) -> None:
+    """The messages, their deliveries and the events' new state, one INSERT or UPDATE each for the whole batch."""
+    if not texts:
+        return
+    now = timezone.now()
+    messages = Message.objects.bulk_create(
+        [
+            _inbound_message_row(event, payload, to, tenant_id=tenant_id, trunk=trunk, now=now)
+            for event, payload, to, tenant_id, trunk in texts
+        ]
+    )
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                tenant_id=tenant_id,
+                message_id=message.pk,
+                trunk_id=trunk.pk,
+                remote_number=message.from_number,
+                partition=relay_partition(message.from_number),
+                next_attempt_at=now,
+            )
+            for message, (_, _, _, tenant_id, trunk) in zip(messages, texts, strict=True)
+        ]
+    )
+    for message in messages:
+        opt_out_apply(message.tenant_id, message.from_number, message.text)  # a query only for a stop or start word
+    by_tenant: dict[int, list[int]] = {}
+    for event, _, _, tenant_id, _ in texts:
+        by_tenant.setdefault(tenant_id, []).append(event.pk)
+    for tenant_id, event_ids in by_tenant.items():
+        WebhookEvent.objects.filter(pk__in=event_ids).update(
+            state=WebhookEvent.State.PROCESSED,
+            tenant_id=tenant_id,
+            attempts=F("attempts") + 1,
+            processed_at=now,
+            last_error="",
+        )
 
 
 def _process_event(event: WebhookEvent, numbers: NumberCache) -> None:
@@ -192,30 +355,54 @@ def _inbound_message(
     reason: str,
 ) -> tuple[Message, bool]:
     """The message of an inbound webhook, created once per Wavix message id, with its encoding and segments."""
+    row = _inbound_message_row(event, payload, to, tenant_id=tenant_id, trunk=trunk, status=status, reason=reason)
+    defaults = {
+        field.attname: getattr(row, field.attname)
+        for field in Message._meta.concrete_fields
+        if not field.primary_key and field.attname not in ("account_id", "wavix_message_id")
+    }
+    return Message.objects.get_or_create(
+        account=event.account, wavix_message_id=row.wavix_message_id, defaults=defaults
+    )
+
+
+def _inbound_message_row(
+    event: WebhookEvent,
+    payload: dict[str, Any],
+    to: str,
+    *,
+    tenant_id: int,
+    trunk: Trunk | None,
+    status: str = Message.Status.RECEIVED,
+    reason: str = "",
+    now: datetime | None = None,
+) -> Message:
+    """An inbound webhook's message, not saved: its text, media, encoding and segments read from Wavix's body."""
     body = payload.get("message_body")
     if not isinstance(body, dict):
         body = {}
     text = str(body.get("text") or "")
     media = [str(url) for url in body.get("media") or [] if isinstance(url, str)]
     encoding, segments = message_parts(text, media)
-    return Message.objects.get_or_create(
-        account=event.account,
+    now = now or timezone.now()
+    return Message(
+        account_id=event.account_id,
         wavix_message_id=str(payload["message_id"]),
-        defaults={
-            "tenant_id": tenant_id,
-            "trunk": trunk,
-            "direction": Message.Direction.INBOUND,
-            "from_number": webhooks.as_stored_number(payload["from"]),
-            "to_number": to,
-            "text": text,
-            "media": media,
-            "encoding": encoding,
-            "segments": segments,
-            "status": status,
-            "not_forwarded_reason": reason[:300],
-            "completed_at": timezone.now() if status in Message.FINAL else None,
-            "source_event": event,
-        },
+        tenant_id=tenant_id,
+        trunk=trunk,
+        direction=Message.Direction.INBOUND,
+        from_number=webhooks.as_stored_number(payload["from"]),
+        to_number=to,
+        text=text,
+        media=media,
+        encoding=encoding,
+        segments=segments,
+        status=status,
+        not_forwarded_reason=reason[:300],
+        completed_at=now if status in Message.FINAL else None,
+        source_event_id=event.pk,
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -294,7 +481,7 @@ def held_release(messages: QuerySet[Message]) -> int:
     released = 0
     with transaction.atomic():
         # A text routed while this looks would be held after it looked, and stay held: routing waits, or this does.
-        _routing_lock()
+        _routing_lock(shared=False)
         held = messages.filter(status=Message.Status.HELD).select_related("tenant", "trunk").order_by("id")
         for message in held:
             if message.trunk is None:

@@ -10,12 +10,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from django.db.models import F
+from django.utils import timezone
+
 from messaging import webhooks
 from messaging.models import (
     Message,
     PhoneNumber,
     TenDLCRegistration,
     WebhookEvent,
+    values_update,
 )
 from messaging.services import forwarding
 
@@ -89,15 +93,75 @@ def apply_report(event: WebhookEvent, payload: dict[str, Any]) -> None:
         )
         .first()
     )
+    if _report_onto(message, event, payload):
+        assert message is not None
+        message.save()
+
+
+def reports_apply(due: list[tuple[WebhookEvent, dict[str, Any]]]) -> None:
+    """A batch of delivery reports, in order: their messages read (and locked) in one query and written in one
+    UPDATE … FROM (VALUES …), the events' outcomes in one UPDATE per outcome. The same rules as apply_report, report
+    by report; and the write itself still never moves a final status to another one."""
+    if not due:
+        return
+    keys = {(event.account_id, str(payload["message_id"])) for event, payload in due}
+    found = (
+        Message.objects.select_for_update(of=("self",))
+        .filter(
+            direction=Message.Direction.OUTBOUND,
+            account_id__in={account for account, _ in keys},
+            wavix_message_id__in={message_id for _, message_id in keys},
+        )
+        .order_by("pk")  # locked in one order by every router: two batches never wait on each other in a circle
+    )
+    messages = {(message.account_id, message.wavix_message_id): message for message in found}
+    moved: dict[int, Message] = {}
+    for event, payload in due:
+        message = messages.get((event.account_id, str(payload["message_id"])))
+        if _report_onto(message, event, payload):
+            assert message is not None
+            moved[message.pk] = message
+    now = timezone.now()
+    final = sorted(Message.FINAL)
+    values_update(
+        Message,
+        [
+            {
+                "pk": message.pk,
+                "status": message.status,
+                "error_message": message.error_message,
+                "segments": message.segments,
+                "charge": message.charge,
+                "sent_at": message.sent_at,
+                "completed_at": message.completed_at,
+                "updated_at": now,
+            }
+            for message in moved.values()
+        ],
+        where=f"(t.status = v.status OR t.status NOT IN ({', '.join(['%s'] * len(final))}))",
+        params=final,
+    )
+    outcomes: dict[tuple[str, int | None, str], list[int]] = {}
+    for event, _ in due:
+        outcomes.setdefault((event.state, event.tenant_id, event.last_error), []).append(event.pk)
+    for (state, tenant_id, last_error), event_ids in outcomes.items():
+        WebhookEvent.objects.filter(pk__in=event_ids).update(
+            state=state, tenant_id=tenant_id, last_error=last_error, attempts=F("attempts") + 1, processed_at=now
+        )
+
+
+def _report_onto(message: Message | None, event: WebhookEvent, payload: dict[str, Any]) -> bool:
+    """Apply one report to its message (None: not found) in memory and set the event's outcome; True if the message
+    is to be saved. Queues the status event to 3CX, if any, in the caller's transaction."""
     if message is None:
         event.state = WebhookEvent.State.UNMATCHED
         event.last_error = "No message sent through the portal has this id (3CX sends some straight to Wavix)."
-        return
+        return False
     event.tenant_id = message.tenant_id
     status = str(payload["status"])
     if status not in webhooks.REPORT_STATUSES:  # the intake refuses these now; events stored before remain
         event.state, event.last_error = WebhookEvent.State.INVALID, f"Unknown delivery status {status!r}."
-        return
+        return False
     notes: list[str] = []
 
     def read(reader: Callable[..., tuple[_T, str | None]], *args: Any) -> _T:
@@ -122,9 +186,9 @@ def apply_report(event: WebhookEvent, payload: dict[str, Any]) -> None:
         message.sent_at = read(_report_time, "sent", message, event)
     if message.status in Message.FINAL and (completed := read(_report_time, "delivered", message, event)):
         message.completed_at = completed
-    message.save()
     forwarding.status_event_queue(message, previous_status)  # in the caller's transaction, with the move
     event.state, event.last_error = WebhookEvent.State.PROCESSED, " ".join(notes)[:500]
+    return True
 
 
 def apply_tendlc(event: WebhookEvent, payload: dict[str, Any]) -> None:
