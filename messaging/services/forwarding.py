@@ -197,8 +197,10 @@ def deliveries_process(limit: int = 500) -> int:
             per_trunk_max = max(1, in_flight.size // 2)
             nothing_due_at = -1  # `tried` when the last look found nothing due: until an answer comes, none will be
             looked_around = 0.0  # when this drain last looked for other partitions with something due
+            stop_starting_at = time.monotonic() + DRAIN_SECONDS
             while True:
-                if in_flight.free and tried + len(in_flight) < limit and tried != nothing_due_at:
+                in_time = time.monotonic() < stop_starting_at
+                if in_flight.free and in_time and tried + len(in_flight) < limit and tried != nothing_due_at:
                     full = {trunk for trunk, count in per_trunk.items() if count >= per_trunk_max}
                     if not any(head[1] not in full for head in candidates):
                         candidates = deque(
@@ -234,7 +236,7 @@ def deliveries_process(limit: int = 500) -> int:
     finally:
         record()  # what the in-flight calls answered while the drain was stopping
         leases.release()
-    if delivered or tried >= limit:
+    if delivered or tried >= limit or time.monotonic() >= stop_starting_at:
         # A forward lets its conversation's next text go. This loop takes those itself while it runs (and so
         # does any other worker's); once it stops, another drain must look again — one ask per drain, not a
         # cache round trip per forward.
@@ -260,10 +262,16 @@ def _heads_pick(
     return picked
 
 
+# A drain starts no new POST after this long (seconds): it lets the ones in flight answer, asks for another drain and
+# ends, so that its worker's turn goes to whatever else was queued meanwhile — routing the texts that arrived since
+# (a worker process runs one task at a time): a drain running through a whole backlog kept new texts unrouted.
+DRAIN_SECONDS = 1.0
+
+
 # While its POSTs are in flight, a drain whose own partitions have nothing due looks for other partitions with
 # something due at most this often (seconds): a look is two or three statements, and with few texts per conversation
 # it would otherwise come after every answer.
-LOOK_AROUND_EVERY = 0.05
+LOOK_AROUND_EVERY = 0.2
 
 
 # Once a POST is answered, the drain waits this much longer (seconds) for the others in flight, whose answers it then

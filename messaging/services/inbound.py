@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from messaging import dispatch, metrics, webhooks
@@ -30,6 +30,7 @@ from messaging.models import (
     WavixAccount,
     WebhookEvent,
     relay_partition,
+    values_update,
 )
 from messaging.services import reports
 from messaging.services.outbound import message_parts
@@ -180,6 +181,21 @@ def _route_bulk(parsed: Parsed, numbers: NumberCache) -> list[WebhookEvent]:
             texts.append((event, payload, to, tenant.pk, trunk))
     _texts_route(texts)
     reports.reports_apply(reports_due)
+    now = timezone.now()
+    values_update(  # every event of the bulk path, each with its own outcome, in one statement
+        WebhookEvent,
+        [
+            {
+                "pk": event.pk,
+                "state": event.state,
+                "tenant": event.tenant_id,
+                "last_error": event.last_error,
+                "attempts": event.attempts + 1,
+                "processed_at": now,
+            }
+            for event in [*(text[0] for text in texts), *(report[0] for report in reports_due)]
+        ],
+    )
     return single
 
 
@@ -208,7 +224,8 @@ def _messages_known(keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
 
 
 def _texts_route(texts: list[Text]) -> None:
-    """The messages, their deliveries and the events' new state, one INSERT or UPDATE each for the whole batch."""
+    """The messages and their deliveries, one INSERT each for the whole batch; each event's outcome is set on it (the
+    caller stores them)."""
     if not texts:
         return
     now = timezone.now()
@@ -233,17 +250,8 @@ def _texts_route(texts: list[Text]) -> None:
     )
     for message in messages:
         opt_out_apply(message.tenant_id, message.from_number, message.text)  # a query only for a stop or start word
-    by_tenant: dict[int, list[int]] = {}
     for event, _, _, tenant_id, _ in texts:
-        by_tenant.setdefault(tenant_id, []).append(event.pk)
-    for tenant_id, event_ids in by_tenant.items():
-        WebhookEvent.objects.filter(pk__in=event_ids).update(
-            state=WebhookEvent.State.PROCESSED,
-            tenant_id=tenant_id,
-            attempts=F("attempts") + 1,
-            processed_at=now,
-            last_error="",
-        )
+        event.state, event.tenant_id, event.last_error = WebhookEvent.State.PROCESSED, tenant_id, ""
 
 
 def _process_event(event: WebhookEvent, numbers: NumberCache) -> None:

@@ -10,7 +10,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from django.db.models import F
 from django.utils import timezone
 
 from messaging import webhooks
@@ -100,8 +99,9 @@ def apply_report(event: WebhookEvent, payload: dict[str, Any]) -> None:
 
 def reports_apply(due: list[tuple[WebhookEvent, dict[str, Any]]]) -> None:
     """A batch of delivery reports, in order: their messages read (and locked) in one query and written in one
-    UPDATE … FROM (VALUES …), the events' outcomes in one UPDATE per outcome. The same rules as apply_report, report
-    by report; and the write itself still never moves a final status to another one."""
+    UPDATE … FROM (VALUES …). The same rules as apply_report, report by report; and the write itself still never
+    moves a final status to another one. Each event's outcome is set on it, for the caller to store with the rest
+    of its batch."""
     if not due:
         return
     keys = {(event.account_id, str(payload["message_id"])) for event, payload in due}
@@ -141,13 +141,6 @@ def reports_apply(due: list[tuple[WebhookEvent, dict[str, Any]]]) -> None:
         where=f"(t.status = v.status OR t.status NOT IN ({', '.join(['%s'] * len(final))}))",
         params=final,
     )
-    outcomes: dict[tuple[str, int | None, str], list[int]] = {}
-    for event, _ in due:
-        outcomes.setdefault((event.state, event.tenant_id, event.last_error), []).append(event.pk)
-    for (state, tenant_id, last_error), event_ids in outcomes.items():
-        WebhookEvent.objects.filter(pk__in=event_ids).update(
-            state=state, tenant_id=tenant_id, last_error=last_error, attempts=F("attempts") + 1, processed_at=now
-        )
 
 
 def _report_onto(message: Message | None, event: WebhookEvent, payload: dict[str, Any]) -> bool:
