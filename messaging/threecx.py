@@ -418,7 +418,9 @@ class _Session:
     would make moot, and netrc credentials must never reach a PBX."""
 
     POOLS_KEPT = 32  # hosts a worker forwards to at once, with room; an evicted pool closes its idle connections
-    CONNECTIONS_PER_POOL = 10  # idle connections kept per pool (requests' default; RELAY_FORWARDS_IN_FLIGHT is 8)
+    # Idle connections kept per pool: requests' default, or a drain's POSTs in flight if more — several trunks may
+    # share one host and port, and a connection past the pool's size is closed after its POST, not reused.
+    CONNECTIONS_PER_POOL = 10
 
     def __init__(self) -> None:
         self.tls = _tls_context()
@@ -437,7 +439,8 @@ class _Session:
         return pool
 
     def _new_pool(self, target: Destination) -> HTTPConnectionPool:
-        maxsize, addresses = self.CONNECTIONS_PER_POOL, target.addresses  # `addresses` goes on to each connection
+        maxsize = max(self.CONNECTIONS_PER_POOL, settings.RELAY_FORWARDS_IN_FLIGHT)
+        addresses = target.addresses  # goes on to each connection
         if target.scheme == "https":
             return _PinnedHTTPSPool(
                 target.host, target.port, maxsize=maxsize, retries=False, addresses=addresses, ssl_context=self.tls

@@ -250,7 +250,7 @@ OUTBOUND_UNKNOWN_AFTER_SECONDS = env_int("OUTBOUND_UNKNOWN_AFTER_SECONDS", 120)
 OUTBOUND_SENDS_IN_FLIGHT = env_int("OUTBOUND_SENDS_IN_FLIGHT", 4)
 # POSTs to 3CX one relay drain keeps in flight at once, each for a different conversation (a conversation's texts
 # still go one after another), no trunk more than half of them: with one, a drain forwards at most 1 / round-trip.
-RELAY_FORWARDS_IN_FLIGHT = env_int("RELAY_FORWARDS_IN_FLIGHT", 8)
+RELAY_FORWARDS_IN_FLIGHT = env_int("RELAY_FORWARDS_IN_FLIGHT", 16)
 # The relay's partitions: webhook events and deliveries are spread over this many by a hash of their conversation,
 # and each drain works only the partitions it leases, so workers on any number of machines share the relay while each
 # conversation keeps its order (messaging/models/relay.py). Change it only with the relay drained (no pending events

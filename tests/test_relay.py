@@ -229,7 +229,7 @@ def test_a_forwards_lease_outlasts_its_connect_and_read_timeouts_and_no_more(set
     webhook(account, "msg-1")
     inbound.events_process()
     before = timezone.now()
-    delivery = forwarding._claim_delivery(Delivery.objects.get().pk)
+    (delivery,) = forwarding._claim_deliveries([Delivery.objects.get().pk])
     held = delivery.lease_until - before
     assert timedelta(seconds=5) + forwarding.LEASE_MARGIN <= held < timedelta(seconds=6) + forwarding.LEASE_MARGIN
 

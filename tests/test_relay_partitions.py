@@ -10,11 +10,12 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from messaging import threecx, webhooks
+from messaging import dispatch, threecx, webhooks
 from messaging.models import (
     Delivery,
     Message,
@@ -103,8 +104,22 @@ def test_leases_split_the_busy_partitions_and_a_lapsed_one_is_taken_over(setting
     assert first.mine == set()
     # Leases are per stage: forwarding's partition 0 is not routing's.
     assert PartitionLeases(FORWARDING, timedelta(seconds=30)).claim({next(iter(third.mine))})
+    assert third.free_among(range(10)) == set(range(10)) - second.mine - third.mine
     third.release()
     assert not RelayPartition.objects.filter(owner=third.owner).exists()
+
+
+@pytest.mark.django_db
+def test_a_router_leases_a_batchs_worth_of_work_all_of_it_when_little_waits(settings):
+    settings.RELAY_PARTITIONS, settings.RELAY_DRAIN_SHARE = 16, 4
+    waiting = {number: 10 for number in range(12)}  # 120 events in 12 partitions
+    trickle = PartitionLeases(ROUTING, timedelta(seconds=30))
+    assert len(trickle.claim(waiting, budget=500)) == 12 and not trickle.free_left  # one batch takes them all
+    trickle.release()
+    burst = PartitionLeases(ROUTING, timedelta(seconds=30))
+    assert len(burst.claim(waiting, budget=35)) == 4 and burst.free_left  # 40 events: a batch of 35 and no more
+    helper = PartitionLeases(ROUTING, timedelta(seconds=30))
+    assert len(helper.claim(waiting, budget=35)) == 4 and helper.mine.isdisjoint(burst.mine)
 
 
 @pytest.mark.django_db
@@ -157,7 +172,10 @@ def test_a_partition_another_router_holds_is_left_to_it_until_its_lease_lapses(s
     mine, theirs = webhook(account, "m-1", sender=sender(1)), webhook(account, "m-2", sender=sender(2))
     other = PartitionLeases(ROUTING, timedelta(seconds=30))
     assert other.claim({theirs.partition}) == {theirs.partition} != {mine.partition}
+    cache.delete(dispatch.EVENTS_DRAIN.flag)
     assert inbound.events_process() == 1
+    # What waits is the holder's to route: no drain is asked for it (the holder asks, if it is free when it ends).
+    assert cache.get(dispatch.EVENTS_DRAIN.flag) is None
     mine.refresh_from_db(), theirs.refresh_from_db()
     assert (mine.state, theirs.state) == ("processed", "pending")
     RelayPartition.objects.filter(owner=other.owner).update(lease_until=timezone.now() - timedelta(seconds=1))

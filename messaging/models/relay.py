@@ -67,8 +67,12 @@ class PartitionLeases:
     def share(self) -> int:
         return max(1, settings.RELAY_PARTITIONS // settings.RELAY_DRAIN_SHARE)
 
-    def claim(self, busy: Iterable[int]) -> set[int]:
-        """Take up to `share` more of these busy partitions that nobody holds; returns the ones taken."""
+    def claim(self, busy: Iterable[int] | dict[int, int], *, budget: int | None = None) -> set[int]:
+        """Take up to `share` more of these busy partitions that nobody holds; returns the ones taken.
+
+        With a `budget`, `busy` says how much work each partition holds, and the partitions are taken (in a random
+        order) until their work reaches the budget instead: as many as one batch can take, all when little waits."""
+        work = busy if isinstance(busy, dict) else None
         wanted = sorted(set(busy) - self.mine)
         if not wanted:
             self.free_left = False
@@ -92,7 +96,13 @@ class PartitionLeases:
                 rows = cursor.fetchall()
             free = [number for number, is_free in rows if is_free]
             random.shuffle(free)  # drains starting together take different partitions, not the same first ones
-            take, rest = free[: self.share], free[self.share :]
+            if budget is not None and work is not None:
+                count, total = 0, 0
+                while count < len(free) and (count == 0 or total < budget):
+                    total, count = total + work[free[count]], count + 1
+            else:
+                count = self.share
+            take, rest = free[:count], free[count:]
             self.free_left = bool(rest)
             if not take:
                 return set()
@@ -120,6 +130,16 @@ class PartitionLeases:
             )
             self.mine = {row[0] for row in cursor.fetchall()}
         self._renewed_at = now
+
+    def free_among(self, busy: Iterable[int]) -> set[int]:
+        """Which of these partitions no drain holds now (this one included)."""
+        wanted = set(busy)
+        if not wanted:
+            return set()
+        held = RelayPartition.objects.filter(
+            stage=self.stage, number__in=wanted, lease_until__gte=timezone.now()
+        ).values_list("number", flat=True)
+        return wanted - set(held)
 
     def release(self, numbers: Iterable[int] | None = None) -> None:
         """Hand back these partitions (all held, by default)."""

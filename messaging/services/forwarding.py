@@ -174,7 +174,7 @@ def deliveries_process(limit: int = 500) -> int:
     its own run dry.
     """
     dispatch.DELIVERIES_DRAIN.started()
-    tried = delivered = 0
+    tried = 0
     candidates: deque[tuple[int, int]] = deque()
     per_trunk: Counter[int] = Counter()
     per_partition: Counter[int] = Counter()  # this drain's POSTs in flight, by partition
@@ -182,13 +182,13 @@ def deliveries_process(limit: int = 500) -> int:
     leases = PartitionLeases(RelayPartition.Stage.FORWARDING, forward_lease())
 
     def record() -> None:
-        nonlocal tried, delivered
+        nonlocal tried
         outcomes, answered[:] = list(answered), []
         _record_outcomes(outcomes)
-        for delivery, outcome in outcomes:
+        for delivery, _ in outcomes:
             per_trunk[delivery.trunk_id] -= 1
             per_partition[delivery.partition] -= 1
-            tried, delivered = tried + 1, delivered + outcome.delivered
+            tried += 1
 
     try:
         with InFlight[Delivery](
@@ -236,10 +236,11 @@ def deliveries_process(limit: int = 500) -> int:
     finally:
         record()  # what the in-flight calls answered while the drain was stopping
         leases.release()
-    if delivered or tried >= limit or time.monotonic() >= stop_starting_at:
-        # A forward lets its conversation's next text go. This loop takes those itself while it runs (and so
-        # does any other worker's); once it stops, another drain must look again — one ask per drain, not a
-        # cache round trip per forward.
+    if leases.free_among(_due_partitions(timezone.now())):
+        # Due now in partitions nobody holds: the next texts of conversations this drain forwarded, what it left when
+        # its time was up, and what was routed while it held the partitions (a drain asked for meanwhile found them
+        # held). One ask per drain, not a cache round trip per forward; work in partitions another drain holds is
+        # that drain's to see.
         dispatch.DELIVERIES_DRAIN.ask()
     return tried
 
@@ -309,12 +310,6 @@ def _claim_deliveries(pks: list[int]) -> list[Delivery]:
         return []
     loaded = Delivery.objects.select_related("message", "trunk", "message__source_event").in_bulk(claimed)
     return [loaded[pk] for pk in pks if pk in loaded]
-
-
-def _claim_delivery(pk: int) -> Delivery | None:
-    """Take this one delivery for a forward (see _claim_deliveries)."""
-    claimed = _claim_deliveries([pk])
-    return claimed[0] if claimed else None
 
 
 def _forward_request(delivery: Delivery) -> tuple[str | None, bytes, str]:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from messaging import dispatch, metrics, webhooks
@@ -66,21 +66,22 @@ def events_process(batch_size: int = 500) -> int:
 
     Each conversation's events are in one partition (models/relay.py) and a partition is routed by one drain at a
     time, in id order: a conversation's deliveries are created in the order Wavix sent its texts, while drains on
-    other workers route the other partitions. A drain that leaves busy partitions free asks for another drain,
-    which a free worker takes."""
+    other workers route the other partitions. A drain leases about a batch's worth of busy partitions at a time —
+    all of them when little waits, so that a trickle is routed in one batch, not in one small batch per partition
+    — and asks for another drain when more than that waits, which a free worker takes."""
     dispatch.EVENTS_DRAIN.started()
     processed = 0
     leases = PartitionLeases(RelayPartition.Stage.ROUTING, ROUTING_LEASE)
     numbers: NumberCache = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
     try:
         while True:
-            busy = _pending_partitions()
-            if not leases.mine & busy:
+            waiting = _pending_by_partition()
+            if not leases.mine & waiting.keys():
                 leases.release()  # done with those: the next claim takes whichever are busy now
-                if not leases.claim(busy):
+                if not leases.claim(waiting, budget=batch_size):
                     break
                 if leases.free_left:
-                    dispatch.EVENTS_DRAIN.ask()  # more than one drain's share is busy: another worker helps
+                    dispatch.EVENTS_DRAIN.ask()  # more than a batch waits: another worker helps
             with transaction.atomic():
                 _routing_lock(shared=True)
                 batch = list(
@@ -91,25 +92,30 @@ def events_process(batch_size: int = 500) -> int:
                     )
                 )
                 _route_batch(batch, numbers)
+            if batch:
+                dispatch.DELIVERIES_DRAIN.ask()  # (coalesced) its deliveries go while this drain routes the next
             processed += len(batch)
             if len(batch) < batch_size:
                 leases.release()  # all routed (what arrived since is seen by the next claim)
             leases.renew()
     finally:
         leases.release()
-    if processed:
-        dispatch.DELIVERIES_DRAIN.ask()
+    if leases.free_among(_pending_by_partition()):
+        # Stored while this drain held its partitions, and a drain asked for meanwhile found them held: without this
+        # ask they would wait for the sweeper. (Work in partitions another drain holds is that drain's to see.)
+        dispatch.EVENTS_DRAIN.ask()
     return processed
 
 
-def _pending_partitions() -> set[int]:
-    """The partitions with events waiting to be routed."""
-    return set(
+def _pending_by_partition() -> dict[int, int]:
+    """How many events wait to be routed in each partition that has any."""
+    rows = (
         WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING)
         .order_by()
-        .values_list("partition", flat=True)
-        .distinct()
+        .values_list("partition")
+        .annotate(waiting=Count("id"))
     )
+    return dict(rows)
 
 
 def _for_update(events: QuerySet[WebhookEvent]) -> QuerySet[WebhookEvent]:
