@@ -4,6 +4,8 @@ data and waiting against the live server, with the relay run in-process instead 
 import types
 from urllib.parse import urlsplit
 
+import pytest
+
 from messaging.models import Message
 from messaging.services import forwarding, inbound
 from tests.conftest import live_db
@@ -86,3 +88,16 @@ def test_the_scale_out_table_compares_each_worker_count_with_one_worker_and_the_
     text = relay.report_scale_out(results, args)
     assert "| 2 | 190 | 1.90× | 19.0 % | 40.0 | 120 | 5.3 |" in text
     assert "| 4 | 320 | 3.20× | 32.0 % |" in text and "100 ms away" in text
+
+
+@pytest.mark.postgres
+def test_the_relay_cpu_benchmark_runs_at_a_tiny_size(wavix):
+    """bench/relay_cpu.py's round: routing, forwarding and reports measured per text, every text relayed once."""
+    from bench import relay, relay_cpu
+
+    with relay.FakeThreeCX() as fake:
+        lines = relay.prepare(fake, tenants=2)
+        result = relay_cpu.one_round(lines, types.SimpleNamespace(messages=12, conversations=3), count_queries=True)
+        assert fake.posts == 12
+    assert set(result) == {"routing", "forwarding", "reports"}
+    assert all(cpu > 0 and wall > 0 and statements > 0 for cpu, wall, statements in result.values())
