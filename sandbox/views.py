@@ -228,6 +228,14 @@ def fake_3cx(request, token: str):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     inbox = get_object_or_404(FakePbxInbox, token=token)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if len(request.body) < declared:
+        # The sender died between its headers and the end of its body (a worker killed mid-POST): a web server in
+        # front of a real 3CX drops such a request, so 3CX never sees it. Nothing is kept; nobody reads the answer.
+        return HttpResponse(status=400)
     mode = inbox.current_mode()
     headers = {k: v for k, v in request.headers.items() if k.lower() not in ("cookie", "authorization")}
     FakePbxRequest.objects.create(inbox=inbox, headers=headers, body=request.body, answered=mode)

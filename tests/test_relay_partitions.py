@@ -135,7 +135,7 @@ def test_values_update_writes_each_rows_values_in_one_statement_and_keeps_its_co
     ]
     with CaptureQueriesContext(connection) as captured:
         updated = values_update(Message, rows, where="(t.status = v.status OR t.status <> %s)", params=["delivered"])
-    assert updated == 1 and len(captured) == 1
+    assert updated == 1 and [q["sql"][:4] for q in captured if not q["sql"].startswith("SELECT changes")] == ["WITH"]
     sent.refresh_from_db(), final.refresh_from_db()
     assert (sent.status, sent.segments) == ("delivered", 2)
     assert (final.status, final.segments) == ("delivered", 1)  # a final status is never moved to another

@@ -1,11 +1,13 @@
 """The Wavix sandbox and the fake 3CX behave as the real ones are documented to, over real HTTP."""
 
 import json
+import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -335,3 +337,24 @@ def test_the_specs_message_examples_parse(path, method, status, model):
     assert examples, "the spec has an example for this response"
     for example in examples:
         getattr(wavix.types, model).model_validate(example)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fake_3cx_keeps_no_post_whose_sender_died_before_the_end_of_its_body(wavix):
+    """A worker killed mid-POST sends headers and part of a body: a real 3CX never sees that request, nor does its
+    fake (the relay's acceptance test counts what the fake kept as what 3CX received)."""
+    inbox = FakePbxInbox.objects.create(label="Acme PBX")
+    address = urlsplit(wavix.url)
+    with socket.create_connection((address.hostname, address.port)) as conn:
+        conn.sendall(
+            f"POST /sandbox/3cx/{inbox.token}/ HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            "Content-Type: application/json\r\nX-Wavix-Message-Id: m-1\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"message_id":'
+        )
+    complete = b'{"message_id": "m-2"}'
+    answer = requests.post(
+        f"{wavix.url}/sandbox/3cx/{inbox.token}/", data=complete, headers={"X-Wavix-Message-Id": "m-2"}, timeout=5
+    )
+    assert answer.status_code == 200
+    time.sleep(0.2)  # the truncated request's thread has read to the end of its stream
+    assert [bytes(r.body) for r in FakePbxRequest.objects.filter(inbox=inbox)] == [complete]

@@ -192,4 +192,8 @@ def values_update(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, *params])
+        if connection.vendor == "sqlite":
+            # Python's sqlite3 does not count the rows of a statement that starts with WITH (rowcount -1).
+            cursor.execute("SELECT changes()")
+            return int(cursor.fetchone()[0])
         return cursor.rowcount
