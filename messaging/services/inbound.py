@@ -72,7 +72,6 @@ def events_process(batch_size: int = 500) -> int:
     dispatch.EVENTS_DRAIN.started()
     processed = 0
     leases = PartitionLeases(RelayPartition.Stage.ROUTING, ROUTING_LEASE)
-    numbers: NumberCache = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
     try:
         while True:
             waiting = _pending_by_partition()
@@ -91,6 +90,9 @@ def events_process(batch_size: int = 500) -> int:
                         .order_by("id")[:batch_size]
                     )
                 )
+                # Looked up afresh for each batch: a trunk switched off (or a number moved) between two batches of
+                # a long drain is seen by the next one.
+                numbers: NumberCache = {}  # (account, number) → PhoneNumber: a burst has few receiving numbers
                 _route_batch(batch, numbers)
             if batch:
                 dispatch.DELIVERIES_DRAIN.ask()  # (coalesced) its deliveries go while this drain routes the next
