@@ -339,7 +339,6 @@ def test_the_specs_message_examples_parse(path, method, status, model):
         getattr(wavix.types, model).model_validate(example)
 
 
-@pytest.mark.django_db(transaction=True)
 def test_the_fake_3cx_keeps_no_post_whose_sender_died_before_the_end_of_its_body(wavix):
     """A worker killed mid-POST sends headers and part of a body: a real 3CX never sees that request, nor does its
     fake (the relay's acceptance test counts what the fake kept as what 3CX received)."""
