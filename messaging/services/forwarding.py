@@ -216,7 +216,7 @@ def deliveries_process(limit: int = 500) -> int:
                                 dispatch.DELIVERIES_DRAIN.ask()  # more is due than this drain's share: ask for help
                             continue
                         nothing_due_at = tried  # (what is routed meanwhile asks for a drain of its own)
-                    heads = _heads_pick(candidates, in_flight.free, full, per_trunk, per_trunk_max)
+                    heads = _heads_pick(candidates, in_flight.free, per_trunk, per_trunk_max)
                     if heads:
                         for delivery in _claim_deliveries(heads):  # another worker may have taken some meanwhile
                             url, body, repeat_id = _forward_request(delivery)
@@ -246,7 +246,7 @@ def deliveries_process(limit: int = 500) -> int:
 
 
 def _heads_pick(
-    candidates: deque[tuple[int, int]], free: int, full: set[int], per_trunk: Counter[int], per_trunk_max: int
+    candidates: deque[tuple[int, int]], free: int, per_trunk: Counter[int], per_trunk_max: int
 ) -> list[int]:
     """Up to `free` heads from the candidates, no trunk past its share of the POSTs in flight; taken off the deque."""
     picked: list[int] = []
@@ -255,7 +255,7 @@ def _heads_pick(
         if len(picked) >= free:
             break
         delivery_id, trunk_id = head
-        if trunk_id in full or per_trunk[trunk_id] + taken[trunk_id] >= per_trunk_max:
+        if per_trunk[trunk_id] + taken[trunk_id] >= per_trunk_max:
             continue
         candidates.remove(head)
         picked.append(delivery_id)
