@@ -12,6 +12,9 @@ Two ways to ask:
   asks again). Enqueueing costs as much as storing a webhook (DESIGN §7). If the cache or the broker is down,
   nothing is lost: the work is in the database, the periodic sweepers ask later, and this process stops trying
   for BROKER_DOWN_PAUSE so that a request does not wait for a broker timeout each time.
+  A drain that calls running() instead of started() keeps the flag up until it ends (ended()): asks while it
+  runs are folded into it, since it looks again before it ends; help() queues one more drain regardless, for a
+  drain that found more than its share.
 """
 
 import logging
@@ -31,6 +34,9 @@ BROKER_DOWN_PAUSE = 5.0  # seconds without asks after an ask failed
 # a burst: a cache round trip on every webhook (≈ 0.25 ms here) cost intake about as much as its INSERT
 # (bench/intake.py). A process that stops with an ask pending leaves it to the sweeper (every 10 s).
 ASK_EVERY_SECONDS = 0.2
+# A running() drain's flag lasts this long unless renewed (seconds): long enough for a batch, short enough that a
+# worker killed mid-drain holds asks back only briefly.
+RUNNING_SECONDS = 10
 
 _broker_down_until = 0.0
 _timers_lock = threading.Lock()
@@ -106,6 +112,46 @@ class Job:
             _ask_scheduled.discard(self.flag)
             _asked_at[self.flag] = time.monotonic()
         self.ask()
+
+    def running(self, *args: Any) -> None:
+        """The drain has started and looks at the table until it finds nothing left: unlike started(), its flag stays
+        up while it runs (RUNNING_SECONDS at a time, renewed by still_running()), so asks meanwhile are folded into
+        it instead of queueing a second drain that would take another worker from other work for nothing. ended()
+        takes the flag down; the drain then looks once more and asks if anything is left (no lost wake-up: what is
+        stored before the flag goes is seen by that look, what is stored after asks itself). A worker killed
+        mid-drain holds asks back for RUNNING_SECONDS at most."""
+        self._flag_set(args)
+        try:
+            cache.delete(self._help_flag(args))  # this may be the helper asked for: the next ask for help queues one
+        except Exception:  # noqa: BLE001
+            pass
+
+    def still_running(self, *args: Any) -> None:
+        """Renew running()'s flag: call it at least every RUNNING_SECONDS while the drain runs."""
+        self._flag_set(args)
+
+    def ended(self, *args: Any) -> None:
+        """The running() drain is ending: what arrives from now on asks again."""
+        self.started(*args)
+
+    def help(self, *args: Any) -> None:
+        """Queue one more drain even while one is asked for or running — coalesced with other asks for help until
+        a drain starts: a drain that found more work than its share asks this way, so that a free worker takes
+        the rest."""
+        try:
+            if cache.add(self._help_flag(args), 1, timeout=30):
+                self._task().apply_async(args, retry=False)
+        except Exception:  # noqa: BLE001 - the drain asking goes on alone; the sweeper is the fallback
+            logger.warning("dispatch: could not ask for help with %s", self.description, exc_info=True)
+
+    def _help_flag(self, args: tuple[Any, ...]) -> str:
+        return self.flag.format(*args) + ":help"
+
+    def _flag_set(self, args: tuple[Any, ...]) -> None:
+        try:
+            cache.set(self.flag.format(*args), 1, timeout=RUNNING_SECONDS)
+        except Exception:  # noqa: BLE001 - only costs the folding of asks, never the drain itself
+            logger.warning("dispatch: the cache is unreachable; %s runs anyway", self.description)
 
     def started(self, *args: Any) -> None:
         """The drain has started: clear its flag so that what arrives from now on asks again. The cache being

@@ -44,3 +44,61 @@ def test_one_at_a_time_with_the_cache_down_raises_unless_told_what_to_do(monkeyp
         assert mine
     with one_at_a_time("lock:x", timeout=30, cache_down=False) as mine:
         assert not mine
+
+
+def _inbound_queue_length() -> int:
+    with app.connection_for_write() as connection:  # the broker is Redis: a queue is a list of that name
+        return connection.default_channel.client.llen("inbound")
+
+
+@pytest.fixture
+def quiet_inbound_queue():
+    """The real broker's inbound queue, emptied, and no routing drain asked for."""
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge("inbound")
+    dispatch.EVENTS_DRAIN.ended()
+    cache.delete(dispatch.EVENTS_DRAIN.flag + ":help")
+    yield
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge("inbound")
+    dispatch.EVENTS_DRAIN.ended()
+
+
+@pytest.mark.usefixtures("quiet_inbound_queue")
+def test_asks_while_a_drain_runs_are_folded_into_it_and_ask_again_once_it_ends(monkeypatch):
+    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+    dispatch.EVENTS_DRAIN.running()
+    dispatch.EVENTS_DRAIN.ask()
+    dispatch.EVENTS_DRAIN.still_running()
+    dispatch.EVENTS_DRAIN.ask()
+    assert _inbound_queue_length() == 0  # the running drain looks again before it ends
+    dispatch.EVENTS_DRAIN.ended()
+    dispatch.EVENTS_DRAIN.ask()
+    dispatch.EVENTS_DRAIN.ask()
+    assert _inbound_queue_length() == 1  # after it ended: one drain, asks coalesced until it starts
+
+
+@pytest.mark.usefixtures("quiet_inbound_queue")
+def test_a_running_drain_gets_one_helper_at_a_time(monkeypatch):
+    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+    dispatch.EVENTS_DRAIN.running()
+    dispatch.EVENTS_DRAIN.help()
+    dispatch.EVENTS_DRAIN.help()
+    assert _inbound_queue_length() == 1  # the first ask for help queues one; the second waits for it to start
+    dispatch.EVENTS_DRAIN.running()  # the helper starts
+    dispatch.EVENTS_DRAIN.help()
+    assert _inbound_queue_length() == 2
+
+
+@pytest.mark.usefixtures("quiet_inbound_queue")
+def test_a_running_drains_flag_lapses_by_itself_if_its_worker_dies(monkeypatch):
+    monkeypatch.setattr(dispatch, "RUNNING_SECONDS", 1)
+    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+    dispatch.EVENTS_DRAIN.running()  # and its worker is killed: no ended()
+    dispatch.EVENTS_DRAIN.ask()
+    assert _inbound_queue_length() == 0
+    import time
+
+    time.sleep(1.2)
+    dispatch.EVENTS_DRAIN.ask()
+    assert _inbound_queue_length() == 1

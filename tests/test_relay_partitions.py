@@ -184,6 +184,22 @@ def test_a_partition_another_router_holds_is_left_to_it_until_its_lease_lapses(s
     assert theirs.state == "processed"
 
 
+def test_a_router_out_of_time_starts_no_batch_and_asks_for_another_drain(setup, monkeypatch):  # noqa: F811
+    account, _ = setup
+    for n in range(30):
+        webhook(account, f"m-{n}", sender=sender(n % 3), text=f"{n}")
+    monkeypatch.setattr(inbound, "DRAIN_SECONDS", 0.0)  # its time is up before the first batch
+    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+    cache.delete(dispatch.EVENTS_DRAIN.flag)
+    assert inbound.events_process(batch_size=10) == 0
+    # Its worker's turn goes to what was queued meanwhile; the rest is the next drain's, asked for as it ended.
+    assert WebhookEvent.objects.filter(state="pending").count() == 30
+    assert cache.get(dispatch.EVENTS_DRAIN.flag)
+    assert not RelayPartition.objects.exclude(owner="").exists()
+    monkeypatch.setattr(inbound, "DRAIN_SECONDS", 60.0)
+    assert inbound.events_process(batch_size=10) == 30  # the next drain, in time, routes them all
+
+
 def test_a_batch_of_reports_applies_each_in_order_and_never_moves_a_final_status_back(setup):  # noqa: F811
     account, trunk = setup
     messages = [

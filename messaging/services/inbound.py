@@ -11,6 +11,7 @@ forwarding (network: the head of each conversation, in parallel across conversat
 import hashlib
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,10 @@ ROUTING_LOCK = 72_211_001
 
 # How long a router holds its partitions without renewing (renewed every batch; a batch takes well under a second).
 ROUTING_LEASE = timedelta(seconds=30)
+# A routing drain starts no batch after this long (seconds) and asks for another drain if work is left: its worker's
+# turn goes to what was queued meanwhile (forwarding), instead of routing a steady trickle four texts at a time for
+# as long as it lasts while the texts it routed wait to be forwarded.
+DRAIN_SECONDS = 1.0
 
 # (account id, number) → that account's PhoneNumber, or None: the receiving numbers of one batch.
 NumberCache = dict[tuple[int, str], PhoneNumber | None]
@@ -68,19 +73,22 @@ def events_process(batch_size: int = 500) -> int:
     time, in id order: a conversation's deliveries are created in the order Wavix sent its texts, while drains on
     other workers route the other partitions. A drain leases about a batch's worth of busy partitions at a time —
     all of them when little waits, so that a trickle is routed in one batch, not in one small batch per partition
-    — and asks for another drain when more than that waits, which a free worker takes."""
-    dispatch.EVENTS_DRAIN.started()
+    — and asks for help when more than that waits, which a free worker gives. While it runs, the intake's asks are
+    folded into it (dispatch running()): a second router queued for a trickle would only take the other worker
+    from forwarding. It starts no batch after DRAIN_SECONDS and asks for another drain if work is left."""
+    dispatch.EVENTS_DRAIN.running()
     processed = 0
     leases = PartitionLeases(RelayPartition.Stage.ROUTING, ROUTING_LEASE)
+    stop_at = time.monotonic() + DRAIN_SECONDS
     try:
-        while True:
+        while time.monotonic() < stop_at:
             waiting = _pending_by_partition()
             if not leases.mine & waiting.keys():
                 leases.release()  # done with those: the next claim takes whichever are busy now
                 if not leases.claim(waiting, budget=batch_size):
                     break
                 if leases.free_left:
-                    dispatch.EVENTS_DRAIN.ask()  # more than a batch waits: another worker helps
+                    dispatch.EVENTS_DRAIN.help()  # more than a batch waits: another worker helps
             with transaction.atomic():
                 _routing_lock(shared=True)
                 batch = list(
@@ -100,8 +108,10 @@ def events_process(batch_size: int = 500) -> int:
             if len(batch) < batch_size:
                 leases.release()  # all routed (what arrived since is seen by the next claim)
             leases.renew()
+            dispatch.EVENTS_DRAIN.still_running()
     finally:
         leases.release()
+        dispatch.EVENTS_DRAIN.ended()
     if leases.free_among(_pending_by_partition()):
         # Stored while this drain held its partitions, and a drain asked for meanwhile found them held: without this
         # ask they would wait for the sweeper. (Work in partitions another drain holds is that drain's to see.)
