@@ -54,8 +54,11 @@ START_WORDS = frozenset({"START", "UNSTOP"})
 # it looked, and stay held (held_release).
 ROUTING_LOCK = 72_211_001
 
-# How long a router holds its partitions without renewing (renewed every batch; a batch takes well under a second).
-ROUTING_LEASE = timedelta(seconds=30)
+# How long a router holds its partitions without renewing (renewed every batch; a batch takes well under a second,
+# a drain at most DRAIN_SECONDS and a batch). A killed router's partitions wait this long for another: a trickle's
+# router holds nearly every busy partition. One that merely stalled past it is kept from routing twice by the row
+# locks (_for_update).
+ROUTING_LEASE = timedelta(seconds=10)
 # A routing drain starts no batch after this long (seconds) and asks for another drain if work is left: its worker's
 # turn goes to what was queued meanwhile (forwarding), instead of routing a steady trickle four texts at a time for
 # as long as it lasts while the texts it routed wait to be forwarded.
