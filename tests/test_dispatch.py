@@ -64,6 +64,7 @@ def quiet_inbound_queue():
     dispatch.EVENTS_DRAIN.ended()
 
 
+@pytest.mark.redis  # counted on the real broker's queue
 @pytest.mark.usefixtures("quiet_inbound_queue")
 def test_asks_while_a_drain_runs_are_folded_into_it_and_ask_again_once_it_ends(monkeypatch):
     monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
@@ -78,6 +79,7 @@ def test_asks_while_a_drain_runs_are_folded_into_it_and_ask_again_once_it_ends(m
     assert _inbound_queue_length() == 1  # after it ended: one drain, asks coalesced until it starts
 
 
+@pytest.mark.redis  # counted on the real broker's queue
 @pytest.mark.usefixtures("quiet_inbound_queue")
 def test_a_running_drain_gets_one_helper_at_a_time(monkeypatch):
     monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
@@ -90,6 +92,7 @@ def test_a_running_drain_gets_one_helper_at_a_time(monkeypatch):
     assert _inbound_queue_length() == 2
 
 
+@pytest.mark.redis  # counted on the real broker's queue
 @pytest.mark.usefixtures("quiet_inbound_queue")
 def test_a_running_drains_flag_lapses_by_itself_if_its_worker_dies(monkeypatch):
     monkeypatch.setattr(dispatch, "RUNNING_SECONDS", 1)
