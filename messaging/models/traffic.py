@@ -1,21 +1,21 @@
 """Messages and their deliveries to 3CX, opt-outs, idempotent API requests and the daily rollup."""
 
 from collections.abc import Callable
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Count, F, Q
-from django.db.models.functions import TruncDate
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from messaging.models.common import IllegalTransition
 from messaging.models.provisioning import Trunk, WavixAccount
 from messaging.models.relay import relay_partition
 from messaging.models.senders import SenderID
-from tenants.models import Tenant
+from tenants.models import Reseller, Tenant
 
 # --------------------------------------------------------------------------------------------------------------
 # Messages
@@ -406,10 +406,12 @@ class OptOut(models.Model):
 
 
 class DailyMessageCount(models.Model):
-    """How many messages a tenant had per day, direction and status: what the dashboard charts read.
+    """How many messages a tenant had per day, direction, status, origin and kind (SMS or MMS), with their segments
+    and Wavix's charge: what the dashboard charts and the usage statements read.
 
-    Derived data, recomputed for recent days by a periodic task (recompute()); the dashboard never counts
-    the message table itself, which may hold millions of rows.
+    Derived data, recomputed for recent days by a periodic task (recompute()); the dashboard and the statements
+    never count the message table itself, which may hold millions of rows. A day whose content retention may have
+    purged is never recomputed (an MMS whose media is purged looks like an SMS): past months keep their figures.
     """
 
     # Derived and recomputable: it must not keep a tenant from being deleted, unlike the records it counts.
@@ -417,37 +419,72 @@ class DailyMessageCount(models.Model):
     day = models.DateField()
     direction = models.CharField(max_length=8, choices=Message.Direction.choices)
     status = models.CharField(max_length=16, choices=Message.Status.choices)
+    # db_default: the release before, still counting while this one migrates, inserts without them.
+    origin = models.CharField(
+        max_length=8, choices=Message.Origin.choices, default=Message.Origin.PORTAL, db_default=Message.Origin.PORTAL
+    )
+    mms = models.BooleanField("MMS", default=False, db_default=False)
     count = models.PositiveIntegerField()
+    segments = models.PositiveIntegerField(default=0, db_default=0)
+    charge = models.DecimalField(max_digits=14, decimal_places=5, default=Decimal(0), db_default=Decimal(0))
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "day", "direction", "status"], name="daily_count_once"),
+            models.UniqueConstraint(
+                fields=["tenant", "day", "direction", "status", "origin", "mms"], name="daily_count_once"
+            ),
         ]
         # The unique constraint's index serves per-tenant reads; this one the "every day since" deletes.
         indexes = [models.Index(fields=["day"], name="daily_count_day")]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id} {self.day} {self.direction} {self.status}: {self.count}"
+        return f"{self.tenant_id} {self.day} {self.direction} {self.status} {self.origin} mms={self.mms}: {self.count}"
 
     @classmethod
-    def recompute(cls, days: int) -> int:
-        """Count again the last `days` days (today included), replacing their rows; returns the rows written.
+    def recompute(cls, days: int, *, now: datetime | None = None) -> int:
+        """Count again the last `days` days (today included) that retention has not reached, replacing their rows;
+        returns the rows written.
 
         Running it twice gives the same rows. Late status changes (delivery reports come hours later) are
-        picked up by recomputing a day again, which is why whole days are replaced rather than incremented.
+        picked up by recomputing a day again, which is why whole days are replaced rather than incremented. A
+        reseller's days up to its retention cutoff's are left as they were last counted (first_open_day()).
         """
-        first_day = timezone.localdate() - timedelta(days=days - 1)
-        since = timezone.make_aware(datetime.combine(first_day, time.min))
-        # One GROUP BY over a created_at range: the message_rollup index covers every column it reads.
-        counted = (
-            Message.objects.filter(created_at__gte=since)
-            .annotate(day=TruncDate("created_at"))
-            .values_list("tenant_id", "day", "direction", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        rows = [cls(tenant_id=t, day=d, direction=direction, status=s, count=n) for t, d, direction, s, n in counted]
+        now = now or timezone.now()
+        first_day = timezone.localdate(now) - timedelta(days=days - 1)
+        rows: list[DailyMessageCount] = []
         with transaction.atomic():
-            cls.objects.filter(day__gte=first_day).delete()
+            for reseller in Reseller.objects.order_by("pk"):
+                start = max(first_day, cls.first_open_day(reseller, now))
+                tenants = Tenant.objects.filter(reseller=reseller).values("pk")
+                counted = (
+                    Message.objects.filter(
+                        tenant__in=tenants, created_at__gte=timezone.make_aware(datetime.combine(start, time.min))
+                    )
+                    .annotate(day=TruncDate("created_at"), is_mms=ExpressionWrapper(~Q(media=[]), BooleanField()))
+                    .values_list("tenant_id", "day", "direction", "status", "origin", "is_mms")
+                    .annotate(n=Count("id"), parts=Sum("segments"), cost=Coalesce(Sum("charge"), Decimal(0)))
+                    .order_by()
+                )
+                rows += [
+                    cls(
+                        tenant_id=t,
+                        day=d,
+                        direction=direction,
+                        status=s,
+                        origin=o,
+                        mms=m,
+                        count=n,
+                        segments=p,
+                        charge=c,
+                    )
+                    for t, d, direction, s, o, m, n, p, c in counted
+                ]
+                cls.objects.filter(tenant__in=tenants, day__gte=start).delete()
             DailyMessageCount.objects.bulk_create(rows, batch_size=1000)
         return len(rows)
+
+    @staticmethod
+    def first_open_day(reseller: Reseller, now: datetime) -> date:
+        """The first day none of whose messages the reseller's retention may have purged yet (the purge empties
+        messages older than now minus its retention days): days before it are frozen."""
+        return timezone.localdate(now - timedelta(days=reseller.retention_days)) + timedelta(days=1)
