@@ -51,23 +51,25 @@ def _inbound_queue_length() -> int:
         return connection.default_channel.client.llen("inbound")
 
 
+def _inbound_queue_empty() -> None:
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge("inbound")
+    dispatch.EVENTS_DRAIN.ended()
+    cache.delete(dispatch.EVENTS_DRAIN._help_flag(()))
+
+
 @pytest.fixture
-def quiet_inbound_queue():
-    """The real broker's inbound queue, emptied, and no routing drain asked for."""
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge("inbound")
-    dispatch.EVENTS_DRAIN.ended()
-    cache.delete(dispatch.EVENTS_DRAIN.flag + ":help")
+def quiet_inbound_queue(monkeypatch):
+    """The real broker's inbound queue, emptied, no routing drain asked for, and no broker outage remembered."""
+    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+    _inbound_queue_empty()
     yield
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge("inbound")
-    dispatch.EVENTS_DRAIN.ended()
+    _inbound_queue_empty()
 
 
 @pytest.mark.redis  # counted on the real broker's queue
 @pytest.mark.usefixtures("quiet_inbound_queue")
-def test_asks_while_a_drain_runs_are_folded_into_it_and_ask_again_once_it_ends(monkeypatch):
-    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+def test_asks_while_a_drain_runs_are_folded_into_it_and_ask_again_once_it_ends():
     dispatch.EVENTS_DRAIN.running()
     dispatch.EVENTS_DRAIN.ask()
     dispatch.EVENTS_DRAIN.still_running()
@@ -81,8 +83,7 @@ def test_asks_while_a_drain_runs_are_folded_into_it_and_ask_again_once_it_ends(m
 
 @pytest.mark.redis  # counted on the real broker's queue
 @pytest.mark.usefixtures("quiet_inbound_queue")
-def test_a_running_drain_gets_one_helper_at_a_time(monkeypatch):
-    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
+def test_a_running_drain_gets_one_helper_at_a_time():
     dispatch.EVENTS_DRAIN.running()
     dispatch.EVENTS_DRAIN.help()
     dispatch.EVENTS_DRAIN.help()
@@ -96,7 +97,6 @@ def test_a_running_drain_gets_one_helper_at_a_time(monkeypatch):
 @pytest.mark.usefixtures("quiet_inbound_queue")
 def test_a_running_drains_flag_lapses_by_itself_if_its_worker_dies(monkeypatch):
     monkeypatch.setattr(dispatch, "RUNNING_SECONDS", 1)
-    monkeypatch.setattr(dispatch, "_broker_down_until", 0.0)
     dispatch.EVENTS_DRAIN.running()  # and its worker is killed: no ended()
     dispatch.EVENTS_DRAIN.ask()
     assert _inbound_queue_length() == 0
