@@ -1,5 +1,7 @@
-"""REST endpoints for accounts, numbers, trunks, sender IDs, messages and country rules."""
+"""REST endpoints for accounts, numbers, trunks, sender IDs, messages, country rules and usage."""
 
+import csv
+import io
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
@@ -8,11 +10,14 @@ from rest_framework import mixins
 from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.generics import GenericAPIView
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from messaging import serializers
-from messaging.models import CountryRule, Message, PhoneNumber, SenderID, Trunk, WavixAccount
-from messaging.services import outbound, provider
+from messaging.models import CountryRule, DailyMessageCount, Message, PhoneNumber, SenderID, Trunk, WavixAccount
+from messaging.services import outbound, provider, usage
+from portal.spreadsheets import spreadsheet_safe
 from tenants import access
 from tenants.api import ScopedViewSet, django_errors_as_400
 from tenants.authentication import token_tenant
@@ -164,3 +169,63 @@ class CountryRuleViewSet(ReadViewSet):
     queryset = CountryRule.objects.all()
     serializer_class = serializers.CountryRuleSerializer
     pagination_class = None  # about 240 rows, read whole by the setup pages
+
+
+class UsageCSVRenderer(BaseRenderer):
+    """The usage rows as CSV (?format=csv): a header of the JSON's field names, then a row per tenant. An error is
+    written as field,error lines, so that a script reading the file sees why."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if isinstance(data, dict):  # an error: {"month": ["…"]} or {"detail": "…"}
+            writer.writerow(["field", "error"])
+            for name, errors in data.items():
+                for error in errors if isinstance(errors, list) else [errors]:
+                    writer.writerow([name, spreadsheet_safe(str(error))])
+        else:
+            writer.writerow(serializers.UsageSerializer().fields.keys())
+            for row in data:
+                writer.writerow([spreadsheet_safe("" if value is None else value) for value in row.values()])
+        return out.getvalue().encode()
+
+
+class UsageView(GenericAPIView):
+    """Usage per tenant for a month, with the price to each customer: GET /api/v1/usage/?month=YYYY-MM."""
+
+    queryset = DailyMessageCount.objects.all()  # who may read usage: whoever reads the rollup (tenants.access)
+    serializer_class = serializers.UsageSerializer
+    pagination_class = None  # a row per tenant, every one in the file
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, UsageCSVRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("month", str, description="YYYY-MM; this month when left out.", pattern=r"^\d{4}-\d{2}$"),
+            OpenApiParameter("format", str, enum=["json", "csv"], description="csv: the same rows as a CSV file."),
+        ],
+        responses={200: serializers.UsageSerializer(many=True)},
+    )
+    def get(self, request):
+        """A row per tenant the caller sees (a tenant viewer or token: their own), from the daily rollup: texts out
+        (those Wavix took) and in, Wavix's charge, and the price from the reseller's (or the tenant's own) terms."""
+        with django_errors_as_400():
+            month = usage.parse_month(request.query_params.get("month"))
+        tenants = access.visible(request.user, Tenant)
+        own = token_tenant(request)
+        if own is not None:
+            tenants = access.only_tenant(tenants, own)
+        rows = usage.month_usage(tenants, month)
+
+        def sees_costs(tenant: Tenant) -> bool:
+            return access.may_see_costs(request.user, tenant, token_tenant=own)
+
+        body = serializers.UsageSerializer(rows, many=True, context={"sees_costs": sees_costs}).data
+        response = Response(body)
+        if request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = f'attachment; filename="usage-{month:%Y-%m}.csv"'
+        response["Cache-Control"] = "no-store"
+        return response

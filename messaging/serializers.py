@@ -342,3 +342,29 @@ class CountryRuleSerializer(serializers.ModelSerializer):
         model = CountryRule
         fields = ["country", "name", "alphanumeric", "numeric", "note"]
         read_only_fields = fields
+
+
+class UsageSerializer(serializers.Serializer):
+    """One tenant's month (messaging.services.usage.TenantUsage): what a reseller bills, and what Wavix charged."""
+
+    tenant = serializers.IntegerField(source="tenant.pk", help_text="The tenant's id.")
+    tenant_name = serializers.CharField(source="tenant.name")
+    month = serializers.DateField(format="%Y-%m", help_text="YYYY-MM.")
+    outbound_messages = serializers.IntegerField(help_text="Texts Wavix took, from every origin (SMS and MMS).")
+    outbound_segments = serializers.IntegerField(help_text="Their segments.")
+    inbound_messages = serializers.IntegerField()
+    wavix_charge = serializers.DecimalField(
+        max_digits=16,
+        decimal_places=5,
+        allow_null=True,
+        help_text="What Wavix charged, in USD (Wavix's currency). Null for a tenant viewer or tenant token: the "
+        "reseller's cost is not its customer's business.",
+    )
+    price = serializers.DecimalField(max_digits=16, decimal_places=2, help_text="The price to the customer.")
+    currency = serializers.CharField(help_text="The price's currency (ISO 4217).")
+
+    def to_representation(self, instance):
+        row = super().to_representation(instance)
+        if not self.context["sees_costs"](instance.tenant):
+            row["wavix_charge"] = None
+        return row

@@ -58,6 +58,7 @@ urlpatterns = [
         RedirectView.as_view(url="/admin/tenants/auditevent/%(rest)s", query_string=True, permanent=True),
     ),
     path("admin/", admin.site.urls),
+    path("api/v1/usage/", messaging_api.UsageView.as_view(), name="api-usage"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -309,6 +309,19 @@ def _owning_resellers(obj: Model) -> set[int]:
     return owners
 
 
+def _manages_owner(user: Principal, obj: Model | None, token_tenant: Tenant | None) -> bool:
+    """Is this user one of the managers (admins, operators) of the row's reseller — or, without a row, of any — or
+    platform staff? Never through a tenant API token, which is the tenant's integration whoever created it."""
+    if token_tenant is not None or not _signed_in(user):
+        return False
+    if _is_platform(user):
+        return True
+    managed = grants(user).manager_resellers
+    if obj is None:
+        return bool(managed)
+    return bool(_owning_resellers(obj) & managed)
+
+
 def may_see_webhook_urls(user: Principal, obj: Model | None = None, *, token_tenant: Tenant | None = None) -> bool:
     """May this user see the portal's webhook URLs of this row (a Wavix account's, or the relay URL of one of its
     numbers) — or, without a row, of any row at all?
@@ -319,14 +332,16 @@ def may_see_webhook_urls(user: Principal, obj: Model | None = None, *, token_ten
     tenants.authentication.token_tenant) even though a reseller admin created it: it is the tenant's integration.
     Everyone else sees such URLs masked (messaging.models.masked_url) or not at all.
     """
-    if token_tenant is not None or not _signed_in(user):
-        return False
-    if _is_platform(user):
-        return True
-    managed = grants(user).manager_resellers
-    if obj is None:
-        return bool(managed)
-    return bool(_owning_resellers(obj) & managed)
+    return _manages_owner(user, obj, token_tenant)
+
+
+def may_see_costs(user: Principal, tenant: Tenant | None = None, *, token_tenant: Tenant | None = None) -> bool:
+    """May this user see what Wavix charged for a tenant's texts, and the reseller's price terms (its margin)?
+
+    They are the reseller's business, not its customer's: the managers of the tenant's reseller and platform staff
+    see them; a tenant viewer and a tenant API token see the price they are billed, never the cost under it.
+    """
+    return _manages_owner(user, tenant, token_tenant)
 
 
 def only_tenant(model_or_qs: type[M] | QuerySet[M], tenant: Tenant) -> QuerySet[M]:

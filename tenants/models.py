@@ -6,6 +6,7 @@ Who may see or change what is decided in tenants/access.py, never here.
 import hashlib
 import hmac
 import secrets
+from decimal import Decimal
 from typing import cast
 
 from django.conf import settings
@@ -15,8 +16,122 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+# Currencies a reseller may bill in: those with two minor units (prices are rounded to the cent), most asked for.
+CURRENCIES = [
+    ("USD", "US dollar"),
+    ("EUR", "Euro"),
+    ("GBP", "Pound sterling"),
+    ("CAD", "Canadian dollar"),
+    ("AUD", "Australian dollar"),
+    ("NZD", "New Zealand dollar"),
+    ("CHF", "Swiss franc"),
+    ("SEK", "Swedish krona"),
+    ("NOK", "Norwegian krone"),
+    ("DKK", "Danish krone"),
+    ("PLN", "Polish złoty"),
+    ("CZK", "Czech koruna"),
+    ("ZAR", "South African rand"),
+    ("SGD", "Singapore dollar"),
+    ("HKD", "Hong Kong dollar"),
+    ("MXN", "Mexican peso"),
+    ("BRL", "Brazilian real"),
+    ("INR", "Indian rupee"),
+    ("AED", "UAE dirham"),
+    ("ILS", "Israeli shekel"),
+]
+# Wavix bills in US dollars (messaging.models.Message.CHARGE_CURRENCY says why): a markup on its charge is in them too.
+WAVIX_CURRENCY = "USD"
 
-class Reseller(models.Model):
+
+class Pricing(models.TextChoices):
+    MARKUP = "markup", "A markup on Wavix's charge"
+    PER_SEGMENT = "per_segment", "A price per segment sent"
+
+
+class PriceTerms(models.Model):
+    """What a reseller charges its customers for texts: a markup on Wavix's charge, or a price per segment Wavix
+    took (an MMS at its own price if one is set), in a currency. A reseller sets them; a tenant may override them.
+
+    What they price (usage per month) and the arithmetic live in messaging.services.usage; the rules here are those a
+    form can check on its own."""
+
+    # db_default on each: the release before, still running while this one migrates, inserts without them.
+    pricing = models.CharField(
+        max_length=12, choices=Pricing.choices, default=Pricing.MARKUP, db_default=Pricing.MARKUP
+    )
+    markup_percent = models.DecimalField(
+        "markup (%)",
+        max_digits=7,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=Decimal(0),
+        db_default=Decimal(0),
+        validators=[MinValueValidator(Decimal("-100"))],
+        help_text="Added to Wavix's charge: 25 bills $1.25 for each $1.00 Wavix charges. Billed in US dollars.",
+    )
+    price_per_segment = models.DecimalField(
+        max_digits=10,
+        decimal_places=5,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="For each segment of a text Wavix took (an MMS counts as its segments unless priced below). "
+        "Failed before Wavix, or inbound: not billed.",
+    )
+    price_per_mms = models.DecimalField(
+        "price per MMS",
+        max_digits=10,
+        decimal_places=5,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Optional: one price for each MMS Wavix took, whatever its segments.",
+    )
+    currency = models.CharField(max_length=3, choices=CURRENCIES, default=WAVIX_CURRENCY, db_default=WAVIX_CURRENCY)
+
+    class Meta:
+        abstract = True
+
+    def clean_price_terms(self) -> None:
+        """Complete terms for the pricing chosen; a markup bills in Wavix's currency (there is no rate to convert)."""
+        errors = {}
+        if self.pricing == Pricing.MARKUP:
+            if self.markup_percent is None:
+                errors["markup_percent"] = "Give the markup, in per cent (0 bills Wavix's charge as it is)."
+            if self.currency != WAVIX_CURRENCY:
+                errors["currency"] = (
+                    f"A markup on Wavix's charge bills in {WAVIX_CURRENCY}, the currency Wavix charges in. To bill in "
+                    f"{self.currency}, price per segment."
+                )
+        elif self.pricing == Pricing.PER_SEGMENT and self.price_per_segment is None:
+            errors["price_per_segment"] = "Give the price per segment."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def price_terms_label(self) -> str:
+        """The terms in words: "Wavix's charge + 25 %", "0.021 EUR per segment, 0.10 EUR per MMS"."""
+        if self.pricing == Pricing.MARKUP:
+            percent = (self.markup_percent or Decimal(0)).normalize()
+            return (
+                f"Wavix's charge + {percent.quantize(Decimal(1)) if percent == percent.to_integral() else percent:f} %"
+            )
+        if self.pricing == Pricing.PER_SEGMENT:
+            mms = f", {_money(self.price_per_mms)} {self.currency} per MMS" if self.price_per_mms is not None else ""
+            return f"{_money(self.price_per_segment or Decimal(0))} {self.currency} per segment{mms}"
+        return "the reseller's prices"
+
+
+def _money(amount: Decimal) -> str:
+    """An amount as a person writes a price: the cents always, further digits only where there are some."""
+    amount = amount.normalize()
+    if amount.as_tuple().exponent > -2:  # type: ignore[operator]  # a finite amount has an int exponent
+        amount = amount.quantize(Decimal("0.01"))
+    return f"{amount:f}"
+
+
+class Reseller(PriceTerms):
     """A managed-service provider that sells 3CX systems to its tenants."""
 
     name = models.CharField(max_length=120, unique=True)
@@ -47,6 +162,7 @@ class Reseller(models.Model):
                     f"longer than that."
                 }
             )
+        self.clean_price_terms()
 
     @property
     def retention_days(self) -> int:
@@ -54,7 +170,7 @@ class Reseller(models.Model):
         return min(self.message_retention_days, settings.MESSAGE_RETENTION_MAX_DAYS)
 
 
-class Tenant(models.Model):
+class Tenant(PriceTerms):
     """A reseller's customer: one company with one or more 3CX systems."""
 
     class Status(models.TextChoices):
@@ -72,6 +188,17 @@ class Tenant(models.Model):
         help_text="ISO country code used to read destination numbers written without a country code.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Its own prices, or (blank, the default) its reseller's. The other price fields matter only when set here.
+    pricing = models.CharField(
+        "prices",
+        max_length=12,
+        choices=Pricing.choices,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Blank: the reseller's prices.",
+    )
+    currency = models.CharField(max_length=3, choices=CURRENCIES, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["name"]
@@ -90,6 +217,14 @@ class Tenant(models.Model):
 
             if self.default_country not in phonenumbers.SUPPORTED_REGIONS:
                 raise ValidationError({"default_country": f"{self.default_country!r} is not an ISO country code."})
+        if self.pricing:
+            self.currency = self.currency or WAVIX_CURRENCY
+            self.clean_price_terms()
+
+    @property
+    def price_terms(self) -> PriceTerms:
+        """The terms this tenant is billed on: its own if it has them, else its reseller's."""
+        return self if self.pricing else self.reseller
 
     @property
     def is_active(self) -> bool:
@@ -270,6 +405,9 @@ class AuditEvent(models.Model):
         NUMBERS_UNPOINTED = "numbers.unpointed", "Numbers un-pointed at Wavix (trunk's SMS off)"
         DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
         RETENTION_PURGED = "retention.purged", "Old message content purged"
+        PRICES_CHANGED = "prices.changed", "Prices to customers changed"
+
+    PRICES_CHANGED = "prices.changed", "Prices to customers changed"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

@@ -1,6 +1,7 @@
 """People management: invites, roles, deactivation, API tokens. Reseller admins do this without platform help."""
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -21,19 +22,52 @@ logger = logging.getLogger(__name__)
 User = get_user_model()
 
 
+PRICE_FIELDS = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
+
+
+def _price_terms(obj: Reseller | Tenant) -> dict[str, str]:
+    """The terms as text, each amount written once however the form or the column wrote it (0.019 = 0.01900)."""
+
+    def written(value) -> str:
+        if value is None:
+            return ""
+        return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
+
+    return {name: written(getattr(obj, name)) for name in PRICE_FIELDS}
+
+
+def _record_price_change(actor, obj: Reseller | Tenant, before: dict[str, str] | None) -> None:
+    """Prices decide what customers are billed: every change is in the audit trail, old and new terms side by side."""
+    after = _price_terms(obj)
+    changed = {name: [before[name], after[name]] for name in PRICE_FIELDS if before and before[name] != after[name]}
+    if changed:
+        AuditEvent.record(AuditEvent.Action.PRICES_CHANGED, obj, actor=actor, changes=changed)
+
+
 def tenant_save(*, actor, tenant: Tenant) -> Tenant:
-    """Save a tenant; suspending or resuming it is recorded."""
-    previous = Tenant.objects.filter(pk=tenant.pk).values_list("status", flat=True).first() if tenant.pk else None
+    """Save a tenant; suspending or resuming it, and a change of its prices, are recorded."""
+    saved = Tenant.objects.filter(pk=tenant.pk).first() if tenant.pk else None
     tenant.full_clean()
     with transaction.atomic():
         tenant.save()
-        if previous is not None and previous != tenant.status:
+        if saved is not None and saved.status != tenant.status:
             AuditEvent.record(
-                AuditEvent.Action.TENANT_STATUS, tenant, actor=actor, changes={"status": [previous, tenant.status]}
+                AuditEvent.Action.TENANT_STATUS, tenant, actor=actor, changes={"status": [saved.status, tenant.status]}
             )
             if tenant.is_active:
                 tenant_resumed.send(sender=Tenant, tenant=tenant)  # held texts go out now, in arrival order
+        _record_price_change(actor, tenant, _price_terms(saved) if saved else None)
     return tenant
+
+
+def reseller_save(*, actor, reseller: Reseller) -> Reseller:
+    """Save a reseller; a change of its prices is recorded."""
+    saved = Reseller.objects.filter(pk=reseller.pk).first() if reseller.pk else None
+    reseller.full_clean()
+    with transaction.atomic():
+        reseller.save()
+        _record_price_change(actor, reseller, _price_terms(saved) if saved else None)
+    return reseller
 
 
 def _reseller_id_of(organization: Reseller | Tenant) -> int:

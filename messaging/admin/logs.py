@@ -34,6 +34,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from messaging.models import WebhookEvent
+from portal.spreadsheets import spreadsheet_safe
 from tenants import access
 
 if TYPE_CHECKING:
@@ -270,17 +271,6 @@ def _word_matches(word: str) -> Q:
     )
 
 
-def _spreadsheet_safe(value):
-    """Keep a spreadsheet from running a cell as a formula: texts come from strangers' phones.
-
-    E.164 numbers start with + legitimately and stay as they are.
-    """
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        if not re.fullmatch(r"\+\d{1,15}", value):
-            return "'" + value
-    return value
-
-
 class _Echo:
     """A file-like object whose write() hands back what was written: csv.writer then yields lines."""
 
@@ -293,7 +283,7 @@ def _cell(value):
         return value.isoformat()
     if isinstance(value, dict | list):  # a JSON field, written as JSON
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return _spreadsheet_safe(value)
+    return spreadsheet_safe(value)
 
 
 def csv_response(rows: QuerySet, columns, filename: str) -> StreamingHttpResponse:

@@ -424,6 +424,9 @@ class DailyMessageCount(models.Model):
         max_length=8, choices=Message.Origin.choices, default=Message.Origin.PORTAL, db_default=Message.Origin.PORTAL
     )
     mms = models.BooleanField("MMS", default=False, db_default=False)
+    # Wavix took the text (it has a Wavix message id): what a price per segment bills. Status alone cannot tell, as
+    # "expired" is both a text the portal gave up on before sending and one Wavix accepted and then let expire.
+    at_wavix = models.BooleanField("at Wavix", default=False, db_default=False)
     count = models.PositiveIntegerField()
     segments = models.PositiveIntegerField(default=0, db_default=0)
     charge = models.DecimalField(max_digits=14, decimal_places=5, default=Decimal(0), db_default=Decimal(0))
@@ -431,14 +434,17 @@ class DailyMessageCount(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "day", "direction", "status", "origin", "mms"], name="daily_count_once"
+                fields=["tenant", "day", "direction", "status", "origin", "mms", "at_wavix"], name="daily_count_once"
             ),
         ]
         # The unique constraint's index serves per-tenant reads; this one the "every day since" deletes.
         indexes = [models.Index(fields=["day"], name="daily_count_day")]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id} {self.day} {self.direction} {self.status} {self.origin} mms={self.mms}: {self.count}"
+        return (
+            f"{self.tenant_id} {self.day} {self.direction} {self.status} {self.origin} mms={self.mms} "
+            f"at_wavix={self.at_wavix}: {self.count}"
+        )
 
     @classmethod
     def recompute(cls, days: int, *, now: datetime | None = None) -> int:
@@ -460,8 +466,12 @@ class DailyMessageCount(models.Model):
                     Message.objects.filter(
                         tenant__in=tenants, created_at__gte=timezone.make_aware(datetime.combine(start, time.min))
                     )
-                    .annotate(day=TruncDate("created_at"), is_mms=ExpressionWrapper(~Q(media=[]), BooleanField()))
-                    .values_list("tenant_id", "day", "direction", "status", "origin", "is_mms")
+                    .annotate(
+                        day=TruncDate("created_at"),
+                        is_mms=ExpressionWrapper(~Q(media=[]), BooleanField()),
+                        took=ExpressionWrapper(~Q(wavix_message_id=""), BooleanField()),
+                    )
+                    .values_list("tenant_id", "day", "direction", "status", "origin", "is_mms", "took")
                     .annotate(n=Count("id"), parts=Sum("segments"), cost=Coalesce(Sum("charge"), Decimal(0)))
                     .order_by()
                 )
@@ -473,11 +483,12 @@ class DailyMessageCount(models.Model):
                         status=s,
                         origin=o,
                         mms=m,
+                        at_wavix=w,
                         count=n,
                         segments=p,
                         charge=c,
                     )
-                    for t, d, direction, s, o, m, n, p, c in counted
+                    for t, d, direction, s, o, m, w, n, p, c in counted
                 ]
                 cls.objects.filter(tenant__in=tenants, day__gte=start).delete()
             DailyMessageCount.objects.bulk_create(rows, batch_size=1000)
