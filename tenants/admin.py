@@ -31,6 +31,22 @@ class ResellerAdmin(ScopedAdmin):
             field.help_text = f"{field.help_text} At most {settings.MESSAGE_RETENTION_MAX_DAYS} days."
         return field
 
+    def get_fieldsets(self, request, obj=None):
+        prices = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
+        return [
+            (None, {"fields": ["name", "slug", "message_retention_days"]}),
+            (
+                "Prices to customers",
+                {
+                    "fields": prices,
+                    "description": "What the usage statements bill each tenant, unless a tenant has its own prices.",
+                },
+            ),
+        ]
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.reseller_save(actor=request.user, reseller=obj)
+
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(tenant_count=Count("tenants"))
 

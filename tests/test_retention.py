@@ -265,7 +265,8 @@ def test_audit_rows_are_never_purged(reseller, tenant, history):
 
 
 def reseller_form(reseller, days) -> dict:
-    return {"name": reseller.name, "slug": reseller.slug, "message_retention_days": days}
+    prices = {"pricing": "markup", "markup_percent": "0", "currency": "USD"}
+    return {"name": reseller.name, "slug": reseller.slug, "message_retention_days": days, **prices}
 
 
 def test_a_reseller_admin_sets_the_retention_up_to_the_maximum(client, reseller_admin, reseller):

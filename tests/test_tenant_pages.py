@@ -66,19 +66,36 @@ def test_the_registration_grid_colours_each_sender_and_country_by_status(client,
     assert colours == {"+14155550100": ["none", "none", "amber"], "Harbor": ["green", "red", "none"]}
 
 
-def test_usage_this_month_equals_what_the_log_holds(client, reseller_admin, tenant, account):
-    text(tenant, account, segments=2, charge=Decimal("0.01500"))
-    text(tenant, account, status=S.UNDELIVERED, segments=1, charge=Decimal("0.00750"))
-    text(tenant, account, status=S.QUEUED)
-    text(tenant, account, direction="inbound", status=S.FORWARDED)
+def test_this_months_usage_comes_from_the_rollup_with_the_price_and_the_cost_for_managers_only(
+    client, reseller_admin, viewer, tenant, account
+):
+    text(tenant, account, segments=2, charge=Decimal("0.01500"), wavix_message_id="w-1")
+    text(tenant, account, status=S.UNDELIVERED, segments=1, charge=Decimal("0.00750"), wavix_message_id="w-2")
+    text(tenant, account, status=S.QUEUED)  # not at Wavix yet: not sent, not billed
+    text(tenant, account, direction="inbound", status=S.FORWARDED, wavix_message_id="w-3")
     other = f.TenantFactory(reseller=tenant.reseller)
-    text(other, account)  # another tenant's text is not this one's usage
+    text(other, account, wavix_message_id="w-4")  # another tenant's text is not this one's usage
+    tenant.reseller.markup_percent = Decimal(20)
+    tenant.reseller.save()
     client.force_login(reseller_admin)
-    usage = home(client, tenant).context["usage"]
-    month = Message.objects.filter(tenant=tenant, created_at__gte=timezone.now().replace(day=1, hour=0, minute=0))
-    assert usage.outbound == month.filter(direction="outbound").count() == 3
-    assert (usage.inbound, usage.segments, usage.charge) == (1, 4, Decimal("0.02250"))
-    assert (usage.delivered, usage.final, usage.rate) == (1, 2, 50)
+    assert home(client, tenant).context["month"].figures.outbound_messages == 0  # not counted yet: the rollup's
+    message_counts_rollup(2)
+    response = home(client, tenant)
+    month = response.context["month"]
+    assert (month.figures.outbound_messages, month.figures.outbound_segments, month.figures.inbound_messages) == (
+        2,
+        3,
+        1,
+    )
+    assert (month.figures.not_sent.messages, month.figures.wavix_charge) == (1, Decimal("0.02250"))
+    assert month.figures.price == Decimal("0.03")  # 0.0225 + 20 %, to the cent
+    assert (month.delivered, month.final, month.rate) == (1, 2, 50)
+    page = response.content.decode()
+    assert "Wavix's charge (USD)" in page and 'id="usage-price">0.03<' in page
+    assert month.statement_url in page
+    client.force_login(viewer)
+    page = home(client, tenant).content.decode()
+    assert "Wavix's charge" not in page and 'id="usage-price">0.03<' in page
 
 
 def test_the_trend_counts_earlier_days_from_the_rollup_and_today_live(client, reseller_admin, tenant, account):

@@ -14,6 +14,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.urls import reverse
 
+from messaging.admin import usage
 from messaging.models import (
     CountryRule,
     Delivery,
@@ -78,6 +79,7 @@ GROUPS: list[tuple[str, list[Entry]]] = [
             Entry("Trunks", "dns", Trunk),
             Entry("People", "group", Membership),
             Entry("Resellers", "storefront", Reseller),
+            Entry("Usage and billing", "receipt_long", url="admin:usage", allowed=usage.may_open),
         ],
     ),
     (

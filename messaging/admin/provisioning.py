@@ -219,10 +219,18 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     fields = ["reseller", "name", "slug", "status", "default_country"]
+    price_fields = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
     inlines = [TrunkInline]
 
-    def get_fields(self, request, obj=None):
-        return self.fields + self.get_readonly_fields(request, obj)
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [(None, {"fields": self.fields + self.get_readonly_fields(request, obj)})]
+        # Its prices show the reseller's margin: for the reseller's managers and staff, never the tenant's viewers.
+        if access.may_see_costs(request.user, obj):
+            description = "Leave “prices” blank to bill this tenant on the reseller's prices."
+            if obj is not None:
+                description += f" Now: {obj.price_terms.price_terms_label}."
+            fieldsets.append(("Prices to this customer", {"fields": self.price_fields, "description": description}))
+        return fieldsets
 
     def get_readonly_fields(self, request, obj=None):
         return (

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,6 +30,7 @@ from messaging.admin.dashboard import (
 )
 from messaging.admin.logs import message_log_url
 from messaging.models import DailyMessageCount, Delivery, Message, PhoneNumber, SenderIDCountry, Trunk
+from messaging.services import usage
 from tenants import access
 from tenants.models import Tenant
 
@@ -253,44 +254,30 @@ def recent_conversations(user, tenant: Tenant) -> list[ConversationSummary]:
 
 
 @dataclass
-class Usage:
-    month: date
-    outbound: int
-    inbound: int
-    segments: int
-    charge: object  # a Decimal, or None when Wavix reported no charge
+class MonthSoFar:
+    """This month on the tenant's page: its usage (from the rollup, as its statement) and the delivery rate."""
+
+    figures: usage.TenantUsage
     delivered: int
     final: int
+    statement_url: str
 
     @property
     def rate(self) -> int | None:
         return round(100 * self.delivered / self.final) if self.final else None
 
 
-def usage_this_month(user, tenant: Tenant) -> Usage:
-    """This month's texts, segments and Wavix's charge: one aggregate over the tenant's month (an index range)."""
-    today = timezone.localdate()
-    month_start = timezone.make_aware(datetime.combine(today.replace(day=1), datetime.min.time()))
-    totals = (
-        access.visible(user, Message)
-        .filter(tenant=tenant, created_at__gte=month_start)
-        .aggregate(
-            outbound=Count("pk", filter=Q(direction=Message.Direction.OUTBOUND)),
-            inbound=Count("pk", filter=Q(direction=Message.Direction.INBOUND)),
-            segments=Sum("segments", filter=Q(direction=Message.Direction.OUTBOUND)),
-            charge=Sum("charge"),
-            delivered=Count("pk", filter=Q(direction=Message.Direction.OUTBOUND, status=Message.Status.DELIVERED)),
-            final=Count("pk", filter=Q(direction=Message.Direction.OUTBOUND, status__in=OUTBOUND_FINAL)),
-        )
-    )
-    return Usage(
-        today.replace(day=1),
-        totals["outbound"],
-        totals["inbound"],
-        totals["segments"] or 0,
-        totals["charge"],
-        totals["delivered"],
-        totals["final"],
+def month_so_far(tenant: Tenant, trend: dict) -> MonthSoFar:
+    """This month's usage and price, and its delivery rate added up from the trend's days of this month."""
+    month = usage.this_month()
+    row = usage.month_usage(Tenant.objects.filter(pk=tenant.pk), month)[0]
+    days = [timezone.localdate() - timedelta(days=n) for n in range(TREND_DAYS - 1, -1, -1)]
+    this_month = [i for i, day in enumerate(days) if day >= month]
+    return MonthSoFar(
+        row,
+        sum(trend["delivered"][i] for i in this_month),
+        sum(trend["final"][i] for i in this_month),
+        reverse("admin:usage_statement", args=[tenant.pk, f"{month:%Y-%m}"]),
     )
 
 
@@ -345,7 +332,8 @@ def home_view(request: HttpRequest, site, pk: int) -> TemplateResponse:
         "numbers": access.visible(user, PhoneNumber).filter(tenant=tenant).select_related("trunk").order_by("number"),
         "grid": registration_grid(user, tenant),
         "conversations": recent_conversations(user, tenant),
-        "usage": usage_this_month(user, tenant),
+        "month": month_so_far(tenant, trend),
+        "sees_costs": access.may_see_costs(user, tenant),
         "trend": trend,
         "trend_json": json.dumps(trend),
         "trend_days": TREND_DAYS,
