@@ -144,6 +144,8 @@ def generate(tenants: int, messages: int, progress=lambda text: None) -> World:
         if suspended:
             rows[-1].status = Tenant.Status.SUSPENDED
     tenant_rows = Tenant.objects.bulk_create(rows)
+    # Customers for a year, as their texts are: last month's statements list every one of them.
+    Tenant.objects.filter(reseller=reseller).update(created_at=timezone.now() - timedelta(days=366))
 
     # Three tenants in four have their own Wavix account; the rest use the reseller's (the save issues the
     # webhook secret, so accounts are saved one by one).
@@ -456,7 +458,10 @@ def unbounded_counts(statements: list[str]) -> list[str]:
 
 
 def pages(world: World) -> list[Page]:
+    from messaging.services import usage
+
     messages = "/admin/messaging/message/"
+    last_month = f"{usage.month_before(usage.this_month()):%Y-%m}"
     return [
         Page("baseline: /admin/password_change/", "/admin/password_change/"),
         Page("message list", messages),
@@ -472,6 +477,10 @@ def pages(world: World) -> list[Page]:
         Page(
             "a conversation of the busiest tenant", f"/admin/customers/{world.busiest.pk}/conversations/{world.remote}/"
         ),
+        Page(f"usage and billing, {last_month}, every tenant", f"/admin/usage/?month={last_month}"),
+        Page(f"the busiest tenant's statement, {last_month}", f"/admin/usage/{world.busiest.pk}/{last_month}/"),
+        Page(f"API /api/v1/usage/?month={last_month}", f"/api/v1/usage/?month={last_month}", api=True),
+        Page(f"API /api/v1/usage/, {last_month} as CSV", f"/api/v1/usage/?month={last_month}&format=csv", api=True),
         Page("API /api/v1/messages/, first page", "/api/v1/messages/", api=True),
         Page("API /api/v1/messages/, a cursor page", "", api=True),  # the URL comes from the first page
     ]
@@ -586,7 +595,7 @@ def main() -> None:
         generated = f"generated in {time.perf_counter() - started:.0f} s"
 
     rollup = []
-    for days in (2, 15):
+    for days in (2, 15, 62):  # 62: last month too, whose statement is measured
         started = time.perf_counter()
         DailyMessageCount.recompute(days)
         rollup.append(f"{days} days {time.perf_counter() - started:.2f} s")
