@@ -406,6 +406,7 @@ class AuditEvent(models.Model):
         DOCUMENT_UPLOADED = "registration.document", "Registration document uploaded"
         RETENTION_PURGED = "retention.purged", "Old message content purged"
         PRICES_CHANGED = "prices.changed", "Prices to customers changed"
+        TENANT_ONBOARDED = "tenant.onboarded", "Tenant onboarded from a CSV"
 
     PRICES_CHANGED = "prices.changed", "Prices to customers changed"
 

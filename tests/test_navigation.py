@@ -39,7 +39,7 @@ def test_a_reseller_admin_finds_every_task_group_in_the_sidebar(client, reseller
     client.force_login(reseller_admin)
     groups = sidebar(client)
     assert groups[""] == ["Dashboard"]
-    assert groups["Customers"] == ["Tenants", "Trunks", "People", "Resellers", "Usage and billing"]
+    assert groups["Customers"] == ["Tenants", "Onboard customers", "Trunks", "People", "Resellers", "Usage and billing"]
     assert groups["Numbers & senders"] == ["Numbers", "Sender IDs", "Registrations"]
     assert groups["Messages"] == ["Message log", "Send a message", "Failed deliveries", "Opt-outs"]
     assert groups["Integrations"][:2] == ["Wavix accounts", "API tokens"]

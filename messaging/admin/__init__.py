@@ -14,15 +14,26 @@ pages (the review queue, the dashboard) are added to the site here, so the site 
 
 from django.contrib import admin
 
-from messaging.admin import dashboard, navigation, provisioning, records, senders, tenant_pages, trunks, usage
+from messaging.admin import (
+    dashboard,
+    navigation,
+    onboarding,
+    provisioning,
+    records,
+    senders,
+    tenant_pages,
+    trunks,
+    usage,
+)
 from portal.admin import PortalAdminSite
 
-__all__ = ["dashboard", "provisioning", "records", "senders", "tenant_pages", "trunks", "usage"]
+__all__ = ["dashboard", "onboarding", "provisioning", "records", "senders", "tenant_pages", "trunks", "usage"]
 
 site = admin.site
 assert isinstance(site, PortalAdminSite)  # PortalAdminConfig.default_site: the site that takes site-level pages
 site.add_urls(senders.review_urls)
 site.add_urls(tenant_pages.urls)
 site.add_urls(usage.urls)
+site.add_urls(onboarding.urls)
 site.set_dashboard(dashboard.dashboard_view)
 site.set_navigation(navigation.sidebar)

@@ -14,7 +14,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.urls import reverse
 
-from messaging.admin import usage
+from messaging.admin import onboarding, usage
 from messaging.models import (
     CountryRule,
     Delivery,
@@ -76,6 +76,7 @@ GROUPS: list[tuple[str, list[Entry]]] = [
         "Customers",
         [
             Entry("Tenants", "domain", Tenant),
+            Entry("Onboard customers", "group_add", url="admin:onboarding", allowed=onboarding.may_onboard),
             Entry("Trunks", "dns", Trunk),
             Entry("People", "group", Membership),
             Entry("Resellers", "storefront", Reseller),
