@@ -15,8 +15,17 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.response import Response
 
 from messaging import serializers
-from messaging.models import CountryRule, DailyMessageCount, Message, PhoneNumber, SenderID, Trunk, WavixAccount
-from messaging.services import outbound, provider, usage
+from messaging.models import (
+    CountryRule,
+    DailyMessageCount,
+    Delivery,
+    Message,
+    PhoneNumber,
+    SenderID,
+    Trunk,
+    WavixAccount,
+)
+from messaging.services import accounts, forwarding, outbound, provider, senders, usage
 from portal.spreadsheets import spreadsheet_safe
 from tenants import access
 from tenants.api import ScopedViewSet, django_errors_as_400
@@ -50,12 +59,67 @@ class WavixAccountViewSet(WriteViewSet):
     queryset = WavixAccount.objects.select_related("reseller", "tenant")
     serializer_class = serializers.WavixAccountSerializer
 
+    def _managed(self, request, what: str) -> WavixAccount:
+        account = self.get_object()  # 404 for another reseller's account
+        refuse_tenant_tokens(request, what)
+        if not access.can(request.user, "change", account):
+            raise PermissionDenied(f"Only the reseller's admins and operators {what}.")
+        return account
 
-class PhoneNumberViewSet(ReadViewSet):
-    """Numbers on the reseller's Wavix accounts, and the tenant and trunk each is assigned to."""
+    @extend_schema(
+        request=inline_serializer("SyncRequest", {"wire": drf_serializers.BooleanField(required=False, default=True)}),
+        responses={
+            202: inline_serializer(
+                "SyncQueued", {"queued": drf_serializers.BooleanField(), "wire": drf_serializers.BooleanField()}
+            )
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        """Compare with Wavix now, as the admin's "Sync now": numbers (with `wire`, the default, SMS trunks' numbers are
+        pointed at the portal; without, drift is only reported) and sender-ID allow-listings. Queued: 202."""
+        account = self._managed(request, "sync accounts")
+        wire = request.data.get("wire", True)
+        if not isinstance(wire, bool):
+            raise drf_serializers.ValidationError({"wire": ["true or false."]})
+        accounts.wavix_check_soon(account, wire=wire)
+        return Response({"queued": True, "wire": wire}, status=202)
+
+    @extend_schema(request=None, responses={201: serializers.WavixAccountSerializer})
+    @action(detail=True, methods=["post"], url_path="webhook-secret")
+    def webhook_secret(self, request, pk=None):
+        """Rotate the account's webhook secret: new webhook URLs (in the answer), Wavix re-pointed at them; the old
+        URLs keep working for 24 hours. Audited."""
+        account = self._managed(request, "rotate webhook secrets")
+        accounts.webhook_secret_rotate(actor=request.user, account=account)
+        account.refresh_from_db()
+        return Response(self.get_serializer(account).data, status=201)
+
+
+def refuse_tenant_tokens(request, what: str) -> None:
+    """Managing the reseller's side (its numbers, accounts, keys, people) is for the reseller's people: a tenant token
+    is the tenant's integration, whoever created it."""
+    if token_tenant(request) is not None:
+        raise PermissionDenied(f"Only the reseller's people {what}; a tenant's token cannot.")
+
+
+class PhoneNumberViewSet(SavingViaServices, mixins.UpdateModelMixin, ReadViewSet):
+    """Numbers on the reseller's Wavix accounts, and the tenant and trunk each is assigned to. PATCH assigns or
+    unassigns one (`tenant`, `trunk`; null for none): a number newly serving a trunk with SMS on is pointed at the
+    portal at Wavix soon after."""
 
     queryset = PhoneNumber.objects.select_related("account")  # whose relay URL each row may show: its reseller
     serializer_class = serializers.PhoneNumberSerializer
+
+    def get_serializer_class(self):
+        if self.action in ("update", "partial_update"):
+            return serializers.PhoneNumberAssignSerializer
+        return serializers.PhoneNumberSerializer
+
+    def update(self, request, *args, **kwargs):
+        self.get_object()  # another reseller's number: 404 first, as for every method
+        refuse_tenant_tokens(request, "assign numbers")  # before the body is read: its errors would tell things
+        return super().update(request, *args, **kwargs)
 
 
 class TrunkViewSet(WriteViewSet):
@@ -81,12 +145,45 @@ class TrunkViewSet(WriteViewSet):
             )
         return Response({"provider_key": provider.provider_key_issue(actor=request.user, trunk=trunk)}, status=201)
 
+    @extend_schema(
+        request=inline_serializer(
+            "ReplayRequest",
+            {
+                "since": drf_serializers.DateTimeField(
+                    required=False, help_text="Only those that came since; all if left out."
+                )
+            },
+        ),
+        responses={200: inline_serializer("Replayed", {"replayed": drf_serializers.IntegerField()})},
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request, pk=None):
+        """Replay the trunk's failed and dead-lettered deliveries to 3CX (since a time: "3CX was down from 14:00"), as
+        the admin's "Replay since"; each replay audited."""
+        trunk = self.get_object()
+        if not access.can(request.user, "replay", Delivery):
+            raise PermissionDenied("Only the reseller's admins and operators replay deliveries.")
+        form = drf_serializers.DateTimeField(required=False)
+        failed = Delivery.objects.filter(trunk=trunk, status__in=Delivery.REPLAYABLE)
+        if request.data.get("since") not in (None, ""):
+            try:
+                since = form.run_validation(request.data["since"])
+            except drf_serializers.ValidationError as error:
+                raise drf_serializers.ValidationError({"since": error.detail}) from None
+            failed = failed.filter(created_at__gte=since)
+        return Response({"replayed": forwarding.delivery_replay(actor=request.user, deliveries=failed)})
 
-class SenderIDViewSet(WriteViewSet):
-    """Sender IDs and their per-country registration status. Registering needs type, value and countries."""
+
+class SenderIDViewSet(mixins.DestroyModelMixin, WriteViewSet):
+    """Sender IDs and their per-country registration status. Registering needs type, value and countries. DELETE
+    deletes one at Wavix, then here (refused while it is a trunk's Main Trunk No.); audited."""
 
     queryset = SenderID.objects.prefetch_related("countries")
     serializer_class = serializers.SenderIDSerializer
+
+    def perform_destroy(self, instance) -> None:
+        with django_errors_as_400():
+            senders.sender_id_delete(actor=self.request.user, sender=instance)
 
 
 class MessageViewSet(mixins.CreateModelMixin, ReadViewSet):

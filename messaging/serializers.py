@@ -14,7 +14,7 @@ from messaging.models import (
     WebhookEvent,
     url_shown_to,
 )
-from messaging.services.accounts import trunk_save, wavix_account_save
+from messaging.services.accounts import phone_number_save, trunk_save, wavix_account_save
 from messaging.services.senders import sender_id_register
 from messaging.wavix import explain
 from tenants.authentication import token_tenant
@@ -115,6 +115,25 @@ class PhoneNumberSerializer(serializers.ModelSerializer):
             "synced_at",
         ]
         read_only_fields = fields
+
+
+class PhoneNumberAssignSerializer(serializers.ModelSerializer):
+    """PATCH a number: the tenant and the trunk it serves (null for none), by the same rules as the admin's form."""
+
+    tenant = ScopedRelatedField(queryset=Tenant.objects.all(), allow_null=True, required=False)
+    trunk = ScopedRelatedField(queryset=Trunk.objects.all(), allow_null=True, required=False)
+
+    class Meta:
+        model = PhoneNumber
+        fields = ["tenant", "trunk"]
+
+    def update(self, instance, validated_data):
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        return phone_number_save(number=instance)
+
+    def to_representation(self, instance):
+        return PhoneNumberSerializer(instance, context=self.context).data
 
 
 class TrunkSerializer(serializers.ModelSerializer):

@@ -14,6 +14,7 @@ from tenants import views as tenants_views
 
 router = DefaultRouter()
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
+router.register("people", tenants_api.PersonViewSet, basename="person")
 router.register("wavix-accounts", messaging_api.WavixAccountViewSet, basename="wavixaccount")
 router.register("numbers", messaging_api.PhoneNumberViewSet, basename="phonenumber")
 router.register("trunks", messaging_api.TrunkViewSet, basename="trunk")

@@ -4,12 +4,12 @@ from contextlib import contextmanager
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import CursorPagination
 
 from tenants import access
 from tenants.authentication import token_tenant
-from tenants.serializers import TenantSerializer
+from tenants.serializers import PersonSerializer, TenantSerializer
 
 
 class NewestFirstPagination(CursorPagination):
@@ -72,3 +72,20 @@ class TenantViewSet(
             serializer.save()
 
     perform_update = perform_create
+
+
+class PersonViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, ScopedViewSet):
+    """People: roles in the reseller and its tenants (its admins only, as in the admin). POST invites one."""
+
+    queryset = PersonSerializer.Meta.model.objects.select_related("user")
+    serializer_class = PersonSerializer
+
+    def create(self, request, *args, **kwargs):
+        # Before the body is read: its errors ("already has a role") would tell a tenant's token who works where.
+        if token_tenant(request) is not None:
+            raise PermissionDenied("Only the reseller's admins invite people; a tenant's token cannot.")
+        return super().create(request, *args, **kwargs)
+
+    def perform_create(self, serializer) -> None:
+        with django_errors_as_400():
+            serializer.save()

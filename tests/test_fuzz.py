@@ -372,6 +372,7 @@ WORLD_ROWS = {
     "sender-ids": "messaging.senderid",
     "messages": "messaging.message",
     "numbers": "messaging.phonenumber",
+    "people": "tenants.membership",
 }
 
 
