@@ -497,6 +497,14 @@ def measure(world: World, requests: int, warmup: int = 2) -> list[Page]:
     logging.getLogger("axes").setLevel(logging.WARNING)  # one line per sign-in otherwise
     browser = Client()
     browser.force_login(world.admin)
+    # A reseller admin signs in with a second factor (tenants.two_factor): the session says which device it used.
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device, _ = TOTPDevice.objects.get_or_create(user=world.admin, name="bench", defaults={"confirmed": True})
+    session = browser.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
     _, plaintext = ApiToken.issue(world.admin, "scale benchmark")
     api = Client(HTTP_AUTHORIZATION=f"Token {plaintext}")
     todo = pages(world)

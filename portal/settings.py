@@ -93,6 +93,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",  # sign-in lockout after repeated failures (see Auth, API)
+    "django_otp",  # two-factor sign-in (tenants.two_factor)
+    "django_otp.plugins.otp_totp",  # authenticator apps
+    "django_otp.plugins.otp_static",  # recovery codes
     "tenants",
     "messaging",
     "sandbox",
@@ -105,6 +108,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): signed in with a second factor
+    "tenants.middleware.TwoFactorMiddleware",  # who must give (or first set up) a second factor, before anything
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
@@ -447,6 +452,12 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True
 if AXES_FAILURE_LIMIT < 1:
     raise ImproperlyConfigured(f"LOGIN_FAILURE_LIMIT={AXES_FAILURE_LIMIT} must be at least 1.")
+
+# Two-factor sign-in (tenants.two_factor): reseller admins and platform staff must set it up, everyone else may;
+# API tokens are not affected. Off in tests unless a test turns it on (as the lockout is), so that tests which sign
+# in with force_login need no code.
+TWO_FACTOR_ENFORCED = env_bool("TWO_FACTOR_ENFORCED", not TESTING)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "PBX Messaging Portal")  # the name authenticator apps show
 
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"

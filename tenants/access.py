@@ -186,6 +186,12 @@ def may_sign_in(user: Principal) -> bool:
     )
 
 
+def must_use_two_factor(user: Principal) -> bool:
+    """Must this person sign in with a second factor? Reseller admins (they manage people, keys and prices) and
+    platform staff; everyone else may choose to."""
+    return _signed_in(user) and (_is_platform(user) or bool(grants(user).admin_resellers))
+
+
 def is_reviewer(user: Principal) -> bool:
     """Platform staff who work the sender-ID registration queue."""
     return _is_platform(user) and user.has_perm(REVIEW_PERMISSION)

@@ -407,6 +407,8 @@ class AuditEvent(models.Model):
         RETENTION_PURGED = "retention.purged", "Old message content purged"
         PRICES_CHANGED = "prices.changed", "Prices to customers changed"
         TENANT_ONBOARDED = "tenant.onboarded", "Tenant onboarded from a CSV"
+        TWO_FACTOR_ENROLLED = "two_factor.enrolled", "Two-factor sign-in set up"
+        RECOVERY_CODE_USED = "two_factor.recovery_code", "Signed in with a recovery code"
 
     PRICES_CHANGED = "prices.changed", "Prices to customers changed"
 

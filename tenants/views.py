@@ -1,14 +1,19 @@
-"""The page an invitation e-mail links to: the person invited accepts or declines it."""
+"""Pages outside the admin: an invitation's (accept or decline it), and two-factor sign-in (set up, verify)."""
 
+from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_lockout_response
 from django.contrib import admin, messages
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
 from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import mark_safe
 
-from tenants import services
+from tenants import services, two_factor
 from tenants.models import Membership
 
 
@@ -47,3 +52,79 @@ def invitation(request, token: str):
         messages.success(request, f"Welcome: you are now {membership.get_role_display().lower()} of {organization}.")
         return redirect("admin:index")
     return TemplateResponse(request, "tenants/invitation.html", {**context, "form": form})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Two-factor sign-in (tenants.two_factor)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _next_url(request) -> str:
+    wanted = request.POST.get("next") or request.GET.get("next") or ""
+    if wanted and url_has_allowed_host_and_scheme(wanted, {request.get_host()}, require_https=request.is_secure()):
+        return wanted
+    return reverse("admin:index")
+
+
+def _page(request, template: str, title: str, **extra) -> TemplateResponse:
+    context = {**admin.site.each_context(request), "title": title, "next": _next_url(request), **extra}
+    context["is_nav_sidebar_enabled"] = False  # a page of its own: nothing else opens until it is done
+    return TemplateResponse(request, template, context)
+
+
+def _locked(request) -> TemplateResponse | None:
+    """Too many wrong codes (or passwords) for this e-mail from this address: signed out, the lockout page."""
+    credentials = {"username": request.user.get_username()}
+    if not AxesProxyHandler.is_locked(request, credentials):
+        return None
+    logout(request)
+    return get_lockout_response(request, credentials=credentials)
+
+
+@login_required(login_url="admin:login")
+def two_factor_setup(request):
+    """Set up (or replace) the authenticator app: scan the QR code, type a code to confirm; ten recovery codes are
+    shown once. Replacing one needs this session verified with the old one first."""
+    user = request.user
+    if two_factor.enrolled(user) and not user.is_verified():
+        return redirect(f"{reverse('two_factor_verify')}?{urlencode({'next': request.get_full_path()})}")
+    if locked := _locked(request):
+        return locked
+    device, error = two_factor.pending_device(user), ""
+    if request.method == "POST":
+        codes = two_factor.enrol(request, user, request.POST.get("code", ""))
+        if codes is not None:
+            return _page(request, "tenants/two_factor_codes.html", "Your recovery codes", codes=codes)
+        if locked := _locked(request):
+            return locked
+        error = "That code is not the one the app shows now: type the six digits it shows for this portal."
+    return _page(
+        request,
+        "tenants/two_factor_setup.html",
+        "Set up two-factor sign-in",
+        qr_svg=mark_safe(two_factor.qr_svg(device)),  # noqa: S308 - drawn by qrcode from the device's own link
+        secret=two_factor.secret_for_typing(device),
+        error=error,
+        required=two_factor.enforced_for(user),
+        replacing=two_factor.enrolled(user),
+    )
+
+
+@login_required(login_url="admin:login")
+def two_factor_verify(request):
+    """The second step of signing in: a code from the authenticator app, or a recovery code."""
+    user = request.user
+    if not two_factor.enrolled(user):
+        return redirect(f"{reverse('two_factor_setup')}?{urlencode({'next': _next_url(request)})}")
+    if user.is_verified():
+        return redirect(_next_url(request))
+    if locked := _locked(request):
+        return locked
+    error = ""
+    if request.method == "POST":
+        if two_factor.verify(request, user, request.POST.get("code", "")):
+            return redirect(_next_url(request))
+        if locked := _locked(request):
+            return locked
+        error = "That code is not right. Type the six digits the app shows now, or one of your recovery codes."
+    return _page(request, "tenants/two_factor_verify.html", "Two-factor sign-in", error=error)

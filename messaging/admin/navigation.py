@@ -112,6 +112,7 @@ GROUPS: list[tuple[str, list[Entry]]] = [
         [
             Entry("Wavix accounts", "hub", WavixAccount),
             Entry("API tokens", "key", ApiToken),
+            Entry("Two-factor sign-in", "phonelink_lock", url="two_factor_setup", allowed=_everyone),
             Entry("Wavix sandbox", "science", url="sandbox:index", allowed=_opens_sandbox),
         ],
     ),
