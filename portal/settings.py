@@ -140,30 +140,33 @@ TEMPLATES = [
 
 # The admin's theme (django-unfold). The sidebar is built per request by messaging.admin.navigation; the colours
 # are Tailwind's blue, whose 600 keeps white text above WCAG's 4.5:1 (tests/test_accessibility.py runs axe-core).
+# The platform's palette; a reseller's brand colour replaces it for its people (tenants.branding).
+PORTAL_PRIMARY_COLORS = {
+    "50": "oklch(97% .014 254.604)",
+    "100": "oklch(93.2% .032 255.585)",
+    "200": "oklch(88.2% .059 254.128)",
+    "300": "oklch(80.9% .105 251.813)",
+    "400": "oklch(70.7% .165 254.624)",
+    "500": "oklch(62.3% .214 259.815)",
+    "600": "oklch(54.6% .245 262.881)",
+    "700": "oklch(48.8% .243 264.376)",
+    "800": "oklch(42.4% .199 265.638)",
+    "900": "oklch(37.9% .146 265.522)",
+    "950": "oklch(28.2% .091 267.935)",
+}
+# Names, logo and colours per request: the reseller's brand for its people, the platform's for staff (functions named
+# by path, which the theme calls with the request).
 UNFOLD = {
-    "SITE_TITLE": "PBX Messaging Portal",
-    "SITE_HEADER": "PBX Messaging Portal",
-    "SITE_SUBHEADER": "SMS for 3CX over Wavix",
+    "SITE_TITLE": "tenants.branding.site_header",
+    "SITE_HEADER": "tenants.branding.site_header",
+    "SITE_SUBHEADER": "tenants.branding.site_subheader",
+    "SITE_ICON": "tenants.branding.site_icon",
     "SITE_SYMBOL": "sms",
     "SITE_URL": None,
     "SITE_FAVICONS": [{"rel": "icon", "type": "image/svg+xml", "href": lambda request: static("portal/favicon.svg")}],
     "SHOW_VIEW_ON_SITE": False,
     "STYLES": [lambda request: static("portal/portal.css")],
-    "COLORS": {
-        "primary": {
-            "50": "oklch(97% .014 254.604)",
-            "100": "oklch(93.2% .032 255.585)",
-            "200": "oklch(88.2% .059 254.128)",
-            "300": "oklch(80.9% .105 251.813)",
-            "400": "oklch(70.7% .165 254.624)",
-            "500": "oklch(62.3% .214 259.815)",
-            "600": "oklch(54.6% .245 262.881)",
-            "700": "oklch(48.8% .243 264.376)",
-            "800": "oklch(42.4% .199 265.638)",
-            "900": "oklch(37.9% .146 265.522)",
-            "950": "oklch(28.2% .091 267.935)",
-        },
-    },
+    "COLORS": {"primary": "tenants.branding.primary_colors"},
 }
 
 LANGUAGE_CODE = "en-us"

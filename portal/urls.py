@@ -35,6 +35,7 @@ urlpatterns = [
     path("3cx/<int:trunk_id>/messages", messaging_views.provider_messages, name="3cx-provider"),
     path("metrics", messaging_views.prometheus_metrics, name="metrics"),
     path("invitations/<str:token>/", tenants_views.invitation, name="invitation"),
+    path("brand/<int:pk>/logo", tenants_views.brand_logo, name="brand_logo"),
     path("accounts/two-factor/", tenants_views.two_factor_setup, name="two_factor_setup"),
     path("accounts/two-factor/verify/", tenants_views.two_factor_verify, name="two_factor_verify"),
     path("admin/password_reset/", password_reset, name="admin_password_reset"),

@@ -4,6 +4,8 @@ The tenant's page is registered by messaging (messaging.admin.provisioning.Tenan
 accounts, trunks and forwarding health, and tenants imports nothing of messaging.
 """
 
+import hashlib
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -12,11 +14,55 @@ from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from unfold.widgets import UnfoldAdminEmailInputWidget, UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
+from unfold.widgets import (
+    UnfoldAdminEmailInputWidget,
+    UnfoldAdminFileFieldWidget,
+    UnfoldAdminSelectWidget,
+    UnfoldAdminTextInputWidget,
+)
 
-from tenants import access, services
+from tenants import access, branding, services
 from tenants.models import ApiToken, Membership, Reseller, Tenant
 from tenants.scoped_admin import ScopedAdmin
+
+
+class ResellerForm(forms.ModelForm):
+    """The reseller's settings, with its logo uploaded as a file (kept in the row; served by tenants.views)."""
+
+    logo = forms.FileField(
+        required=False,
+        help_text=f"PNG or JPEG, at most {branding.LOGO_MAX_BYTES // 1000} kB; shown 38 px high beside the name.",
+        widget=UnfoldAdminFileFieldWidget,
+    )
+    remove_logo = forms.BooleanField(required=False, label="Remove the logo")
+
+    class Meta:
+        model = Reseller
+        fields = [
+            "name",
+            "slug",
+            "message_retention_days",
+            "brand_name",
+            "brand_color",
+            "support_email",
+            "pricing",
+            "markup_percent",
+            "price_per_segment",
+            "price_per_mms",
+            "currency",
+        ]
+
+    def clean_logo(self):
+        upload = self.cleaned_data.get("logo")
+        if not upload:
+            return None
+        data = upload.read(branding.LOGO_MAX_BYTES + 1)
+        if len(data) > branding.LOGO_MAX_BYTES:
+            raise ValidationError(f"The logo is larger than {branding.LOGO_MAX_BYTES // 1000} kB.")
+        kind = branding.logo_kind(data)
+        if kind is None:
+            raise ValidationError("The logo must be a PNG or JPEG image.")
+        return data, kind
 
 
 @admin.register(Reseller)
@@ -24,6 +70,7 @@ class ResellerAdmin(ScopedAdmin):
     list_display = ["name", "slug", "tenant_count", "message_retention_days", "created_at"]
     search_fields = ["name"]
     prepopulated_fields = {"slug": ["name"]}
+    form = ResellerForm
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
@@ -33,8 +80,17 @@ class ResellerAdmin(ScopedAdmin):
 
     def get_fieldsets(self, request, obj=None):
         prices = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
+        brand = ["brand_name", "brand_color", "support_email", "logo", "remove_logo"]
         return [
             (None, {"fields": ["name", "slug", "message_retention_days"]}),
+            (
+                "Brand",
+                {
+                    "fields": brand,
+                    "description": "What its people and its tenants' people see on the portal's pages and in its "
+                    "e-mails. Platform staff see the platform's own.",
+                },
+            ),
             (
                 "Prices to customers",
                 {
@@ -45,6 +101,12 @@ class ResellerAdmin(ScopedAdmin):
         ]
 
     def save_model(self, request, obj, form, change) -> None:
+        logo = form.cleaned_data.get("logo")
+        if form.cleaned_data.get("remove_logo"):
+            obj.brand_logo, obj.brand_logo_type, obj.brand_logo_hash = None, "", ""
+        elif logo:
+            obj.brand_logo, obj.brand_logo_type = logo
+            obj.brand_logo_hash = hashlib.sha256(logo[0]).hexdigest()[:16]
         services.reseller_save(actor=request.user, reseller=obj)
 
     def get_queryset(self, request):

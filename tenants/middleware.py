@@ -7,9 +7,9 @@ from django.utils.http import urlencode
 
 from tenants import two_factor
 
-# What a signed-in person reaches before the second factor: those pages themselves, signing out, static files, and
-# an invitation's page (answering it comes before anything else).
-OPEN_PREFIXES = ("/accounts/two-factor/", "/admin/logout/", "/accounts/logout/", "/static/", "/invitations/")
+# What a signed-in person reaches before the second factor: those pages themselves, signing out, static files, the
+# logos those pages show, and an invitation's page (answering it comes before anything else).
+OPEN_PREFIXES = ("/accounts/two-factor/", "/admin/logout/", "/accounts/logout/", "/static/", "/brand/", "/invitations/")
 
 
 class TwoFactorMiddleware:
@@ -27,11 +27,15 @@ class TwoFactorMiddleware:
             return self.get_response(request)
         if request.headers.get("Authorization"):  # the API's token: checked by the API, not a session's business
             return self.get_response(request)
+        if request.session.get(two_factor.NO_SECOND_FACTOR) == user.pk:
+            return self.get_response(request)
         if two_factor.enrolled(user):
             target = "two_factor_verify"
         elif two_factor.enforced_for(user):
             target = "two_factor_setup"
         else:
+            # Neither set up nor required (a session from before two_factor.note_at_sign_in): noted once.
+            request.session[two_factor.NO_SECOND_FACTOR] = user.pk
             return self.get_response(request)
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": "Give your second factor first: sign in again in the portal."}, status=403)

@@ -11,7 +11,7 @@ from typing import cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -131,6 +131,17 @@ def _money(amount: Decimal) -> str:
     return f"{amount:f}"
 
 
+def contrast_with_white(color: str) -> float:
+    """WCAG's contrast ratio of white text on this #rrggbb colour (buttons and the e-mails' bar put white on it)."""
+    try:
+        channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    except ValueError:
+        return 21.0  # not a colour: its validator says so
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
 class Reseller(PriceTerms):
     """A managed-service provider that sells 3CX systems to its tenants."""
 
@@ -145,6 +156,30 @@ class Reseller(PriceTerms):
         help_text="Message texts, media links and raw webhook bodies older than this are purged every night; "
         "status, segments, charges, numbers and times are kept for counts and billing.",
     )
+    # Its brand, on the pages its people and its tenants' people see and in the e-mails sent to them
+    # (tenants.branding); db_default: the release before, still running while this one migrates, inserts without them.
+    brand_name = models.CharField(
+        max_length=120, blank=True, default="", db_default="", help_text="Blank: the reseller's name."
+    )
+    brand_color = models.CharField(
+        "brand colour",
+        max_length=7,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "A colour as #rrggbb, such as #0f766e.")],
+        help_text="Buttons, links and the e-mails' header bar. Blank: the portal's blue.",
+    )
+    support_email = models.EmailField(
+        "support e-mail",
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Shown to its people and tenants; the e-mails' Reply-To.",
+    )
+    brand_logo = models.BinaryField(null=True, blank=True, editable=False)  # PNG or JPEG, at most 200 kB
+    brand_logo_type = models.CharField(max_length=16, blank=True, default="", db_default="", editable=False)
+    brand_logo_hash = models.CharField(max_length=16, blank=True, default="", db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -160,6 +195,13 @@ class Reseller(PriceTerms):
                 {
                     "message_retention_days": f"At most {limit} days: the platform keeps message content no "
                     f"longer than that."
+                }
+            )
+        if self.brand_color and (ratio := contrast_with_white(self.brand_color)) < 4.5:
+            raise ValidationError(
+                {
+                    "brand_color": f"Too light: white text on it would be hard to read (contrast {ratio:.1f}:1; at "
+                    f"least 4.5:1). Choose a darker shade."
                 }
             )
         self.clean_price_terms()

@@ -8,13 +8,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from tenants import access
+from tenants import access, branding
 from tenants.models import ApiToken, AuditEvent, Membership, Reseller, Tenant
 from tenants.signals import tenant_resumed
 
@@ -161,15 +160,20 @@ def member_send_invite(membership: Membership) -> bool:
     whose page asks a new login for its password and an existing one to sign in."""
     if membership.invitation != Membership.Invitation.PENDING:
         return False
-    context = {
+    context: dict[str, Any] = {
         "membership": membership,
         "organization": membership.organization,
         "invitation_url": invitation_link(membership),
         "days": settings.PASSWORD_RESET_TIMEOUT // 86400,
     }
-    subject = f"You have been invited to {membership.organization} on the PBX Messaging Portal"
+    reseller = membership.reseller or membership.tenant.reseller  # type: ignore[union-attr]  # one of them is set
+    brand = branding.brand_of(reseller)
+    context["brand"] = brand
+    subject = f"You have been invited to {membership.organization} on {brand.name}"
     try:
-        send_mail(subject, render_to_string("tenants/invite_email.txt", context), None, [membership.user.email])
+        branding.send_branded_mail(
+            subject, render_to_string("tenants/invite_email.txt", context), [membership.user.email], reseller=reseller
+        )
     except Exception:  # the mail server is outside our control; the admin offers "resend"
         logger.exception("invite e-mail to membership %s could not be sent", membership.pk)
         return False

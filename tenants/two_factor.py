@@ -30,6 +30,14 @@ from tenants.models import AuditEvent, Membership
 
 RECOVERY_CODES = 10
 APP_NAME = "Authenticator app"
+NO_SECOND_FACTOR = "two_factor_none"  # the session's note that its person has none and needs none
+
+
+def note_at_sign_in(sender, request: HttpRequest, user: User, **kwargs) -> None:
+    """At sign-in, note in the session whether its person has a second factor to give, so that the pages after it
+    do not look it up each time. One set up later in the session is verified there and then (enrol())."""
+    if request is not None and hasattr(request, "session") and not enrolled(user) and not enforced_for(user):
+        request.session[NO_SECOND_FACTOR] = user.pk
 
 
 def enforced_for(user: User) -> bool:

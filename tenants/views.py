@@ -1,4 +1,5 @@
-"""Pages outside the admin: an invitation's (accept or decline it), and two-factor sign-in (set up, verify)."""
+"""Pages outside the admin: an invitation's (accept or decline it), two-factor sign-in (set up, verify), a
+reseller's logo."""
 
 from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_lockout_response
@@ -7,6 +8,7 @@ from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
 from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -14,7 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import mark_safe
 
 from tenants import services, two_factor
-from tenants.models import Membership
+from tenants.models import Membership, Reseller
 
 
 def invitation(request, token: str):
@@ -128,3 +130,19 @@ def two_factor_verify(request):
             return locked
         error = "That code is not right. Type the six digits the app shows now, or one of your recovery codes."
     return _page(request, "tenants/two_factor_verify.html", "Two-factor sign-in", error=error)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A reseller's logo (tenants.branding)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def brand_logo(request, pk: int) -> HttpResponse:
+    """A reseller's logo, to anyone: it heads its pages and the e-mails it sends, which mail clients fetch without
+    signing in. Its URL carries a hash of the image, so it may be cached for long."""
+    row = Reseller.objects.filter(pk=pk).exclude(brand_logo_type="").values("brand_logo", "brand_logo_type").first()
+    if row is None or not row["brand_logo"]:
+        raise Http404("No logo.")
+    response = HttpResponse(bytes(row["brand_logo"]), content_type=row["brand_logo_type"])
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

@@ -22,7 +22,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.urls import reverse
@@ -38,8 +37,8 @@ from messaging.models import (
     WavixAccount,
 )
 from messaging.wavix import WavixClient, WavixError, WavixPermanentError, WavixSenderID, refusal
-from tenants import access
-from tenants.models import AuditEvent, Membership
+from tenants import access, branding
+from tenants.models import AuditEvent, Membership, Reseller
 
 logger = logging.getLogger(__name__)
 
@@ -372,11 +371,12 @@ def _reviewer_emails() -> list[str]:
     return sorted({email for email in users.values_list("email", flat=True) if email})
 
 
-def _send(subject: str, body: str, recipients: list[str]) -> None:
+def _send(subject: str, body: str, recipients: list[str], *, reseller: Reseller | None = None) -> None:
+    """E-mail in the reseller's brand (the platform's for reviewers: reseller=None)."""
     if not recipients:
         return
     try:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+        branding.send_branded_mail(subject, body, recipients, reseller=reseller)
     except Exception:  # noqa: BLE001 - a mail server down must not undo a decision already committed
         logger.exception("registrations: could not send %r to %d recipient(s)", subject, len(recipients))
 
@@ -396,7 +396,8 @@ def notify_reseller(registration_id: int) -> None:
     if registration.status == Status.NEEDS_DOCUMENTS:
         documents = reverse("admin:messaging_senderidcountry_documents", args=[registration.pk])
         lines.append(f"Upload the documents, which submits them for review: {settings.PUBLIC_BASE_URL}{documents}")
-    _send(subject, "\n\n".join(lines), _reseller_admin_emails(registration.tenant.reseller_id))
+    reseller = registration.tenant.reseller
+    _send(subject, "\n\n".join(lines), _reseller_admin_emails(reseller.pk), reseller=reseller)
 
 
 def notify_reviewers(registration_ids: list[int], what: str) -> None:
