@@ -17,6 +17,7 @@ from messaging.models import (
 from messaging.services.accounts import phone_number_save, trunk_save, wavix_account_save
 from messaging.services.senders import sender_id_register
 from messaging.wavix import explain
+from tenants import access
 from tenants.authentication import token_tenant
 from tenants.models import Reseller, Tenant
 from tenants.serializers import ScopedRelatedField
@@ -257,6 +258,21 @@ class SenderIDSerializer(serializers.ModelSerializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     error_explanation = serializers.SerializerMethodField(help_text="What the error means and what to do.")
+
+    def to_representation(self, instance):
+        row = super().to_representation(instance)
+        if not self._sees_costs():
+            row["charge"] = None  # Wavix's charge is the reseller's cost: null for tenant viewers and tenant tokens
+        return row
+
+    def _sees_costs(self) -> bool:
+        context = self.context
+        if "_sees_costs" not in context:  # once per request: a list's rows share the context
+            request = context.get("request")
+            context["_sees_costs"] = request is None or access.may_see_costs(
+                request.user, token_tenant=token_tenant(request)
+            )
+        return bool(context["_sees_costs"])
 
     class Meta:
         model = Message

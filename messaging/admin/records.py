@@ -60,7 +60,10 @@ class CsvExportMixin:
         except IncorrectLookupParameters:
             return redirect(f"{reverse(f'admin:{self.opts.app_label}_{self.opts.model_name}_changelist')}?e=1")
         filename = f"{self.export_prefix}-{timezone.localtime():%Y%m%d-%H%M}.csv"
-        return logs.csv_response(changelist.queryset, self.export_columns, filename)
+        return logs.csv_response(changelist.queryset, self.export_columns_for(request), filename)
+
+    def export_columns_for(self, request) -> tuple[tuple[str, str], ...]:
+        return self.export_columns
 
 
 class SendForm(forms.Form):
@@ -190,6 +193,21 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
     def charge_column(self, obj) -> str:
         return obj.charge_shown
 
+    # What Wavix charged is the reseller's cost, not its customers' business (tenants.access.may_see_costs): the
+    # charge column, field and CSV column are left out for a tenant viewer.
+    COST_FIELDS = frozenset({"charge_column", "charge_live", "charge"})
+
+    def _without_costs(self, request, names):
+        return [n for n in names if n not in self.COST_FIELDS] if not access.may_see_costs(request.user) else names
+
+    def get_list_display(self, request):
+        return self._without_costs(request, super().get_list_display(request))
+
+    def export_columns_for(self, request):
+        return tuple(
+            c for c in self.export_columns if c[1] not in self.COST_FIELDS or access.may_see_costs(request.user)
+        )
+
     def changelist_view(self, request, extra_context=None):
         # Texts that belong to no tenant are in no message: reseller staff are told here, where they look for texts.
         extra_context = {
@@ -222,6 +240,9 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": self._without_costs(request, self.get_fields(request, obj))})]
 
     # The fields of the message page that change while a text goes out; its script polls status_view for them.
     LIVE_FIELDS: tuple[str, ...] = ("progress", "error_explanation", "reports", "segments_live", "charge_live")
@@ -308,7 +329,7 @@ class MessageAdmin(CsvExportMixin, RecordAdmin):
         message = self.get_object(request, object_id)
         if not self.has_view_permission(request, message):
             raise PermissionDenied
-        fields = {name: str(getattr(self, name)(message)) for name in self.LIVE_FIELDS}
+        fields = {name: str(getattr(self, name)(message)) for name in self._without_costs(request, self.LIVE_FIELDS)}
         return JsonResponse({"status": message.status, "final": message.status in Message.FINAL, "fields": fields})
 
     class Media:
