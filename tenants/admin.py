@@ -45,11 +45,7 @@ class ResellerForm(forms.ModelForm):
             "brand_name",
             "brand_color",
             "support_email",
-            "pricing",
-            "markup_percent",
-            "price_per_segment",
-            "price_per_mms",
-            "currency",
+            *Reseller.PRICE_FIELDS,
         ]
 
     def clean_logo(self):
@@ -79,7 +75,7 @@ class ResellerAdmin(ScopedAdmin):
         return field
 
     def get_fieldsets(self, request, obj=None):
-        prices = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
+        prices = list(Reseller.PRICE_FIELDS)
         brand = ["brand_name", "brand_color", "support_email", "logo", "remove_logo"]
         return [
             (None, {"fields": ["name", "slug", "message_retention_days"]}),

@@ -90,6 +90,8 @@ class PriceTerms(models.Model):
     )
     currency = models.CharField(max_length=3, choices=CURRENCIES, default=WAVIX_CURRENCY, db_default=WAVIX_CURRENCY)
 
+    PRICE_FIELDS = ("pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency")  # forms, audit
+
     class Meta:
         abstract = True
 

@@ -1,4 +1,5 @@
-"""People management: invites, roles, deactivation, API tokens. Reseller admins do this without platform help."""
+"""Saving tenants and resellers (status and price changes audited), and people management: invites, roles,
+deactivation, API tokens. Reseller admins do this without platform help."""
 
 import logging
 from decimal import Decimal
@@ -14,14 +15,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tenants import access, branding
-from tenants.models import ApiToken, AuditEvent, Membership, Reseller, Tenant
+from tenants.models import ApiToken, AuditEvent, Membership, PriceTerms, Reseller, Tenant
 from tenants.signals import tenant_resumed
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
-
-
-PRICE_FIELDS = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
 
 
 def _price_terms(obj: Reseller | Tenant) -> dict[str, str]:
@@ -32,13 +30,15 @@ def _price_terms(obj: Reseller | Tenant) -> dict[str, str]:
             return ""
         return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
 
-    return {name: written(getattr(obj, name)) for name in PRICE_FIELDS}
+    return {name: written(getattr(obj, name)) for name in PriceTerms.PRICE_FIELDS}
 
 
 def _record_price_change(actor, obj: Reseller | Tenant, before: dict[str, str] | None) -> None:
     """Prices decide what customers are billed: every change is in the audit trail, old and new terms side by side."""
+    if before is None:
+        return  # a new row: its prices did not change, they began
     after = _price_terms(obj)
-    changed = {name: [before[name], after[name]] for name in PRICE_FIELDS if before and before[name] != after[name]}
+    changed = {name: [before[name], after[name]] for name in PriceTerms.PRICE_FIELDS if before[name] != after[name]}
     if changed:
         AuditEvent.record(AuditEvent.Action.PRICES_CHANGED, obj, actor=actor, changes=changed)
 

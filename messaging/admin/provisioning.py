@@ -219,7 +219,7 @@ class TenantAdmin(RelayRepairMixin, ScopedAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     fields = ["reseller", "name", "slug", "status", "default_country"]
-    price_fields = ["pricing", "markup_percent", "price_per_segment", "price_per_mms", "currency"]
+    price_fields = list(Tenant.PRICE_FIELDS)
     inlines = [TrunkInline]
 
     def get_fieldsets(self, request, obj=None):
