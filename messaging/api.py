@@ -28,7 +28,7 @@ from messaging.models import (
 from messaging.services import accounts, forwarding, outbound, provider, senders, usage
 from portal.spreadsheets import spreadsheet_safe
 from tenants import access
-from tenants.api import ScopedViewSet, django_errors_as_400
+from tenants.api import ScopedViewSet, django_errors_as_400, refuse_tenant_tokens
 from tenants.authentication import token_tenant
 from tenants.models import Tenant
 
@@ -96,13 +96,6 @@ class WavixAccountViewSet(WriteViewSet):
         return Response(self.get_serializer(account).data, status=201)
 
 
-def refuse_tenant_tokens(request, what: str) -> None:
-    """Managing the reseller's side (its numbers, accounts, keys, people) is for the reseller's people: a tenant token
-    is the tenant's integration, whoever created it."""
-    if token_tenant(request) is not None:
-        raise PermissionDenied(f"Only the reseller's people {what}; a tenant's token cannot.")
-
-
 class PhoneNumberViewSet(SavingViaServices, mixins.UpdateModelMixin, ReadViewSet):
     """Numbers on the reseller's Wavix accounts, and the tenant and trunk each is assigned to. PATCH assigns or
     unassigns one (`tenant`, `trunk`; null for none): a number newly serving a trunk with SMS on is pointed at the
@@ -137,7 +130,8 @@ class TrunkViewSet(WriteViewSet):
         """Issue the trunk's 3CX provider key (its *Messaging API key*), shown only in this answer; older keys keep
         working for 24 h. Reseller managers only (never a tenant token: the key sends as the tenant)."""
         trunk = self.get_object()
-        if token_tenant(request) is not None or not access.can(request.user, "change", trunk):
+        refuse_tenant_tokens(request, "issue provider keys")  # the key sends as the tenant
+        if not access.can(request.user, "change", trunk):
             raise PermissionDenied("Only the reseller's admins and operators issue provider keys.")
         if trunk.sms_template != Trunk.SmsTemplate.GENERIC:
             raise drf_serializers.ValidationError(

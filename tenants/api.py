@@ -49,6 +49,13 @@ class ScopedViewSet(viewsets.GenericViewSet):
         return access.only_tenant(rows, tenant) if tenant else rows
 
 
+def refuse_tenant_tokens(request, what: str) -> None:
+    """Managing the reseller's side (its numbers, accounts, keys, people) is for the reseller's people: a tenant token
+    is the tenant's integration, whoever created it. Asked before a request's body is read, whose errors could tell."""
+    if token_tenant(request) is not None:
+        raise PermissionDenied(f"Only the reseller's people {what}; a tenant's token cannot.")
+
+
 @contextmanager
 def django_errors_as_400():
     """Model and service validation raises Django's ValidationError; the API answers it as a 400."""
@@ -81,9 +88,7 @@ class PersonViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
     serializer_class = PersonSerializer
 
     def create(self, request, *args, **kwargs):
-        # Before the body is read: its errors ("already has a role") would tell a tenant's token who works where.
-        if token_tenant(request) is not None:
-            raise PermissionDenied("Only the reseller's admins invite people; a tenant's token cannot.")
+        refuse_tenant_tokens(request, "invite people")  # its errors ("already has a role") would tell who works where
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer) -> None:
