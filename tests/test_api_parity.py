@@ -213,3 +213,34 @@ def test_a_sender_id_is_deleted_at_wavix_then_here_or_not_at_all(operator, viewe
     assert not SenderID.objects.exists() and not SandboxSenderID.objects.exists()
     assert AuditEvent.objects.filter(action=AuditEvent.Action.SENDER_ID_DELETED, actor=operator).count() == 1
     assert PhoneNumber.objects.count() == 0  # nothing else touched
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every new operation, scoped as the old ones are
+# --------------------------------------------------------------------------------------------------------------
+
+OPERATIONS = [
+    ("patch", "numbers/{id}/", "messaging.phonenumber"),
+    ("post", "wavix-accounts/{id}/sync/", "messaging.wavixaccount"),
+    ("post", "wavix-accounts/{id}/webhook-secret/", "messaging.wavixaccount"),
+    ("post", "trunks/{id}/replay/", "messaging.trunk"),
+    ("delete", "sender-ids/{id}/", "messaging.senderid"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method,route,label", OPERATIONS)
+def test_each_new_operation_answers_404_for_another_reseller_and_403_to_a_viewer(
+    tenant, reseller_admin, other_tenant, other_admin, viewer, method, route, label
+):
+    from tests.conftest import build_world
+
+    mine, theirs = build_world(tenant, reseller_admin), build_world(other_tenant, other_admin)
+    audit_before = AuditEvent.objects.count()
+    body = {"tenant": None, "trunk": None} if method == "patch" else {}
+    url = "/api/v1/" + route.format(id=theirs[label].pk)
+    assert getattr(token_client(reseller_admin), method)(url, body, format="json").status_code == 404
+    url = "/api/v1/" + route.format(id=mine[label].pk)
+    assert getattr(token_client(viewer), method)(url, body, format="json").status_code == 403
+    assert AuditEvent.objects.count() == audit_before
+    assert type(mine[label]).objects.filter(pk=mine[label].pk).exists()
