@@ -74,6 +74,12 @@ class Command(BaseCommand):
                 f"  Reseller admin:  demo@northwind.example / {DEMO_PASSWORD}\n"
                 f"  Tenant viewer:   viewer@acme.example / {DEMO_PASSWORD}\n"
                 f"  Platform staff:  reviewer@platform.example / {DEMO_PASSWORD}"
+                + (
+                    "\n  The reseller admin and staff set up two-factor sign-in (any authenticator app) when they first"
+                    "\n  sign in; TWO_FACTOR_ENFORCED=false makes it optional."
+                    if settings.TWO_FACTOR_ENFORCED
+                    else ""
+                )
             )
         )
 
