@@ -13,6 +13,8 @@ pytestmark = pytest.mark.django_db
 # Platform-only admins (Django's users and groups): resellers never reach them.
 # django-axes's sign-in attempts: platform staff lift lockouts there.
 PLATFORM_ONLY = {"auth.user", "auth.group", "axes.accessattempt", "axes.accessfailurelog", "axes.accesslog"}
+# Two-factor devices: platform superusers delete a lost authenticator there, so its person sets up a new one.
+PLATFORM_ONLY |= {"otp_totp.totpdevice", "otp_static.staticdevice"}
 SCOPED_LABELS = [
     "tenants.reseller",
     "tenants.tenant",
