@@ -53,6 +53,18 @@ class WriteViewSet(SavingViaServices, mixins.CreateModelMixin, mixins.UpdateMode
     pass
 
 
+class SyncRequest(drf_serializers.Serializer):
+    wire = drf_serializers.BooleanField(
+        default=True, help_text="Point SMS trunks' numbers at the portal (false: only report drift)."
+    )
+
+
+class ReplayRequest(drf_serializers.Serializer):
+    since = drf_serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Only those that came since; all if left out."
+    )
+
+
 class WavixAccountViewSet(WriteViewSet):
     """Wavix accounts, with the portal's webhook URLs to give Wavix. The API key is write-only."""
 
@@ -67,7 +79,7 @@ class WavixAccountViewSet(WriteViewSet):
         return account
 
     @extend_schema(
-        request=inline_serializer("SyncRequest", {"wire": drf_serializers.BooleanField(required=False, default=True)}),
+        request=SyncRequest,
         responses={
             202: inline_serializer(
                 "SyncQueued", {"queued": drf_serializers.BooleanField(), "wire": drf_serializers.BooleanField()}
@@ -79,9 +91,9 @@ class WavixAccountViewSet(WriteViewSet):
         """Compare with Wavix now, as the admin's "Sync now": numbers (with `wire`, the default, SMS trunks' numbers are
         pointed at the portal; without, drift is only reported) and sender-ID allow-listings. Queued: 202."""
         account = self._managed(request, "sync accounts")
-        wire = request.data.get("wire", True)
-        if not isinstance(wire, bool):
-            raise drf_serializers.ValidationError({"wire": ["true or false."]})
+        form = SyncRequest(data=request.data)
+        form.is_valid(raise_exception=True)
+        wire = form.validated_data["wire"]
         accounts.wavix_check_soon(account, wire=wire)
         return Response({"queued": True, "wire": wire}, status=202)
 
@@ -140,14 +152,7 @@ class TrunkViewSet(WriteViewSet):
         return Response({"provider_key": provider.provider_key_issue(actor=request.user, trunk=trunk)}, status=201)
 
     @extend_schema(
-        request=inline_serializer(
-            "ReplayRequest",
-            {
-                "since": drf_serializers.DateTimeField(
-                    required=False, help_text="Only those that came since; all if left out."
-                )
-            },
-        ),
+        request=ReplayRequest,
         responses={200: inline_serializer("Replayed", {"replayed": drf_serializers.IntegerField()})},
     )
     @action(detail=True, methods=["post"])
@@ -157,14 +162,11 @@ class TrunkViewSet(WriteViewSet):
         trunk = self.get_object()
         if not access.can(request.user, "replay", Delivery):
             raise PermissionDenied("Only the reseller's admins and operators replay deliveries.")
-        form = drf_serializers.DateTimeField(required=False)
+        form = ReplayRequest(data=request.data)
+        form.is_valid(raise_exception=True)
         failed = Delivery.objects.filter(trunk=trunk, status__in=Delivery.REPLAYABLE)
-        if request.data.get("since") not in (None, ""):
-            try:
-                since = form.run_validation(request.data["since"])
-            except drf_serializers.ValidationError as error:
-                raise drf_serializers.ValidationError({"since": error.detail}) from None
-            failed = failed.filter(created_at__gte=since)
+        if form.validated_data.get("since") is not None:
+            failed = failed.filter(created_at__gte=form.validated_data["since"])
         return Response({"replayed": forwarding.delivery_replay(actor=request.user, deliveries=failed)})
 
 

@@ -85,8 +85,9 @@ def test_a_sync_is_queued_as_from_the_admin(
     with django_capture_on_commit_callbacks() as queued:
         response = api.post(f"/api/v1/wavix-accounts/{shared.pk}/sync/", {}, format="json")
     assert (response.status_code, response.json()) == (202, {"queued": True, "wire": True})
+    assert api.post(f"/api/v1/wavix-accounts/{shared.pk}/sync/", [], format="json").status_code == 400  # not an object
     assert len(queued) == 2  # numbers, and sender-ID allow-listings: what the admin's "Sync now" queues
-    assert api.post(f"/api/v1/wavix-accounts/{shared.pk}/sync/", {"wire": "yes"}, format="json").status_code == 400
+    assert api.post(f"/api/v1/wavix-accounts/{shared.pk}/sync/", {"wire": "maybe"}, format="json").status_code == 400
     own = f.WavixAccountFactory(reseller=tenant.reseller, tenant=tenant)
     assert token_client(viewer).post(f"/api/v1/wavix-accounts/{own.pk}/sync/").status_code == 403
     assert tenant_token(reseller_admin, tenant).post(f"/api/v1/wavix-accounts/{own.pk}/sync/").status_code == 403
@@ -125,6 +126,7 @@ def test_a_trunks_failed_deliveries_are_replayed_since_a_time(operator, viewer, 
     api = token_client(operator)
     bad = api.post(url, {"since": "yesterday"}, format="json")
     assert bad.status_code == 400 and "since" in bad.json()
+    assert api.post(url, [1, 2], format="json").status_code == 400
     since = (timezone.now() - timedelta(hours=2)).isoformat()
     assert api.post(url, {"since": since}, format="json").json() == {"replayed": 1}
     assert Delivery.objects.get(pk=late.pk).status == Delivery.Status.PENDING
