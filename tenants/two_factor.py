@@ -20,8 +20,8 @@ from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.http import HttpRequest
-from django_otp import devices_for_user, match_token, user_has_device
 from django_otp import login as otp_login
+from django_otp import match_token, user_has_device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -117,7 +117,3 @@ def verify(request: HttpRequest, user: User, code: str) -> bool:
     if isinstance(device, StaticDevice):
         _audit(AuditEvent.Action.RECOVERY_CODE_USED, user, {"recovery_codes_left": device.token_set.count()})
     return True
-
-
-def devices(user: User) -> list:
-    return list(devices_for_user(user, confirmed=True))
