@@ -37,3 +37,14 @@ def one_at_a_time(key: str, *, timeout: int, owner: str = "running", cache_down:
             cache.delete(key)
         except Exception:  # noqa: BLE001 - the timeout frees it
             logger.warning("locks: could not release %s; it expires in %s s", key, timeout)
+
+
+def still_holding(key: str, *, timeout: int) -> None:
+    """Renew a lock one_at_a_time() gave for another `timeout` seconds: work that renews as it goes can take a short
+    timeout, so that a holder killed mid-work blocks the next one for that long instead of for the longest the work
+    could take. (Renewing a lock that already expired, and another holder took, only lengthens theirs: use it where
+    two holders at once are safe, merely wasteful.)"""
+    try:
+        cache.touch(key, timeout)
+    except Exception:  # noqa: BLE001 - the lock expires and the next holder waits that much less
+        logger.warning("locks: could not renew %s", key)

@@ -1,6 +1,7 @@
 """Outbound messages: every validation rule (its exact words, nothing queued), then sending through the sandbox
 over HTTP — accepted, refused, retried, slowed down by 429, expired, and settled by tag when the outcome was lost."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -458,3 +459,38 @@ def test_what_a_tenant_queued_before_its_suspension_waits_and_goes_once_it_is_re
     assert sending.outbound_drain(numeric.account_id) == 1
     message.refresh_from_db()
     assert message.status == "accepted" and SandboxMessage.objects.count() == 1
+
+
+def test_a_drain_longer_than_its_lease_renews_it_so_no_second_drain_starts_meanwhile(acme, tenant, monkeypatch):
+    """The draining lock is a short lease (a worker killed mid-drain blocks its account for that long only),
+    renewed while the drain runs: a drain outliving the first lease still holds the account."""
+    import threading
+
+    from django.core.cache import cache
+
+    account, numeric, _ = acme
+    monkeypatch.setattr(sending, "DRAIN_LEASE_SECONDS", 2)
+    monkeypatch.setattr(sending, "DRAIN_RENEW_EVERY_SECONDS", 0.5)
+    account.send_rate_per_second = 2
+    account.save()
+    messages = [
+        outbound.message_send(tenant=tenant, sender=numeric, to=f"+1415555{n:04d}", text="Hi") for n in range(8)
+    ]
+    lock = sending.DRAINING_LOCK.format(account.pk)
+    seen: dict[str, object] = {}
+
+    def while_it_drains() -> None:
+        time.sleep(3)  # past the first lease: only a renewal keeps the lock
+        seen["held"] = cache.get(lock) is not None
+        seen["second drain sent"] = sending.outbound_drain(account.pk)
+
+    checker = threading.Thread(target=while_it_drains)
+    checker.start()
+    started = time.monotonic()
+    sent = sending.outbound_drain(account.pk)
+    checker.join()
+    assert time.monotonic() - started > 3  # 8 at 2 a second: the drain outlived the lease
+    assert seen == {"held": True, "second drain sent": 0}
+    assert sent == 8 and cache.get(lock) is None  # released on leaving
+    for message in messages:
+        assert SandboxMessage.objects.filter(tag=str(message.pk)).count() == 1

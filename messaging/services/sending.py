@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from messaging import dispatch, ratelimit
 from messaging.inflight import InFlight
-from messaging.locks import one_at_a_time
+from messaging.locks import one_at_a_time, still_holding
 from messaging.models import (
     Message,
     WavixAccount,
@@ -41,6 +41,11 @@ MAX_SEND_ATTEMPTS = 8
 
 DRAINING_LOCK = "outbound:draining:{}"  # per account: one drain sends at a time
 DRAIN_BUDGET_SECONDS = 40  # under the task's soft time limit; the drain queues itself again if work remains
+# The draining lock's lease, renewed while the drain runs: a worker killed mid-drain stops its account's sending for
+# this long (then the sweeper's next ask starts a drain), not for the drain's whole budget. Longer than one call to
+# Wavix can take (WAVIX_CONNECT_TIMEOUT + WAVIX_READ_TIMEOUT), during which the drain waits and does not renew.
+DRAIN_LEASE_SECONDS = 30
+DRAIN_RENEW_EVERY_SECONDS = 5
 
 
 def _sendable() -> QuerySet[Message]:
@@ -92,24 +97,29 @@ def outbound_drain(account_id: int) -> int:
     """
     dispatch.OUTBOUND_DRAIN.started(account_id)
     # Without the cache the drain goes on unlocked: claims still keep every message single.
-    with one_at_a_time(DRAINING_LOCK.format(account_id), timeout=DRAIN_BUDGET_SECONDS + 60, cache_down=True) as mine:
+    lock = DRAINING_LOCK.format(account_id)
+    with one_at_a_time(lock, timeout=DRAIN_LEASE_SECONDS, cache_down=True) as mine:
         if not mine:
             return 0  # another drain is sending for this account; it will see our messages
         account = WavixAccount.objects.filter(pk=account_id).first()
-        sent = _send_due(account) if account else 0
+        sent = _send_due(account, lock) if account else 0
     if account and _due(account_id).exists():
         dispatch.OUTBOUND_DRAIN.ask(account_id)  # the budget ran out with work left, or a retry is due
     return sent
 
 
-def _send_due(account: WavixAccount) -> int:
+def _send_due(account: WavixAccount, lock: str) -> int:
     """outbound_drain's loop: claim, call Wavix on the in-flight threads, record each answer on this thread."""
     client, callback_url, rate = WavixClient.for_account(account), account.dlr_webhook_url, account.send_rate_per_second
     last_served: dict[int, float] = {}  # tenant id → when it was last served (time.monotonic())
     sent, deadline = 0, time.monotonic() + DRAIN_BUDGET_SECONDS
+    renewed = time.monotonic()
     candidates: deque[int] = deque()
     with InFlight[Message](settings.OUTBOUND_SENDS_IN_FLIGHT, f"wavix-send-{account.pk}", _record) as in_flight:
         while time.monotonic() < deadline:
+            if time.monotonic() - renewed >= DRAIN_RENEW_EVERY_SECONDS:
+                still_holding(lock, timeout=DRAIN_LEASE_SECONDS)
+                renewed = time.monotonic()
             wait = None  # how long to wait for an answer before trying to send more; None: until one comes
             if in_flight.free:
                 if not candidates:
