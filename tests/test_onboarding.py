@@ -174,6 +174,7 @@ def test_a_spreadsheets_semicolons_and_numbers_without_plus_are_read(reseller_ad
         (as_csv([]), "no customer rows"),
         (b"tenant,default_country,trunk_name,pbx_fqdn,numbers,sender_id,price\n", "unknown column(s): price"),
         (b"\xff\xfe\x00t", "not UTF-8"),
+        (as_csv([["Customer", "US", "Main", "pbx.3cx.us", "", ""]] * (onboarding.MAX_ROWS + 1)), "At most 500"),
     ],
 )
 def test_a_file_that_is_not_the_template_is_refused_as_a_whole(reseller_admin, reseller, content, words):
