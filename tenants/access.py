@@ -346,7 +346,16 @@ def may_see_costs(user: Principal, tenant: Tenant | None = None, *, token_tenant
 
     They are the reseller's business, not its customer's: the managers of the tenant's reseller and platform staff
     see them; a tenant viewer and a tenant API token see the price they are billed, never the cost under it.
+    Without a tenant (a column over many tenants' rows): only someone who manages every tenant they can see — a
+    reseller's admin who is also a viewer of another reseller's customer sees no costs in such lists.
     """
+    if tenant is None and token_tenant is None and _signed_in(user) and not _is_platform(user):
+        mine = grants(user)
+        viewed_elsewhere = Tenant.objects.filter(pk__in=mine.viewer_tenants).exclude(
+            reseller_id__in=mine.manager_resellers
+        )
+        if mine.viewer_tenants and viewed_elsewhere.exists():
+            return False
     return _manages_owner(user, tenant, token_tenant)
 
 

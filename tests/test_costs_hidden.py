@@ -40,3 +40,22 @@ def test_a_tenant_viewer_never_sees_wavixs_charge(client, charged, viewer, resel
     integration = APIClient()
     integration.credentials(HTTP_AUTHORIZATION=f"Token {plaintext}")
     assert integration.get("/api/v1/messages/").json()["results"][0]["charge"] is None
+
+
+def test_a_manager_elsewhere_who_views_this_tenant_sees_no_charge_in_lists_or_on_its_pages(
+    client, charged, other_admin, tenant
+):
+    """Reseller B's admin who is also a viewer of reseller A's tenant: A's costs are not theirs to see. The lists
+    mix tenants, so they show no charge at all to such a person; a text's own page goes by its tenant."""
+    f.MembershipFactory(user=other_admin, role="tenant_viewer", tenant=tenant)
+    client.force_login(other_admin)
+    for url in (
+        reverse("admin:messaging_message_changelist"),
+        reverse("admin:messaging_message_change", args=[charged.pk]),
+        reverse("admin:messaging_message_export"),
+    ):
+        page = client.get(url)
+        assert page.status_code == 200
+        body = b"".join(page.streaming_content) if page.streaming else page.content
+        assert "0.01234" not in body.decode(), url
+    assert token_client(other_admin).get(f"/api/v1/messages/{charged.pk}/").json()["charge"] is None
