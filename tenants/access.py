@@ -111,6 +111,7 @@ class Grants:
     admin_resellers: frozenset[int]
     manager_resellers: frozenset[int]  # admin or operator
     viewer_tenants: frozenset[int]
+    viewer_resellers: frozenset[int]  # the resellers of viewer_tenants
 
     @property
     def any(self) -> bool:
@@ -120,7 +121,7 @@ class Grants:
         return self.admin_resellers if level == "admins" else self.manager_resellers
 
 
-NO_GRANTS = Grants(frozenset(), frozenset(), frozenset())
+NO_GRANTS = Grants(frozenset(), frozenset(), frozenset(), frozenset())
 _CACHE = "_portal_grants"  # the attribute on the user object that holds its Grants for the request
 
 
@@ -138,9 +139,10 @@ def grants(user: Principal) -> Grants:
     admin: set[int] = set()
     manager: set[int] = set()
     viewer: set[int] = set()
-    for role, reseller_id, tenant_id in Membership.objects.filter(user_id=user.pk, is_active=True).values_list(
-        "role", "reseller_id", "tenant_id"
-    ):
+    viewer_resellers: set[int] = set()
+    for role, reseller_id, tenant_id, tenants_reseller_id in Membership.objects.filter(
+        user_id=user.pk, is_active=True
+    ).values_list("role", "reseller_id", "tenant_id", "tenant__reseller_id"):
         if role == Membership.Role.RESELLER_ADMIN:
             admin.add(reseller_id)
             manager.add(reseller_id)
@@ -148,7 +150,8 @@ def grants(user: Principal) -> Grants:
             manager.add(reseller_id)
         elif role == Membership.Role.TENANT_VIEWER:
             viewer.add(tenant_id)
-    result = Grants(frozenset(admin), frozenset(manager), frozenset(viewer))
+            viewer_resellers.add(tenants_reseller_id)
+    result = Grants(frozenset(admin), frozenset(manager), frozenset(viewer), frozenset(viewer_resellers))
     setattr(user, _CACHE, result)
     return result
 
@@ -351,10 +354,7 @@ def may_see_costs(user: Principal, tenant: Tenant | None = None, *, token_tenant
     """
     if tenant is None and token_tenant is None and _signed_in(user) and not _is_platform(user):
         mine = grants(user)
-        viewed_elsewhere = Tenant.objects.filter(pk__in=mine.viewer_tenants).exclude(
-            reseller_id__in=mine.manager_resellers
-        )
-        if mine.viewer_tenants and viewed_elsewhere.exists():
+        if mine.viewer_resellers - mine.manager_resellers:
             return False
     return _manages_owner(user, tenant, token_tenant)
 

@@ -1,10 +1,12 @@
 """Outbound messages: every validation rule (its exact words, nothing queued), then sending through the sandbox
 over HTTP — accepted, refused, retried, slowed down by 429, expired, and settled by tag when the outcome was lost."""
 
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -464,10 +466,6 @@ def test_what_a_tenant_queued_before_its_suspension_waits_and_goes_once_it_is_re
 def test_a_drain_longer_than_its_lease_renews_it_so_no_second_drain_starts_meanwhile(acme, tenant, monkeypatch):
     """The draining lock is a short lease (a worker killed mid-drain blocks its account for that long only),
     renewed while the drain runs: a drain outliving the first lease still holds the account."""
-    import threading
-
-    from django.core.cache import cache
-
     account, numeric, _ = acme
     monkeypatch.setattr(sending, "DRAIN_LEASE_SECONDS", 2)
     monkeypatch.setattr(sending, "DRAIN_RENEW_EVERY_SECONDS", 0.5)
